@@ -1,0 +1,34 @@
+# echokit's two front doors: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Generated certificates (CA, server, client) live in ./certs for make targets.
+export ECHOKIT_CERT_DIR ?= $(CURDIR)/certs
+
+.PHONY: demo test lint typecheck unit venv clean
+
+$(BIN)/echokit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/echokit
+
+demo: venv
+	$(BIN)/echokit demo
+
+lint: venv
+	$(BIN)/ruff check echokit tests
+	$(BIN)/ruff format --check echokit tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

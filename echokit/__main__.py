@@ -1,0 +1,5 @@
+"""Run echokit as C{python -m echokit}."""
+
+from echokit.cli import main
+
+main()

@@ -1,0 +1,317 @@
+"""
+The command line: parse and check, then hand off to one function that runs the reactor.
+
+Click code here only parses and validates. Each command builds a job (a coroutine that
+takes the reactor) and passes it to L{run}, the only place that touches the global
+reactor, and the one place where an L{EchokitError} becomes a message on stderr and an
+exit status (2 for bad input, 1 for runtime failures). Endpoint strings are checked
+before the reactor starts, so a typo never binds a port.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from echokit import __version__
+from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
+from echokit.errors import EchokitError, InputError
+from echokit.grammar import EndpointSpec, parse_client, parse_server
+
+Job = Callable[[Any], Coroutine[Any, Any, object]]
+
+
+def fail(error: EchokitError) -> NoReturn:
+    """Print C{error}'s one-line message and exit with its status."""
+    click.echo(f"echokit: error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _start_logging(level_name: str) -> None:
+    from twisted.logger import (
+        FilteringLogObserver,
+        ILogFilterPredicate,
+        LogEvent,
+        LogLevel,
+        LogLevelFilterPredicate,
+        PredicateResult,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+    from zope.interface import implementer
+
+    level = LogLevel.levelWithName(level_name)
+
+    @implementer(ILogFilterPredicate)
+    class QuietTwisted:
+        """
+        Hide Twisted's own "starting on"/"Stopping factory" chatter (legacy C{log.msg}
+        calls) unless debugging: echokit announces its listeners itself.
+        """
+
+        def __call__(self, event: LogEvent) -> Any:
+            chatty = event.get("log_namespace") == "log_legacy" and not event.get("isError")
+            if chatty and level > LogLevel.debug:
+                return PredicateResult.no
+            return PredicateResult.maybe
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [QuietTwisted(), predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def run(job: Job, log_level: str = "warn", show_traceback: bool = False) -> NoReturn:
+    """
+    Run C{job(reactor)} on the global reactor and exit with its outcome.
+
+    @param log_level: the lowest twisted.logger level shown on stderr.
+    @param show_traceback: print the traceback of an unexpected error (C{-v}).
+    """
+    from twisted.internet import defer, task
+    from twisted.python.failure import Failure
+
+    _start_logging(log_level)
+
+    def outcome(failure: Failure) -> None:
+        if failure.check(SystemExit):
+            failure.raiseException()
+        if isinstance(failure.value, EchokitError):
+            click.echo(f"echokit: error: {failure.value}", err=True)
+            raise SystemExit(failure.value.exit_code)
+        if show_traceback:
+            failure.printTraceback(file=sys.stderr)
+        click.echo(
+            f"echokit: internal error: {type(failure.value).__name__}: {failure.getErrorMessage()} "
+            "(run with -v for the traceback, and please report it)",
+            err=True,
+        )
+        raise SystemExit(1)
+
+    def main(reactor: Any) -> defer.Deferred[object]:
+        return defer.ensureDeferred(job(reactor)).addErrback(outcome)
+
+    task.react(main)
+    raise AssertionError("task.react returned")  # pragma: no cover
+
+
+def _checked(parse: Callable[[str], EndpointSpec], text: str) -> EndpointSpec:
+    try:
+        return parse(text)
+    except EchokitError as e:
+        fail(e)
+
+
+def _level(ctx: click.Context, default: str) -> str:
+    verbosity = ctx.obj["verbosity"]
+    if verbosity < 0:
+        return "warn"
+    return "debug" if verbosity > 0 else default
+
+
+cert_dir_option = click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Certificate directory (default: ${CERT_DIR_ENV}, else ~/.local/share/echokit/certs).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="echokit")
+@click.option("-v", "--verbose", count=True, help="Log more: every message echoed, tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Serve and reach echo servers over tcp, tcp6, unix, ssl/tls and udp.
+
+    \b
+    Examples:
+      echokit serve tcp:16000 tcp6:16001 unix:/tmp/echo.sock ssl:16443 udp:16000
+      echokit connect ssl:host=localhost:port=16443
+      printf 'hello\\n' | echokit connect tcp:host=127.0.0.1:port=16000
+      echokit demo
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbosity"] = -1 if quiet else verbose
+
+
+@main.command()
+@click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
+@cert_dir_option
+@click.pass_context
+def serve(ctx: click.Context, descriptions: tuple[str, ...], cert_dir: Path | None) -> None:
+    """Echo on every endpoint given, in one process.
+
+    DESCRIPTION is a Twisted server endpoint string (tcp, tcp6, unix, ssl, and plugins
+    such as systemd or haproxy) or echokit's udp:PORT[:interface=ADDR] or udp6:PORT.
+    ssl:PORT without privateKey= uses echokit's generated certificate. Escape colons
+    in IPv6 addresses: tcp6:16000:interface=\\:\\:1.
+
+    \b
+    Example:
+      echokit serve tcp:16000 tcp6:16001 unix:/tmp/echo.sock ssl:16443 udp:16000
+    """
+    specs = [_checked(parse_server, text) for text in descriptions]
+    store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
+    verbose = ctx.obj["verbosity"] > 0
+
+    async def job(reactor: Any) -> None:
+        from twisted.internet import defer
+
+        from echokit.serve import serve as start
+
+        await start(reactor, specs, store, sys.stdout, verbose)
+        await defer.Deferred()  # serve until the reactor is stopped (Ctrl-C, SIGTERM)
+
+    run(job, _level(ctx, "info"), verbose)
+
+
+@main.command()
+@click.argument("description", metavar="DESCRIPTION")
+@click.option(
+    "-m",
+    "--message",
+    is_flag=False,
+    flag_value="Hello, Server!",
+    default=None,
+    help="Send TEXT (default 'Hello, Server!') and print its echo, then exit.",
+)
+@click.option(
+    "-n", "--count", type=click.IntRange(min=1), default=None, help="Send the message N times."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for each echo (messages, typed lines, UDP datagrams).",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Do not verify the TLS server's certificate (unsafe)."
+)
+@click.option(
+    "--client-cert", is_flag=True, help="Present echokit's client certificate (mutual TLS)."
+)
+@cert_dir_option
+@click.pass_context
+def connect(
+    ctx: click.Context,
+    description: str,
+    message: str | None,
+    count: int | None,
+    timeout: float,
+    insecure: bool,
+    client_cert: bool,
+    cert_dir: Path | None,
+) -> None:
+    """Reach an echo server and check that what comes back is what was sent.
+
+    With stdin piped, stream it to the server and the echo to stdout (over UDP, one
+    datagram per line); at the terminal, send each line typed and show its round-trip
+    time; with --message, send one message (or --count of them).
+
+    DESCRIPTION is a client endpoint string: tcp:host=H:port=P, tcp6:host=H:port=P,
+    unix:path=P, ssl:host=H:port=P, tls:host=H:port=P or udp:host=H:port=P. TLS servers
+    are verified against echokit's CA (or trustRoots=/caCertsDir=) unless --insecure.
+
+    \b
+    Examples:
+      printf 'hello\\n' | echokit connect tcp:host=127.0.0.1:port=16000
+      echokit connect ssl:host=localhost:port=16443 --message hi --count 3
+      echokit connect 'tcp6:host=\\:\\:1:port=16001'
+    """
+    from echokit.connect import ClientOptions
+
+    spec = _checked(parse_client, description)
+    store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
+    certificate = None
+    if client_cert:
+        if not store.client_cert.is_file():
+            fail(
+                InputError(
+                    f"--client-cert: no client certificate in {store.directory}: "
+                    "run `echokit certs` first"
+                )
+            )
+        certificate = (store.client_cert, store.client_key)
+    options = ClientOptions(store, insecure, certificate, timeout)
+    if insecure and spec.kind in ("ssl", "tls"):
+        click.echo(
+            "echokit: warning: --insecure: the server's certificate is NOT verified", err=True
+        )
+    if count is not None and message is None:
+        message = "Hello, Server!"
+    interactive = message is None and sys.stdin.isatty()
+
+    async def job(reactor: Any) -> None:
+        from echokit import connect as client
+
+        if message is not None:
+            await client.send_messages(
+                reactor, spec, options, message.encode(), count or 1, sys.stdout.buffer
+            )
+        elif interactive:
+            await client.interactive(reactor, spec, options)
+        elif spec.kind == "udp":
+            await client.pipe_datagrams(reactor, spec, options)
+        else:
+            await client.pipe_stream(reactor, spec, options)
+
+    run(job, _level(ctx, "warn"), ctx.obj["verbosity"] > 0)
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "--cert-dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Where to write them (default: ${CERT_DIR_ENV}, else ~/.local/share/echokit/certs).",
+)
+@click.option("--force", is_flag=True, help="Replace certificates that exist already.")
+def certs(directory: Path | None, force: bool) -> None:
+    """Create a local CA, a server certificate and a client certificate.
+
+    The server certificate is valid for localhost, 127.0.0.1 and ::1. serve and connect
+    find the directory the same way: --cert-dir, else $ECHOKIT_CERT_DIR, else
+    ~/.local/share/echokit/certs.
+
+    \b
+    Example:
+      echokit certs --dir ./certs
+    """
+    store = CertStore(resolve_cert_dir(str(directory) if directory else None))
+    try:
+        if store.complete() and not force:
+            click.echo(f"certificates already in {store.directory} (--force makes new ones)")
+            return
+        store.create()
+    except EchokitError as e:
+        fail(e)
+    for path in store.files():
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@cert_dir_option
+@click.pass_context
+def demo(ctx: click.Context, cert_dir: Path | None) -> None:
+    """Serve and reach every transport in one process, and print one table.
+
+    \b
+    Example:
+      echokit demo
+    """
+    store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
+
+    async def job(reactor: Any) -> None:
+        from echokit.demo import demo as run_demo
+
+        await run_demo(reactor, store, sys.stdout)
+
+    run(job, _level(ctx, "warn"), ctx.obj["verbosity"] > 0)

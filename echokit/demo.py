@@ -1,0 +1,172 @@
+"""
+What C{echokit demo} does: the tutorial's C{main()}, on every transport at once.
+
+One process, one reactor: start an echo server on tcp, tcp6, unix, ssl and udp (ephemeral
+ports, a temporary unix socket, echokit's generated certificates), connect a client to
+each through the connect string the server announced, check the echo byte for byte, and
+print one table. A transport this machine lacks (no IPv6) is shown as skipped, with the
+reason, not as a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from twisted.internet import defer
+
+from echokit.certs import CertStore
+from echokit.connect import ClientOptions, open_datagram, open_stream
+from echokit.errors import EchokitError, RuntimeFailure
+from echokit.grammar import parse_client
+from echokit.serve import Listener, plan_servers, start_listeners
+
+#: Messages timed one at a time for the round-trip column.
+PINGS = 5
+PING = b"Hello, Server!"
+#: Bulk payload for streams, streamed while reading, then half-closed.
+STREAM_PAYLOAD = 1 << 20
+#: The largest IPv4 UDP payload, to show that nothing is truncated.
+LARGEST_DATAGRAM = 65_507
+
+
+@dataclass
+class Row:
+    """One line of the demo's table."""
+
+    transport: str
+    endpoint: str
+    sent: int = 0
+    echoed: int = 0
+    verified: bool = False
+    connect: str = "-"
+    rtt: str = "-"
+    note: str = ""
+    skipped: bool = False
+
+
+def ipv6_unavailable() -> str | None:
+    """Why this machine cannot use IPv6 loopback, or C{None} if it can."""
+    if not socket.has_ipv6:
+        return "Python was built without IPv6"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        return f"no IPv6 loopback (::1): {e.strerror}"
+    return None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def _check_stream(reactor: Any, listener: Listener, options: ClientOptions, row: Row) -> None:
+    spec = parse_client(listener.connect_string)
+    connection = await open_stream(reactor, spec, options)
+    protocol = connection.protocol
+    row.connect = _ms(connection.connect_seconds)
+    if connection.handshake_seconds is not None:
+        row.connect += f" + TLS {_ms(connection.handshake_seconds)}"
+    rtts = []
+    for _ in range(PINGS):
+        started = reactor.seconds()
+        protocol.send(PING)
+        await protocol.wait_echoed()
+        rtts.append(reactor.seconds() - started)
+    row.rtt = _ms(statistics.median(rtts))
+    protocol.send(os.urandom(STREAM_PAYLOAD))
+    protocol.finish()
+    await protocol.done
+    row.sent, row.echoed = protocol.verifier.bytes_sent, protocol.verifier.bytes_received
+    row.verified = row.sent == row.echoed
+
+
+async def _check_datagrams(
+    reactor: Any, listener: Listener, options: ClientOptions, row: Row
+) -> None:
+    spec = parse_client(listener.connect_string)
+    client = await open_datagram(reactor, spec, options)
+    rtts = []
+    for payload in [PING] * PINGS + [os.urandom(LARGEST_DATAGRAM)]:
+        result = await client.request(payload)
+        row.sent += len(payload)
+        if result.echo is not None and result.rtt is not None:
+            row.echoed += len(result.echo)
+            rtts.append(result.rtt)
+    client.transport.stopListening()
+    row.connect = "(connectionless)"
+    row.rtt = _ms(statistics.median(rtts)) if rtts else "-"
+    row.verified = client.ledger.lost == 0 and row.sent == row.echoed
+    if client.ledger.lost:
+        row.note = f"{client.ledger.lost} datagram(s) lost"
+
+
+def render(rows: Sequence[Row]) -> str:
+    """The demo's table, columns aligned."""
+    header = ("transport", "endpoint", "sent/echoed bytes", "verified", "connect", "round trip")
+    lines = [header]
+    for r in rows:
+        verified = "skipped" if r.skipped else ("yes" if r.verified else "NO")
+        amounts = "-" if r.skipped else f"{r.sent:,}/{r.echoed:,}"
+        lines.append((r.transport, r.endpoint, amounts, verified, r.connect, r.rtt))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"{r.transport}: {r.note}" for r in rows if r.note]
+    return "\n".join(out + notes) + "\n"
+
+
+async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
+    """
+    Run the demo and print its table on C{out}.
+
+    @raise RuntimeFailure: if any transport that ran did not verify.
+    """
+    no_ipv6 = ipv6_unavailable()
+    with tempfile.TemporaryDirectory(prefix="echokit-demo-") as tmp:
+        wanted = {
+            "tcp": "tcp:0:interface=127.0.0.1",
+            "tcp6": "tcp6:0:interface=\\:\\:1",
+            "unix": f"unix:{os.path.join(tmp, 'echo.sock')}",
+            "ssl": "ssl:0:interface=127.0.0.1",
+            "udp": "udp:0",
+        }
+        rows = {name: Row(name, text) for name, text in wanted.items()}
+        if no_ipv6:
+            del wanted["tcp6"]
+            rows["tcp6"].skipped, rows["tcp6"].note = True, f"skipped: {no_ipv6}"
+        plans = plan_servers(reactor, list(wanted.values()), certs)
+        if any(p.created_certs for p in plans):
+            out.write(f"created a CA and certificates in {certs.directory}\n")
+        listeners = await start_listeners(plans)
+        options = ClientOptions(certs=certs)
+        try:
+            for name, listener in zip(wanted, listeners, strict=True):
+                row = rows[name]
+                row.endpoint = listener.connect_string
+                try:
+                    if listener.plan.is_datagram:
+                        await _check_datagrams(reactor, listener, options, row)
+                    else:
+                        await _check_stream(reactor, listener, options, row)
+                except EchokitError as e:
+                    row.note = str(e)
+        finally:
+            for listener in listeners:
+                await defer.maybeDeferred(listener.port.stopListening)
+    table = list(rows.values())
+    out.write(render(table))
+    out.flush()
+    failed = [r.transport for r in table if not r.skipped and not r.verified]
+    if failed:
+        raise RuntimeFailure(f"demo: the echo did not verify over {', '.join(failed)}")
+    return table

@@ -1,0 +1,234 @@
+"""
+From a checked endpoint string (L{echokit.grammar}) to a Twisted endpoint, and back.
+
+Servers: C{tcp}, C{tcp6}, C{unix} and C{ssl} become Twisted's own server endpoints;
+C{udp} and C{udp6} become L{UDPServerEndpoint}s; any other kind is handed to Twisted's
+C{serverFromString}, so its plugins (C{systemd:}, C{haproxy:}, ...) work unchanged.
+C{ssl:PORT} without key keywords uses echokit's generated certificate.
+
+Clients: C{tcp}, C{tcp6} and C{unix} become Twisted's client endpoints; C{ssl} and C{tls}
+become a TLS endpoint that verifies the server (see L{echokit.tls}); C{udp} becomes a
+L{UDPClientEndpoint}; any other kind goes to C{clientFromString}.
+
+L{connect_string} goes the other way: the client string that reaches a listening port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
+
+from echokit import tls
+from echokit.certs import CertStore
+from echokit.datagram import UDPClientEndpoint, UDPServerEndpoint
+from echokit.errors import EndpointError
+from echokit.grammar import EndpointSpec, escape
+
+#: Transports whose connections are TLS.
+TLS_KINDS = frozenset({"ssl", "tls"})
+#: Transports that carry datagrams rather than a stream.
+DATAGRAM_KINDS = frozenset({"udp", "udp6"})
+#: Unix sockets are private to their owner unless C{mode=} says otherwise.
+DEFAULT_UNIX_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """
+    A server endpoint ready to listen, with what was done to prepare it.
+
+    @ivar created_certs: the directory where certificates were generated for it, if any.
+    """
+
+    spec: EndpointSpec
+    endpoint: IStreamServerEndpoint | UDPServerEndpoint
+    created_certs: Path | None = None
+
+    @property
+    def is_datagram(self) -> bool:
+        return self.spec.kind in DATAGRAM_KINDS
+
+
+def _path(spec: EndpointSpec, name: str) -> Path | None:
+    value = spec.get(name)
+    return Path(str(value)) if value is not None else None
+
+
+def _int(spec: EndpointSpec, name: str, default: int) -> int:
+    value = spec.get(name, default)
+    assert isinstance(value, int)
+    return value
+
+
+def _str(spec: EndpointSpec, name: str, default: str = "") -> str:
+    return str(spec.get(name, default))
+
+
+def server_endpoint(reactor: Any, spec: EndpointSpec, certs: CertStore) -> ServerPlan:
+    """
+    Build the server endpoint for C{spec}.
+
+    @raise EndpointError: for a kind Twisted does not know either, or one it rejects.
+    """
+    kind = spec.kind
+    backlog = _int(spec, "backlog", 50)
+    if kind == "tcp":
+        return ServerPlan(
+            spec,
+            endpoints.TCP4ServerEndpoint(
+                reactor, _int(spec, "port", 0), backlog, _str(spec, "interface")
+            ),
+        )
+    if kind == "tcp6":
+        return ServerPlan(
+            spec,
+            endpoints.TCP6ServerEndpoint(
+                reactor, _int(spec, "port", 0), backlog, _str(spec, "interface", "::")
+            ),
+        )
+    if kind == "unix":
+        return ServerPlan(
+            spec,
+            endpoints.UNIXServerEndpoint(
+                reactor,
+                _str(spec, "address"),
+                backlog,
+                _int(spec, "mode", DEFAULT_UNIX_MODE),
+                bool(spec.get("lockfile", True)),
+            ),
+        )
+    if kind == "ssl":
+        created = None
+        cert, key = _path(spec, "certKey"), _path(spec, "privateKey")
+        if cert is None and key is None:
+            if certs.ensure():
+                created = certs.directory
+            cert, key = certs.server_cert, certs.server_key
+        elif cert is None:
+            # Twisted's convention: privateKey alone names a file holding key and certificate.
+            cert = key
+        assert cert is not None
+        options = tls.server_options(
+            cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters")
+        )
+        return ServerPlan(
+            spec,
+            endpoints.SSL4ServerEndpoint(
+                reactor, _int(spec, "port", 0), options, backlog, _str(spec, "interface")
+            ),
+            created,
+        )
+    if kind in DATAGRAM_KINDS:
+        loopback = "127.0.0.1" if kind == "udp" else "::1"
+        return ServerPlan(
+            spec,
+            UDPServerEndpoint(reactor, _int(spec, "port", 0), _str(spec, "interface", loopback)),
+        )
+    try:
+        return ServerPlan(spec, endpoints.serverFromString(reactor, spec.text))
+    except Exception as e:
+        raise _twisted_rejected(spec, e, "tcp, tcp6, unix, ssl, udp, udp6") from None
+
+
+def client_endpoint(
+    reactor: Any,
+    spec: EndpointSpec,
+    certs: CertStore,
+    insecure: bool = False,
+    client_cert: tuple[Path, Path | None] | None = None,
+) -> IStreamClientEndpoint | UDPClientEndpoint:
+    """
+    Build the client endpoint for C{spec}.
+
+    @param certs: whose CA to trust over TLS when the string names no trust roots.
+    @param insecure: do not verify the TLS server at all.
+    @param client_cert: a certificate (and key) to present over TLS, for mutual TLS.
+    @raise EndpointError: for a kind Twisted does not know either, or one it rejects.
+    """
+    kind = spec.kind
+    timeout = _int(spec, "timeout", 30)
+    bind = (_str(spec, "bindAddress"), 0) if spec.get("bindAddress") else None
+    host, port = _str(spec, "host"), _int(spec, "port", 0)
+    if kind == "tcp":
+        return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout, bind)
+    if kind == "tcp6":
+        return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout, bind)
+    if kind == "unix":
+        return endpoints.UNIXClientEndpoint(
+            reactor, _str(spec, "path"), timeout, bool(spec.get("lockfile", False))
+        )
+    if kind in TLS_KINDS:
+        trust = tls_trust(spec, certs)
+        cert = _path(spec, "certificate") or _path(spec, "certKey")
+        key = _path(spec, "privateKey")
+        if cert is None and key is not None:
+            cert = key
+        given_cert = (cert, key) if cert is not None else client_cert
+        options = tls.client_options(_str(spec, "hostname", host), trust, given_cert, insecure)
+        wrapped = endpoints.HostnameEndpoint(reactor, host, port, timeout, bind)
+        return endpoints.wrapClientTLS(options, wrapped)
+    if kind == "udp":
+        return UDPClientEndpoint(reactor, host, port)
+    try:
+        return endpoints.clientFromString(reactor, spec.text)
+    except Exception as e:
+        raise _twisted_rejected(spec, e, "tcp, tcp6, unix, ssl, tls, udp") from None
+
+
+def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
+    """
+    The CA file or directory a TLS client string verifies against.
+
+    C{trustRoots=} or C{caCertsDir=} if given, else echokit's CA if it exists, else
+    C{None}: the platform's trust store.
+    """
+    trust = _path(spec, "trustRoots") or _path(spec, "caCertsDir")
+    if trust is None and certs.ca_cert.is_file():
+        trust = certs.ca_cert
+    return trust
+
+
+def _twisted_rejected(spec: EndpointSpec, error: Exception, ours: str) -> EndpointError:
+    if "Unknown endpoint type" in str(error):
+        return EndpointError(
+            f"unknown transport {spec.kind!r} in {spec.text!r}: use one of {ours} "
+            "(or an installed Twisted endpoint plugin's prefix)"
+        )
+    detail = str(error) or type(error).__name__
+    return EndpointError(f"Twisted rejected {spec.text!r}: {detail}")
+
+
+def _loopback_for(host: str, family_loopback: str) -> str:
+    return family_loopback if host in ("", "0.0.0.0", "::") else host
+
+
+def connect_string(kind: str, address: IAddress) -> str:
+    """
+    The C{echokit connect} string that reaches a server listening at C{address}.
+
+    A wildcard address is reached on loopback; an ssl server is named C{localhost},
+    the name its generated certificate carries.
+
+        >>> connect_string("tcp6", IPv6Address("TCP", "::", 16000))
+        'tcp6:host=\\\\:\\\\:1:port=16000'
+    """
+    if isinstance(address, UNIXAddress):
+        name = address.name.decode() if isinstance(address.name, bytes) else str(address.name)
+        return f"unix:path={escape(name)}"
+    if isinstance(address, IPv4Address | IPv6Address):
+        v6 = isinstance(address, IPv6Address)
+        host = _loopback_for(address.host, "::1" if v6 else "127.0.0.1")
+        port = address.port
+        if kind in DATAGRAM_KINDS:
+            return f"udp:host={escape(host)}:port={port}"
+        if kind == "ssl":
+            if host in ("127.0.0.1", "::1"):
+                host = "localhost"
+            return f"ssl:host={escape(host)}:port={port}"
+        return f"{'tcp6' if v6 else 'tcp'}:host={escape(host)}:port={port}"
+    return str(address)

@@ -1,0 +1,469 @@
+"""
+Endpoint strings: Twisted's grammar, checked before anything is built.
+
+echokit takes the same strings as Twisted's C{serverFromString} and C{clientFromString}:
+fields separated by C{:}, keywords written C{name=value}, and a backslash escaping the
+next character (so an IPv6 address is written C{host=\\:\\:1}). Twisted's parsers turn
+a bad string into a C{ValueError} or C{TypeError} about Python internals, or accept it
+and fail later; this module checks each known kind first and explains what to write.
+
+This module does no I/O except looking at the file system for files and directories the
+string names. L{parse_server} and L{parse_client} return an L{EndpointSpec} for the kinds
+echokit knows, and raise L{EndpointError} with a one-line message otherwise; strings of
+other kinds (Twisted plugins such as C{systemd:} or C{haproxy:}) are passed through.
+
+    >>> spec = parse_server("tcp6:16000:interface=\\\\:\\\\:1")
+    >>> spec.kind, spec.values["port"], spec.values["interface"]
+    ('tcp6', 16000, '::1')
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from echokit.errors import EndpointError
+
+#: Keywords whose values are addresses: where an unescaped IPv6 literal hides.
+_ADDRESS_KEYWORDS = ("host", "interface", "bindAddress", "hostname")
+#: The longest path a unix socket address can hold on Linux (sun_path is 108 bytes).
+_MAX_UNIX_PATH = 107
+
+
+@dataclass(frozen=True)
+class Field:
+    """One C{:}-separated field of an endpoint string: C{key=value} or a bare C{value}."""
+
+    key: str | None
+    value: str
+
+
+def split_fields(text: str) -> list[Field]:
+    """
+    Split an endpoint string into fields, exactly as Twisted's tokenizer does.
+
+    A backslash makes the next character literal; the first C{=} in a field separates
+    its keyword from its value, and later ones belong to the value.
+
+        >>> split_fields("tcp:host=\\\\:\\\\:1:port=80")
+        [Field(key=None, value='tcp'), Field(key='host', value='::1'), Field(key='port', value='80')]
+    """
+    fields: list[Field] = []
+    key: str | None = None
+    current: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, None)
+            if escaped is None:
+                raise EndpointError(
+                    f"endpoint {text!r} ends with a lone backslash: a backslash escapes the "
+                    "next character, so write \\\\ for a literal backslash"
+                )
+            current.append(escaped)
+        elif char == ":":
+            fields.append(Field(key, "".join(current)))
+            key, current = None, []
+        elif char == "=" and key is None:
+            key, current = "".join(current), []
+        else:
+            current.append(char)
+    fields.append(Field(key, "".join(current)))
+    return fields
+
+
+def escape(value: str) -> str:
+    """
+    Escape C{value} for use as one field of an endpoint string.
+
+        >>> escape("::1")
+        '\\\\:\\\\:1'
+    """
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _looks_like_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return "::" in text
+    return True
+
+
+def _check_unescaped_ipv6(text: str, fields: list[Field]) -> None:
+    """Reject C{host=::1} and the like, which Twisted silently splits into fields."""
+    for index, f in enumerate(fields):
+        if f.key not in _ADDRESS_KEYWORDS:
+            continue
+        parts = [f.value]
+        for follower in fields[index + 1 :]:
+            if follower.key is not None:
+                break
+            parts.append(follower.value)
+        # Only a run of bare fields after an address can be the rest of an address.
+        for end in range(len(parts), 1, -1):
+            candidate = ":".join(parts[:end])
+            if _looks_like_ipv6(candidate):
+                raise EndpointError(
+                    f"unescaped IPv6 address in {text!r}: ':' separates fields, so "
+                    f"{f.key}={candidate} is read as several fields; write "
+                    f"{f.key}={escape(candidate)} (each colon escaped with a backslash)"
+                )
+
+
+# Value checkers: each takes (value, context) and returns the converted value or raises.
+Checker = Callable[[str, "_Context"], object]
+
+
+@dataclass(frozen=True)
+class _Context:
+    text: str
+    kind: str
+    key: str
+    example: str
+
+    def fail(self, problem: str, fix: str) -> EndpointError:
+        return EndpointError(f"{problem} in {self.text!r}: {fix}")
+
+
+def _port(lowest: int) -> Checker:
+    def check(value: str, ctx: _Context) -> int:
+        try:
+            port = int(value, 10)
+        except ValueError:
+            raise ctx.fail(
+                f"port {value!r} is not a number",
+                f"give a port from {lowest} to 65535, e.g. {ctx.example}",
+            ) from None
+        if not lowest <= port <= 65535:
+            raise ctx.fail(
+                f"port {port} is out of range",
+                f"give a port from {lowest} to 65535, e.g. {ctx.example}",
+            )
+        return port
+
+    return check
+
+
+def _whole_number(lowest: int) -> Checker:
+    def check(value: str, ctx: _Context) -> int:
+        try:
+            number = int(value, 10)
+        except ValueError:
+            number = lowest - 1
+        if number < lowest:
+            raise ctx.fail(
+                f"{ctx.key}={value!r} is not a whole number of at least {lowest}",
+                f"write e.g. {ctx.key}={max(lowest, 30)}",
+            )
+        return number
+
+    return check
+
+
+def _ip(version: int, allow_empty: bool = False) -> Checker:
+    def check(value: str, ctx: _Context) -> str:
+        if allow_empty and value == "":
+            return value
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            address = None
+        if address is None or address.version != version:
+            other = "tcp6" if version == 4 else "tcp"
+            raise ctx.fail(
+                f"{ctx.key}={value!r} is not an IPv{version} address",
+                f"{ctx.kind} uses IPv{version}: give e.g. "
+                + ("interface=127.0.0.1" if version == 4 else "interface=\\:\\:1")
+                + (
+                    f" (or use {other}: for the other family)" if ctx.kind.startswith("tcp") else ""
+                ),
+            )
+        return value
+
+    return check
+
+
+def _host(value: str, ctx: _Context) -> str:
+    if not value:
+        raise ctx.fail("empty host", f"name the server, e.g. {ctx.example}")
+    return value
+
+
+def _octal_mode(value: str, ctx: _Context) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ctx.fail(f"mode={value!r} is not an octal file mode", "write e.g. mode=600")
+    return mode
+
+
+def _zero_or_one(value: str, ctx: _Context) -> bool:
+    if value not in ("0", "1"):
+        raise ctx.fail(f"{ctx.key}={value!r} is not 0 or 1", f"write {ctx.key}=0 or {ctx.key}=1")
+    return value == "1"
+
+
+def _existing_file(value: str, ctx: _Context) -> str:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ctx.fail(
+            f"{ctx.key} file {value!r} does not exist",
+            "give the path of an existing PEM file (run `echokit certs` to make one)",
+        )
+    return str(path)
+
+
+def _existing_path(value: str, ctx: _Context) -> str:
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ctx.fail(
+            f"{ctx.key} {value!r} does not exist",
+            "give a PEM file or a directory of PEM files holding the CA certificates to trust",
+        )
+    return str(path)
+
+
+def _unix_listen_path(value: str, ctx: _Context) -> str:
+    if not value:
+        raise ctx.fail("empty unix socket path", f"give a path, e.g. {ctx.example}")
+    path = Path(value).expanduser()
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+        raise ctx.fail(
+            f"unix socket path is {len(os.fsencode(path))} bytes long",
+            f"the limit is {_MAX_UNIX_PATH}: choose a shorter path",
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        raise ctx.fail(
+            f"directory {str(parent)!r} of the unix socket does not exist",
+            "create it first or choose a path in an existing directory",
+        )
+    return str(path)
+
+
+def _unix_connect_path(value: str, ctx: _Context) -> str:
+    if not value:
+        raise ctx.fail("empty unix socket path", f"give the server's socket, e.g. {ctx.example}")
+    return str(Path(value).expanduser())
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """
+    What one kind of endpoint string accepts.
+
+    @ivar positional: the names bare fields take, in order.
+    @ivar keywords: every accepted keyword and the checker for its value.
+    @ivar required: names that must be given, as a bare field or a keyword.
+    @ivar example: a string of this kind that works, shown in messages.
+    """
+
+    kind: str
+    positional: tuple[str, ...]
+    keywords: Mapping[str, Checker]
+    required: tuple[str, ...]
+    example: str
+
+
+_tcp_server = {"port": _port(0), "backlog": _whole_number(1)}
+_tls_server_files = {
+    "privateKey": _existing_file,
+    "certKey": _existing_file,
+    "extraCertChain": _existing_file,
+    "dhParameters": _existing_file,
+}
+
+SERVER_GRAMMARS: Mapping[str, Grammar] = {
+    g.kind: g
+    for g in [
+        Grammar(
+            "tcp",
+            ("port",),
+            {**_tcp_server, "interface": _ip(4, allow_empty=True)},
+            ("port",),
+            "tcp:16000",
+        ),
+        Grammar(
+            "tcp6",
+            ("port",),
+            {**_tcp_server, "interface": _ip(6)},
+            ("port",),
+            "tcp6:16000",
+        ),
+        Grammar(
+            "unix",
+            ("address",),
+            {
+                "address": _unix_listen_path,
+                "mode": _octal_mode,
+                "backlog": _whole_number(1),
+                "lockfile": _zero_or_one,
+            },
+            ("address",),
+            "unix:/tmp/echo.sock",
+        ),
+        Grammar(
+            "ssl",
+            ("port",),
+            {**_tcp_server, "interface": _ip(4, allow_empty=True), **_tls_server_files},
+            ("port",),
+            "ssl:16443",
+        ),
+        Grammar("udp", ("port",), {"port": _port(0), "interface": _ip(4)}, ("port",), "udp:16000"),
+        Grammar(
+            "udp6", ("port",), {"port": _port(0), "interface": _ip(6)}, ("port",), "udp6:16000"
+        ),
+    ]
+}
+
+_tcp_client: dict[str, Checker] = {
+    "host": _host,
+    "port": _port(1),
+    "timeout": _whole_number(1),
+    "bindAddress": _host,
+}
+
+CLIENT_GRAMMARS: Mapping[str, Grammar] = {
+    g.kind: g
+    for g in [
+        Grammar(
+            "tcp", ("host", "port"), _tcp_client, ("host", "port"), "tcp:host=127.0.0.1:port=16000"
+        ),
+        Grammar(
+            "tcp6", ("host", "port"), _tcp_client, ("host", "port"), "tcp6:host=\\:\\:1:port=16000"
+        ),
+        Grammar(
+            "unix",
+            ("path",),
+            {"path": _unix_connect_path, "timeout": _whole_number(1), "lockfile": _zero_or_one},
+            ("path",),
+            "unix:path=/tmp/echo.sock",
+        ),
+        Grammar(
+            "ssl",
+            ("host", "port"),
+            {
+                **_tcp_client,
+                "hostname": _host,
+                "certKey": _existing_file,
+                "privateKey": _existing_file,
+                "caCertsDir": _existing_path,
+            },
+            ("host", "port"),
+            "ssl:host=localhost:port=16443",
+        ),
+        Grammar(
+            "tls",
+            ("host", "port"),
+            {
+                **_tcp_client,
+                "certificate": _existing_file,
+                "privateKey": _existing_file,
+                "trustRoots": _existing_path,
+            },
+            ("host", "port"),
+            "tls:host=localhost:port=16443",
+        ),
+        Grammar(
+            "udp",
+            ("host", "port"),
+            {"host": _host, "port": _port(1)},
+            ("host", "port"),
+            "udp:host=127.0.0.1:port=16000",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """
+    A checked endpoint string.
+
+    @ivar text: the string as the user wrote it.
+    @ivar kind: its prefix, lower-cased (C{tcp}, C{ssl}, ...).
+    @ivar values: each given field by name, converted (ports are C{int}s, ...); empty for
+        kinds echokit passes through to Twisted.
+    @ivar known: C{False} for a kind echokit does not check, left to Twisted's plugins.
+    """
+
+    text: str
+    kind: str
+    values: Mapping[str, object] = field(default_factory=dict)
+    known: bool = True
+
+    def get(self, name: str, default: object = None) -> object:
+        """The value of field C{name}, or C{default} if it was not given."""
+        return self.values.get(name, default)
+
+
+def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpec:
+    if not text.strip():
+        raise EndpointError(
+            f"empty {role} endpoint: give one such as {next(iter(grammars.values())).example}"
+        )
+    fields = split_fields(text)
+    head = fields[0]
+    if head.key is not None or not head.value:
+        raise EndpointError(
+            f"{text!r} does not start with a transport: write e.g. "
+            + ", ".join(g.example for g in grammars.values())
+        )
+    kind = head.value.lower()
+    _check_unescaped_ipv6(text, fields[1:])
+    grammar = grammars.get(kind)
+    if grammar is None:
+        return EndpointSpec(text, kind, {}, known=False)
+
+    raw: dict[str, str] = {}
+    bare = [f.value for f in fields[1:] if f.key is None]
+    if len(bare) > len(grammar.positional):
+        form = ":".join([kind, *grammar.positional])
+        raise EndpointError(
+            f"too many fields in {text!r}: {kind} takes {form} and keywords "
+            f"({', '.join(grammar.keywords)}); escape a literal ':' as \\:"
+        )
+    raw.update(zip(grammar.positional, bare, strict=False))
+    for f in fields[1:]:
+        if f.key is None:
+            continue
+        if f.key not in grammar.keywords:
+            raise EndpointError(
+                f"unknown keyword {f.key!r} in {text!r}: {kind} accepts "
+                f"{', '.join(grammar.keywords)}"
+            )
+        if f.key in raw:
+            raise EndpointError(f"{f.key} is given twice in {text!r}: give it once")
+        raw[f.key] = f.value
+    missing = [name for name in grammar.required if name not in raw]
+    if missing:
+        raise EndpointError(f"{text!r} has no {' or '.join(missing)}: write e.g. {grammar.example}")
+    values = {
+        key: grammar.keywords[key](value, _Context(text, kind, key, grammar.example))
+        for key, value in raw.items()
+    }
+    return EndpointSpec(text, kind, values)
+
+
+def parse_server(text: str) -> EndpointSpec:
+    """
+    Check a server endpoint string (C{echokit serve}'s arguments).
+
+    @raise EndpointError: with a one-line message naming the bad part and the fix.
+    """
+    return _parse(text, SERVER_GRAMMARS, "server")
+
+
+def parse_client(text: str) -> EndpointSpec:
+    """
+    Check a client endpoint string (C{echokit connect}'s argument).
+
+    @raise EndpointError: with a one-line message naming the bad part and the fix.
+    """
+    return _parse(text, CLIENT_GRAMMARS, "client")

@@ -1,0 +1,280 @@
+"""
+The echo protocols for byte streams: tcp, tcp6, unix and ssl/tls.
+
+L{EchoServerProtocol} writes back every byte it receives (RFC 862). Three things make
+it more than the tutorial's one-liner:
+
+    - Half-close: it provides L{IHalfCloseableProtocol}, so when the client shuts down
+      its write side the server still echoes everything it has and only then closes.
+      (A protocol that does not provide it has its connection torn down at the client's
+      FIN, dropping whatever echo is still buffered.)
+    - Backpressure: it registers the transport as its own streaming producer, so when
+      the client stops reading and the write buffer fills, the server stops reading
+      from that client instead of buffering without bound.
+    - Quiet by default: connections are logged when they open and close; each message
+      only with C{-v}.
+
+L{EchoClientProtocol} sends bytes and checks, with the sans-IO L{EchoVerifier}, that
+exactly the same bytes come back; it reads while it sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from echokit.echo import EchoVerifier
+from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
+
+
+class StreamTransport(TypingProtocol):
+    """
+    What echokit's stream protocols use of their transport.
+
+    Twisted's TCP, unix and TLS transports all provide these (C{ITCPTransport} plus
+    C{IConsumer} and C{IPushProducer}); naming them here lets the type checker check
+    the protocols against them.
+    """
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def getPeer(self) -> IAddress: ...
+    def getHost(self) -> IAddress: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+
+
+def describe_address(address: IAddress) -> str:
+    """
+    A short, familiar rendering of a socket address for logs and messages.
+
+        >>> from twisted.internet.address import IPv6Address
+        >>> describe_address(IPv6Address("TCP", "::1", 16000))
+        '[::1]:16000'
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return "unix peer" if type(address).__name__ == "UNIXAddress" else str(address)
+
+
+@implementer(IHalfCloseableProtocol)
+class EchoServerProtocol(Protocol):
+    """
+    Write back exactly what is received; on the peer's half-close, finish and close.
+
+    @ivar bytes_echoed: how many bytes this connection has echoed.
+    """
+
+    factory: EchoServerFactory
+    transport: StreamTransport  # type: ignore[assignment]
+    bytes_echoed = 0
+
+    def connectionMade(self) -> None:
+        # The transport is its own producer: when its write buffer is full it pauses,
+        # which stops reading from this peer until the peer reads its echo.
+        self.transport.registerProducer(self.transport, True)
+        self.factory.connection_opened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+        self.bytes_echoed += len(data)
+        if self.factory.verbose:
+            self.factory.log.debug(
+                "{listener}: echoed {size} bytes to {peer}",
+                listener=self.factory.listener,
+                size=len(data),
+                peer=describe_address(self.transport.getPeer()),
+            )
+
+    def readConnectionLost(self) -> None:
+        """The peer sent all it will send: close once the echo is flushed."""
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """The peer will read no more: nothing left to do."""
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.connection_closed(self, reason)
+
+
+class EchoServerFactory(Factory):
+    """
+    Build L{EchoServerProtocol}s for one listener, and log their comings and goings.
+
+    @ivar listener: the endpoint string this factory serves, named in every log line.
+    @ivar transport_name: the transport's kind (C{tcp}, C{unix}, C{ssl}, ...).
+    @ivar verbose: log every message, not only connections.
+    """
+
+    protocol = EchoServerProtocol  # type: ignore[assignment]
+    log = Logger(namespace="echokit.serve")
+    noisy = False
+
+    def __init__(self, listener: str, transport_name: str, verbose: bool = False) -> None:
+        self.listener = listener
+        self.transport_name = transport_name
+        self.verbose = verbose
+        self.connections = 0
+        self.open_connections = 0
+        self.bytes_echoed = 0
+
+    def connection_opened(self, protocol: EchoServerProtocol) -> None:
+        self.connections += 1
+        self.open_connections += 1
+        self.log.info(
+            "{transport} connection from {peer} opened on {listener}",
+            transport=self.transport_name,
+            peer=describe_address(protocol.transport.getPeer()),
+            listener=self.listener,
+        )
+
+    def connection_closed(self, protocol: EchoServerProtocol, reason: Failure) -> None:
+        self.open_connections -= 1
+        self.bytes_echoed += protocol.bytes_echoed
+        self.log.info(
+            "{transport} connection from {peer} closed on {listener} after echoing "
+            "{size} bytes ({why})",
+            transport=self.transport_name,
+            peer=describe_address(protocol.transport.getPeer()),
+            listener=self.listener,
+            size=protocol.bytes_echoed,
+            why=reason.getErrorMessage(),
+        )
+
+
+@implementer(IHandshakeListener)
+class EchoClientProtocol(Protocol):
+    """
+    Send bytes, check that the very same bytes come back, and say when they all have.
+
+    Use L{send} to write, L{wait_echoed} to wait for everything sent so far, and
+    L{finish} once there is nothing more to send: it half-closes where the transport
+    can (tcp, unix) and fires L{done} once every byte has come back. Over TLS, which
+    has no half-close, it simply waits for the last byte and then closes.
+
+    @ivar verifier: the sans-IO check of what came back.
+    @ivar done: fires with this protocol when everything came back after L{finish}, or
+        fails with an L{EchokitError} (the echo differed, or the connection ended early).
+    @ivar closed: fires when the connection has closed, however it ended.
+    @ivar handshake: fires when the TLS handshake completes (never for plain streams).
+    """
+
+    transport: StreamTransport  # type: ignore[assignment]
+
+    def __init__(self, on_echo: Callable[[bytes], Any] | None = None) -> None:
+        self.verifier = EchoVerifier()
+        self.on_echo = on_echo
+        self.done: defer.Deferred[EchoClientProtocol] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.handshake: defer.Deferred[None] = defer.Deferred()
+        self._finishing = False
+        self._closed = False
+        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        self.lost_reason: Failure | None = None
+
+    @property
+    def is_tls(self) -> bool:
+        return ISSLTransport.providedBy(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        self.handshake.callback(None)
+
+    def send(self, data: bytes) -> None:
+        """Write C{data} and remember it until its echo comes back."""
+        self.verifier.sent(data)
+        self.transport.write(data)
+
+    def wait_echoed(self) -> defer.Deferred[None]:
+        """A Deferred that fires when every byte sent so far has come back."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self.verifier.complete:
+            waiter.callback(None)
+        elif self._closed:
+            waiter.errback(self._early_end())
+        else:
+            self._waiters.append((self.verifier.bytes_sent, waiter))
+        return waiter
+
+    def finish(self) -> None:
+        """Nothing more will be sent: half-close if possible, then wait for the rest."""
+        if self._finishing or self._closed:
+            return
+        self._finishing = True
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if not self.is_tls and half_close is not None:
+            half_close()
+        self._maybe_done()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self.verifier.received(data)
+        except EchoMismatch as e:
+            self._fail(e)
+            self.transport.abortConnection()
+            return
+        if self.on_echo is not None:
+            self.on_echo(data)
+        received = self.verifier.bytes_received
+        ready = [w for w in self._waiters if w[0] <= received]
+        if ready:
+            self._waiters = [w for w in self._waiters if w[0] > received]
+            for _, waiter in ready:
+                waiter.callback(None)
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._finishing and self.verifier.complete and not self.done.called:
+            self.done.callback(self)
+            self.transport.loseConnection()
+
+    def _early_end(self) -> EchokitError:
+        v = self.verifier
+        why = self.lost_reason.getErrorMessage() if self.lost_reason else "closed"
+        return RuntimeFailure(
+            f"the connection ended after {v.bytes_received} of {v.bytes_sent} bytes came back ({why})"
+        )
+
+    def _fail(self, error: EchokitError) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            waiter.errback(error)
+        if not self.done.called:
+            self.done.errback(error)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
+        self.lost_reason = reason
+        if not self.handshake.called:
+            self.handshake.errback(reason)
+            self.handshake.addErrback(lambda _: None)
+        if not self.verifier.complete or not self._finishing:
+            self._fail(self._early_end())
+        elif not self.done.called:
+            self.done.callback(self)
+        self.closed.callback(None)

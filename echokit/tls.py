@@ -1,0 +1,128 @@
+"""
+TLS settings for echokit's servers and clients, in one place.
+
+Servers speak TLS 1.2 or newer. Clients verify the server's certificate chain and its
+name (DNS name or IP address) against a trust root by default: echokit's own CA if its
+certificate directory has one, else the platform's trust store; C{trustRoots=} (tls) or
+C{caCertsDir=} (ssl) replace that default. C{--insecure} is the only way to skip it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.filepath import FilePath
+
+from echokit.errors import InputError
+
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {what} {str(path)!r}: {e.strerror}") from None
+
+
+def load_certificates(path: Path) -> list[ssl.Certificate]:
+    """
+    Load every PEM certificate in a file, or in the C{*.pem} files of a directory.
+
+    @raise InputError: if there is none.
+    """
+    files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
+    found = [
+        ssl.Certificate.loadPEM(block)
+        for file in files
+        for block in _PEM_CERT.findall(_read(file, "certificate file"))
+    ]
+    if not found:
+        raise InputError(f"no PEM certificate found in {str(path)!r}: give a CA certificate file")
+    return found
+
+
+def load_private_certificate(cert: Path, key: Path | None) -> ssl.PrivateCertificate:
+    """
+    Load a certificate and its private key (from C{key}, or from C{cert} itself if C{None}).
+
+    @raise InputError: if either does not parse or they do not belong together.
+    """
+    cert_pem = _read(cert, "certificate")
+    key_pem = _read(key, "private key") if key else cert_pem
+    try:
+        certificate = ssl.Certificate.loadPEM(cert_pem)
+        key_pair = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
+        return ssl.PrivateCertificate.fromCertificateAndKeyPair(certificate, key_pair)
+    except (crypto.Error, ValueError) as e:
+        raise InputError(
+            f"cannot load certificate {str(cert)!r} with key {str(key or cert)!r}: {e}; "
+            "give PEM files (run `echokit certs` to make a pair)"
+        ) from None
+
+
+def server_options(
+    cert: Path,
+    key: Path | None,
+    extra_chain: Path | None = None,
+    dh_parameters: Path | None = None,
+) -> ssl.CertificateOptions:
+    """
+    The TLS settings of an echokit server: this certificate, TLS 1.2 or newer.
+
+    @raise InputError: if the files do not load.
+    """
+    private = load_private_certificate(cert, key)
+    chain = [c.original for c in load_certificates(extra_chain)] if extra_chain else None
+    dh = (
+        ssl.DiffieHellmanParameters.fromFile(FilePath(str(dh_parameters)))
+        if dh_parameters
+        else None
+    )
+    try:
+        return ssl.CertificateOptions(
+            privateKey=private.privateKey.original,
+            certificate=private.original,
+            extraCertChain=chain,
+            dhParameters=dh,
+            raiseMinimumTo=MINIMUM_VERSION,
+        )
+    except (crypto.Error, ValueError) as e:
+        raise InputError(f"cannot use certificate {str(cert)!r}: {e}") from None
+
+
+def trust_root(path: Path | None) -> IOpenSSLTrustRoot:
+    """The CAs in C{path} (a file or a directory), or the platform's trust store if C{None}."""
+    if path is None:
+        return ssl.platformTrust()
+    return ssl.trustRootFromCertificates(load_certificates(path))
+
+
+def client_options(
+    hostname: str,
+    trust: Path | None,
+    client_cert: tuple[Path, Path | None] | None = None,
+    insecure: bool = False,
+) -> IOpenSSLClientConnectionCreator | ssl.CertificateOptions:
+    """
+    The TLS settings of an echokit client.
+
+    @param hostname: the name (or IP address) the server's certificate must carry.
+    @param trust: the CA file or directory to verify against; C{None} for the platform's.
+    @param client_cert: a certificate and key to present, for mutual TLS.
+    @param insecure: skip all verification of the server. Only for C{--insecure}.
+    """
+    private = load_private_certificate(*client_cert) if client_cert else None
+    if insecure:
+        return ssl.CertificateOptions(
+            privateKey=private.privateKey.original if private else None,
+            certificate=private.original if private else None,
+            raiseMinimumTo=MINIMUM_VERSION,
+        )
+    return ssl.optionsForClientTLS(hostname, trustRoot=trust_root(trust), clientCertificate=private)

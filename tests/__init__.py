@@ -1,0 +1,1 @@
+"""echokit's tests: unit tests on in-memory transports, and end-to-end tests on real sockets."""

@@ -1,0 +1,127 @@
+"""
+Helpers shared by echokit's tests: run the real C{echokit} command, start a real server.
+
+Everything here talks only to loopback addresses and unix sockets in temporary
+directories, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+#: The echokit command, run as a module of the interpreter running the tests.
+ECHOKIT = [sys.executable, "-m", "echokit"]
+
+
+def require_tool(name: str) -> str:
+    """
+    The path of an external tool the test needs.
+
+    Skips the test where the tool is missing, except under CI (C{CI} set), where
+    interop tests must run: there a missing tool fails the test.
+    """
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, and CI must run this test (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def run_echokit(
+    args: Sequence[str],
+    cert_dir: Path | None = None,
+    stdin: bytes | None = b"",
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run C{echokit ARGS} to completion with C{stdin} piped in; capture both outputs."""
+    env = dict(os.environ)
+    if cert_dir is not None:
+        env["ECHOKIT_CERT_DIR"] = str(cert_dir)
+    return subprocess.run(
+        [*ECHOKIT, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@dataclass
+class RunningServer:
+    """An C{echokit serve} child process and the connect strings it announced."""
+
+    process: subprocess.Popen[bytes]
+    connect_strings: list[str]
+    announcements: list[str]
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM), wait for it, and return what it logged on stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        assert self.process.stderr is not None
+        return self.process.stderr.read().decode(errors="replace")
+
+
+@contextmanager
+def echokit_server(
+    descriptions: Sequence[str], cert_dir: Path, extra: Sequence[str] = ()
+) -> Iterator[RunningServer]:
+    """
+    Run C{echokit serve DESCRIPTIONS} and wait until every listener is announced.
+
+    The connect strings come from the server's own announcements, exactly as a user
+    would copy them.
+    """
+    env = dict(os.environ, ECHOKIT_CERT_DIR=str(cert_dir), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [*ECHOKIT, *extra, "serve", *descriptions],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    announcements: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(announcements) < len(descriptions):
+        line = process.stdout.readline().decode()
+        if not line:
+            assert process.stderr is not None
+            raise AssertionError(
+                f"echokit serve exited early ({process.wait()}): {process.stderr.read().decode()}"
+            )
+        if " listening on " in line:
+            announcements.append(line.strip())
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("echokit serve did not announce its listeners in 30 s")
+    connect_strings = [shlex.split(a.split(" -> echokit connect ", 1)[1])[0] for a in announcements]
+    server = RunningServer(process, connect_strings, announcements)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def port_of(connect_string: str) -> int:
+    """The port number in a C{...:port=N} connect string."""
+    return int(connect_string.rsplit("port=", 1)[1])

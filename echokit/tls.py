@@ -79,7 +79,11 @@ def server_options(
     @raise InputError: if the files do not load.
     """
     private = load_private_certificate(cert, key)
-    chain = [c.original for c in load_certificates(extra_chain)] if extra_chain else None
+    chain = (
+        [c.original.to_cryptography() for c in load_certificates(extra_chain)]
+        if extra_chain
+        else None
+    )
     dh = (
         ssl.DiffieHellmanParameters.fromFile(FilePath(str(dh_parameters)))
         if dh_parameters
@@ -87,8 +91,9 @@ def server_options(
     )
     try:
         return ssl.CertificateOptions(
-            privateKey=private.privateKey.original,
-            certificate=private.original,
+            # cryptography objects: pyOpenSSL deprecates passing its own PKey and X509.
+            privateKey=private.privateKey.original.to_cryptography_key(),
+            certificate=private.original.to_cryptography(),
             extraCertChain=chain,
             dhParameters=dh,
             raiseMinimumTo=MINIMUM_VERSION,

@@ -1,0 +1,203 @@
+"""
+Unit tests of the echo protocols on Twisted's in-memory transports.
+
+No sockets and no real time: L{StringTransport}, L{twisted.test.iosim} and
+L{twisted.internet.task.Clock}. The same behaviours are checked on real sockets in
+L{tests.test_transports}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from echokit.datagram import DatagramEcho, EchoDatagramClient, EchoDatagramServer
+from echokit.errors import ConnectFailed, EchoMismatch, InputError, RuntimeFailure
+from echokit.stream import EchoClientProtocol, EchoServerFactory, EchoServerProtocol
+
+
+def server_on_string_transport() -> tuple[EchoServerProtocol, StringTransport]:
+    factory = EchoServerFactory("tcp:0", "tcp")
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    assert isinstance(protocol, EchoServerProtocol)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class EchoServerProtocolTests(SynchronousTestCase):
+    def test_writes_back_what_it_receives(self) -> None:
+        """Every byte received is written back, in order, nothing added."""
+        protocol, transport = server_on_string_transport()
+        protocol.dataReceived(b"hello ")
+        protocol.dataReceived(b"\x00\xff world")
+        self.assertEqual(transport.value(), b"hello \x00\xff world")
+        self.assertEqual(protocol.bytes_echoed, 14)
+
+    def test_transport_is_its_own_producer(self) -> None:
+        """The transport is registered as a streaming producer, for backpressure."""
+        _, transport = server_on_string_transport()
+        self.assertIs(transport.producer, transport)
+        self.assertTrue(transport.streaming)
+
+    def test_half_close_closes_after_the_echo(self) -> None:
+        """On the peer's half-close the server unregisters the producer and closes gracefully."""
+        protocol, transport = server_on_string_transport()
+        protocol.dataReceived(b"last words")
+        protocol.readConnectionLost()
+        self.assertIsNone(transport.producer)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"last words")
+
+    def test_factory_counts_connections_and_bytes(self) -> None:
+        """The factory counts connections opened, open now, and bytes echoed once closed."""
+        protocol, _ = server_on_string_transport()
+        factory = protocol.factory
+        self.assertEqual((factory.connections, factory.open_connections), (1, 1))
+        protocol.dataReceived(b"12345")
+        protocol.connectionLost(Failure(Exception("gone")))
+        self.assertEqual((factory.open_connections, factory.bytes_echoed), (0, 5))
+
+
+class EchoClientProtocolTests(SynchronousTestCase):
+    def connected(self) -> tuple[EchoClientProtocol, EchoServerProtocol, iosim.IOPump, list[bytes]]:
+        echoed: list[bytes] = []
+        factory = EchoServerFactory("test", "tcp")
+
+        def server() -> EchoServerProtocol:
+            p = EchoServerProtocol()
+            p.factory = factory
+            return p
+
+        client, server_protocol, pump = iosim.connectedServerAndClient(
+            server, lambda: EchoClientProtocol(echoed.append)
+        )
+        return client, server_protocol, pump, echoed
+
+    def test_echo_verifies_and_waiters_fire(self) -> None:
+        """wait_echoed fires once everything sent so far has come back, byte for byte."""
+        client, _, pump, echoed = self.connected()
+        client.send(b"ping")
+        waiter = client.wait_echoed()
+        self.assertNoResult(waiter)
+        pump.flush()
+        self.successResultOf(waiter)
+        self.assertEqual(b"".join(echoed), b"ping")
+
+    def test_finish_fires_done_when_all_came_back(self) -> None:
+        """finish() then the last echoed byte fires done and closes."""
+        client, _, pump, _ = self.connected()
+        client.send(b"x" * 100_000)
+        client.finish()
+        self.assertNoResult(client.done)
+        pump.flush()
+        self.assertIs(self.successResultOf(client.done), client)
+
+    def test_mismatch_fails_and_aborts(self) -> None:
+        """A byte that differs fails done with EchoMismatch and aborts the connection."""
+        client = EchoClientProtocol()
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.send(b"abc")
+        client.dataReceived(b"abd")
+        self.failureResultOf(client.done, EchoMismatch)
+        self.assertTrue(transport.disconnecting)
+
+    def test_connection_lost_early_fails_done(self) -> None:
+        """A connection that ends before every byte came back fails with what arrived."""
+        client = EchoClientProtocol()
+        client.makeConnection(StringTransport())
+        client.send(b"abcdef")
+        client.dataReceived(b"abc")
+        waiter = client.wait_echoed()
+        client.connectionLost(Failure(Exception("reset")))
+        failure = self.failureResultOf(client.done, RuntimeFailure)
+        self.assertIn("after 3 of 6 bytes came back", failure.getErrorMessage())
+        self.failureResultOf(waiter, RuntimeFailure)
+        self.successResultOf(client.closed)
+
+
+class FakeDatagramTransport:
+    """Records datagrams written, like Twisted's UDP port would send them."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[bytes, Any]] = []
+
+    def write(self, packet: bytes, addr: Any = None) -> None:
+        self.written.append((packet, addr))
+
+    def stopListening(self) -> None:
+        pass
+
+
+class EchoDatagramServerTests(SynchronousTestCase):
+    def test_echoes_to_the_sender(self) -> None:
+        """Each datagram goes back, intact, to the address it came from."""
+        server = EchoDatagramServer("udp:0")
+        transport = FakeDatagramTransport()
+        server.makeConnection(transport)  # type: ignore[arg-type]
+        big = bytes(range(256)) * 255
+        server.datagramReceived(big, ("127.0.0.1", 40000))
+        server.datagramReceived(b"", ("::1", 40001))
+        self.assertEqual(transport.written, [(big, ("127.0.0.1", 40000)), (b"", ("::1", 40001))])
+        self.assertEqual(server.echoed, 2)
+
+    def test_privileged_source_ports_are_ignored(self) -> None:
+        """Datagrams from ports below 1024 (other echo/chargen services) get no reply."""
+        server = EchoDatagramServer("udp:0")
+        transport = FakeDatagramTransport()
+        server.makeConnection(transport)  # type: ignore[arg-type]
+        server.datagramReceived(b"loop", ("127.0.0.1", 7))
+        server.datagramReceived(b"loop", ("127.0.0.1", 1023))
+        self.assertEqual(transport.written, [])
+        self.assertEqual(server.dropped, 2)
+
+
+class EchoDatagramClientTests(SynchronousTestCase):
+    def client(self) -> tuple[EchoDatagramClient, FakeDatagramTransport, Clock]:
+        clock = Clock()
+        client = EchoDatagramClient(clock, timeout=2.0, max_payload=65_507)
+        transport = FakeDatagramTransport()
+        client.makeConnection(transport)  # type: ignore[arg-type]
+        return client, transport, clock
+
+    def test_echo_answers_with_round_trip_time(self) -> None:
+        """The echo settles the request with the time it took on the reactor's clock."""
+        client, transport, clock = self.client()
+        d = client.request(b"ping")
+        self.assertEqual(transport.written, [(b"ping", None)])
+        clock.advance(0.25)
+        client.datagramReceived(b"ping", ("127.0.0.1", 9))
+        self.assertEqual(self.successResultOf(d), DatagramEcho(b"ping", b"ping", 0.25))
+
+    def test_timeout_counts_the_datagram_lost(self) -> None:
+        """No echo within the timeout settles the request as lost, and counts it."""
+        client, _, clock = self.client()
+        d = client.request(b"ping")
+        clock.advance(1.9)
+        self.assertNoResult(d)
+        clock.advance(0.2)
+        self.assertEqual(self.successResultOf(d).echo, None)
+        self.assertEqual(client.ledger.lost, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_refusal_fails_the_request(self) -> None:
+        """An ICMP port-unreachable (connectionRefused) fails with ConnectFailed."""
+        client, _, clock = self.client()
+        d = client.request(b"ping")
+        client.connectionRefused()
+        self.failureResultOf(d, ConnectFailed)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_oversized_payload_is_refused_before_sending(self) -> None:
+        """A payload larger than one datagram can carry is an input error; nothing is sent."""
+        client, transport, _ = self.client()
+        with self.assertRaises(InputError):
+            client.request(b"x" * 65_508)
+        self.assertEqual(transport.written, [])

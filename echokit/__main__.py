@@ -1,5 +1,5 @@
 """Run echokit as C{python -m echokit}."""
 
-from echokit.cli import main
+from echokit.cli import entry
 
-main()
+entry()

@@ -116,7 +116,7 @@ class CertStore:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(
-                f"cannot create certificate directory {str(self.directory)!r}: {e.strerror}; "
+                f"cannot create certificate directory '{self.directory}': {e.strerror}; "
                 f"choose another with --cert-dir or {CERT_DIR_ENV}"
             ) from None
         now = datetime.datetime.now(datetime.UTC)
@@ -189,7 +189,7 @@ class CertStore:
                 _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         except OSError as e:
             raise InputError(
-                f"cannot write certificates in {str(self.directory)!r}: {e.strerror}; "
+                f"cannot write certificates in '{self.directory}': {e.strerror}; "
                 f"choose another directory with --cert-dir or {CERT_DIR_ENV}"
             ) from None
 

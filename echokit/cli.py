@@ -49,13 +49,15 @@ def _start_logging(level_name: str) -> None:
     @implementer(ILogFilterPredicate)
     class QuietTwisted:
         """
-        Hide Twisted's own "starting on"/"Stopping factory" chatter (legacy C{log.msg}
-        calls) unless debugging: echokit announces its listeners itself.
+        Hide Twisted's own informational chatter ("starting on", "Stopping factory",
+        "Main loop terminated") unless debugging: echokit announces what matters itself.
         """
 
         def __call__(self, event: LogEvent) -> Any:
-            chatty = event.get("log_namespace") == "log_legacy" and not event.get("isError")
-            if chatty and level > LogLevel.debug:
+            namespace = event.get("log_namespace", "")
+            internal = namespace == "log_legacy" or namespace.startswith("twisted.")
+            chatty = internal and event.get("log_level", LogLevel.info) < LogLevel.warn
+            if chatty and not event.get("isError") and level > LogLevel.debug:
                 return PredicateResult.no
             return PredicateResult.maybe
 
@@ -98,11 +100,15 @@ def run(job: Job, log_level: str = "warn", show_traceback: bool = False) -> NoRe
     raise AssertionError("task.react returned")  # pragma: no cover
 
 
-def _checked(parse: Callable[[str], EndpointSpec], text: str) -> EndpointSpec:
+def _checked(parse: Callable[[str], EndpointSpec], text: str, role: str) -> EndpointSpec:
+    from echokit.endpoints import check_kind
+
     try:
-        return parse(text)
+        spec = parse(text)
+        check_kind(spec, role)
     except EchokitError as e:
         fail(e)
+    return spec
 
 
 def _level(ctx: click.Context, default: str) -> str:
@@ -155,7 +161,7 @@ def serve(ctx: click.Context, descriptions: tuple[str, ...], cert_dir: Path | No
     Example:
       echokit serve tcp:16000 tcp6:16001 unix:/tmp/echo.sock ssl:16443 udp:16000
     """
-    specs = [_checked(parse_server, text) for text in descriptions]
+    specs = [_checked(parse_server, text, "server") for text in descriptions]
     store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
     verbose = ctx.obj["verbosity"] > 0
 
@@ -226,7 +232,7 @@ def connect(
     """
     from echokit.connect import ClientOptions
 
-    spec = _checked(parse_client, description)
+    spec = _checked(parse_client, description, "client")
     store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
     certificate = None
     if client_cert:
@@ -315,3 +321,31 @@ def demo(ctx: click.Context, cert_dir: Path | None) -> None:
         await run_demo(reactor, store, sys.stdout)
 
     run(job, _level(ctx, "warn"), ctx.obj["verbosity"] > 0)
+
+
+def entry() -> NoReturn:
+    """
+    The C{echokit} command: L{main}, with click's own usage errors on one line too.
+
+    Click prints a usage error as a usage block, a hint and the error; echokit prints
+    every error as one line, C{echokit: error: ...}, with the same exit status (2).
+    """
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.format_message(), err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        where = (
+            f" (see '{e.ctx.command_path} --help')"
+            if isinstance(e, click.UsageError) and e.ctx
+            else ""
+        )
+        click.echo(f"echokit: error: {e.format_message()}{where}", err=True)
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("echokit: aborted", err=True)
+        sys.exit(130)
+    sys.exit(0)

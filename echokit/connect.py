@@ -70,7 +70,7 @@ def _tls_problem(spec: EndpointSpec, options: ClientOptions, reason: Failure) ->
     host = str(spec.get("hostname") or spec.get("host"))
     if isinstance(value, VerificationError):
         return ConnectFailed(
-            f"TLS: the server's certificate is not valid for {host!r} ({spec.text}); connect "
+            f"TLS: the server's certificate is not valid for '{host}' ({spec.text}); connect "
             "with the name it carries (hostname=NAME for ssl:), or --insecure to skip checks"
         )
     text = reason.getErrorMessage()
@@ -196,6 +196,7 @@ async def send_messages(
         protocol.finish()
         await protocol.done
     finally:
+        protocol.done.addErrback(lambda _: None)  # its failure, if any, was raised already
         protocol.transport.loseConnection()
         await protocol.closed
 
@@ -357,14 +358,18 @@ async def interactive(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
         echoed: list[bytes] = []
         connection = await open_stream(reactor, spec, options, echoed.append)
         protocol = connection.protocol
-        while (line := await lines.next()) is not None:
-            started = reactor.seconds()
-            protocol.send(line)
-            await _with_timeout(reactor, protocol.wait_echoed(), options.timeout, "the line")
-            stdio.write(_rtt_line(b"".join(echoed), reactor.seconds() - started))
-            echoed.clear()
-        protocol.finish()
-        await protocol.done
-        await protocol.closed
+        try:
+            while (line := await lines.next()) is not None:
+                started = reactor.seconds()
+                protocol.send(line)
+                await _with_timeout(reactor, protocol.wait_echoed(), options.timeout, "the line")
+                stdio.write(_rtt_line(b"".join(echoed), reactor.seconds() - started))
+                echoed.clear()
+            protocol.finish()
+            await protocol.done
+        finally:
+            protocol.done.addErrback(lambda _: None)  # its failure, if any, was raised already
+            protocol.transport.loseConnection()
+            await protocol.closed
     finally:
         await _close_stdio(stdio, bridge)

@@ -19,7 +19,9 @@ echo; the sans-IO L{DatagramLedger} counts what was answered and what was lost.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +122,8 @@ class EchoDatagramClient(DatagramProtocol):
         self._payload = b""
         self._sent_at = 0.0
         self.refused = False
+        self.stopped = False
+        self._port: DatagramTransport | None = None
 
     def request(self, payload: bytes) -> defer.Deferred[DatagramEcho]:
         """
@@ -134,6 +138,14 @@ class EchoDatagramClient(DatagramProtocol):
                 f"the limit is {self.max_payload} bytes"
             )
         assert self._waiting is None, "one datagram at a time"
+        if self.stopped:
+            return defer.fail(
+                ConnectFailed(
+                    "UDP datagram refused (ICMP port unreachable): is a UDP server there?"
+                )
+                if self.refused
+                else ConnectFailed("the UDP socket was closed")
+            )
         self._waiting = defer.Deferred()
         self._payload = payload
         self.ledger.sent(payload)
@@ -155,6 +167,26 @@ class EchoDatagramClient(DatagramProtocol):
         self._settle_failure(
             ConnectFailed("UDP datagram refused (ICMP port unreachable): is a UDP server there?")
         )
+
+    def startProtocol(self) -> None:
+        # Twisted clears self.transport before calling stopProtocol: keep the port.
+        self._port = self.transport
+
+    def stopProtocol(self) -> None:
+        """
+        The port closed. Twisted's epoll reactor closes a connected UDP port whose socket
+        reports an error (EPOLLERR) instead of calling L{connectionRefused}, so read the
+        socket's pending error here, while it is still open, and report it the same way.
+        """
+        self.stopped = True
+        sock = getattr(self._port, "socket", None)
+        pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if sock is not None else 0
+        if pending == errno.ECONNREFUSED:
+            self.connectionRefused()
+        elif pending:
+            self._settle_failure(ConnectFailed(f"UDP socket error: {os.strerror(pending)}"))
+        else:
+            self._settle_failure(ConnectFailed("the UDP socket was closed"))
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -235,7 +267,7 @@ class UDPClientEndpoint:
             try:
                 infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
             except socket.gaierror as e:
-                raise ConnectFailed(f"cannot resolve host {self.host!r}: {e.strerror}") from None
+                raise ConnectFailed(f"cannot resolve host '{self.host}': {e.strerror}") from None
             # Prefer IPv4, as echokit's udp:PORT listens on 127.0.0.1 by default.
             infos.sort(key=lambda info: info[0] != socket.AF_INET)
             return str(infos[0][4][0])

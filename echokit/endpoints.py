@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import endpoints
+from twisted.internet import endpoints, interfaces
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
 
@@ -132,7 +132,7 @@ def server_endpoint(reactor: Any, spec: EndpointSpec, certs: CertStore) -> Serve
     try:
         return ServerPlan(spec, endpoints.serverFromString(reactor, spec.text))
     except Exception as e:
-        raise _twisted_rejected(spec, e, "tcp, tcp6, unix, ssl, udp, udp6") from None
+        raise _twisted_rejected(spec, e, "server") from None
 
 
 def client_endpoint(
@@ -177,7 +177,7 @@ def client_endpoint(
     try:
         return endpoints.clientFromString(reactor, spec.text)
     except Exception as e:
-        raise _twisted_rejected(spec, e, "tcp, tcp6, unix, ssl, tls, udp") from None
+        raise _twisted_rejected(spec, e, "client") from None
 
 
 def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
@@ -193,14 +193,50 @@ def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
     return trust
 
 
-def _twisted_rejected(spec: EndpointSpec, error: Exception, ours: str) -> EndpointError:
+_OURS = {
+    "server": "tcp, tcp6, unix, ssl, udp, udp6",
+    "client": "tcp, tcp6, unix, ssl, tls, udp",
+}
+
+
+def _unknown_kind(spec: EndpointSpec, role: str) -> EndpointError:
+    return EndpointError(
+        f"unknown transport '{spec.kind}' in '{spec.text}': use one of {_OURS[role]} "
+        "(or an installed Twisted endpoint plugin's prefix)"
+    )
+
+
+def twisted_prefixes(role: str) -> set[str]:
+    """The endpoint prefixes Twisted parses for C{role} ("server" or "client"), plugins included."""
+    from twisted.plugin import getPlugins
+
+    interface = (
+        interfaces.IStreamServerEndpointStringParser
+        if role == "server"
+        else interfaces.IStreamClientEndpointStringParserWithReactor
+    )
+    builtin = {"tcp", "unix", "ssl"}
+    return builtin | {
+        str(getattr(plugin, "prefix", "")).lower() for plugin in getPlugins(interface)
+    }
+
+
+def check_kind(spec: EndpointSpec, role: str) -> None:
+    """
+    Refuse now a kind that neither echokit nor Twisted (with its plugins) knows.
+
+    @param role: C{"server"} or C{"client"}.
+    @raise EndpointError: naming the kinds that exist.
+    """
+    if not spec.known and spec.kind not in twisted_prefixes(role):
+        raise _unknown_kind(spec, role)
+
+
+def _twisted_rejected(spec: EndpointSpec, error: Exception, role: str) -> EndpointError:
     if "Unknown endpoint type" in str(error):
-        return EndpointError(
-            f"unknown transport {spec.kind!r} in {spec.text!r}: use one of {ours} "
-            "(or an installed Twisted endpoint plugin's prefix)"
-        )
+        return _unknown_kind(spec, role)
     detail = str(error) or type(error).__name__
-    return EndpointError(f"Twisted rejected {spec.text!r}: {detail}")
+    return EndpointError(f"Twisted rejected '{spec.text}': {detail}")
 
 
 def _loopback_for(host: str, family_loopback: str) -> str:

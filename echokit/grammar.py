@@ -60,7 +60,7 @@ def split_fields(text: str) -> list[Field]:
             escaped = next(chars, None)
             if escaped is None:
                 raise EndpointError(
-                    f"endpoint {text!r} ends with a lone backslash: a backslash escapes the "
+                    f"endpoint '{text}' ends with a lone backslash: a backslash escapes the "
                     "next character, so write \\\\ for a literal backslash"
                 )
             current.append(escaped)
@@ -93,7 +93,15 @@ def _looks_like_ipv6(text: str) -> bool:
     return True
 
 
-def _check_unescaped_ipv6(text: str, fields: list[Field]) -> None:
+#: Server kinds that listen on IPv4 only, and what to use for IPv6 instead.
+_IPV4_ONLY_SERVERS = {
+    "tcp": "listen with tcp6: (tcp is IPv4 only)",
+    "udp": "listen with udp6: (udp is IPv4 only)",
+    "ssl": "note that ssl: listens on IPv4 only",
+}
+
+
+def _check_unescaped_ipv6(text: str, fields: list[Field], also: str = "") -> None:
     """Reject C{host=::1} and the like, which Twisted silently splits into fields."""
     for index, f in enumerate(fields):
         if f.key not in _ADDRESS_KEYWORDS:
@@ -108,9 +116,10 @@ def _check_unescaped_ipv6(text: str, fields: list[Field]) -> None:
             candidate = ":".join(parts[:end])
             if _looks_like_ipv6(candidate):
                 raise EndpointError(
-                    f"unescaped IPv6 address in {text!r}: ':' separates fields, so "
+                    f"unescaped IPv6 address in '{text}': ':' separates fields, so "
                     f"{f.key}={candidate} is read as several fields; write "
                     f"{f.key}={escape(candidate)} (each colon escaped with a backslash)"
+                    + (f", and {also}" if also else "")
                 )
 
 
@@ -126,7 +135,7 @@ class _Context:
     example: str
 
     def fail(self, problem: str, fix: str) -> EndpointError:
-        return EndpointError(f"{problem} in {self.text!r}: {fix}")
+        return EndpointError(f"{problem} in '{self.text}': {fix}")
 
 
 def _port(lowest: int) -> Checker:
@@ -135,7 +144,7 @@ def _port(lowest: int) -> Checker:
             port = int(value, 10)
         except ValueError:
             raise ctx.fail(
-                f"port {value!r} is not a number",
+                f"port '{value}' is not a number",
                 f"give a port from {lowest} to 65535, e.g. {ctx.example}",
             ) from None
         if not lowest <= port <= 65535:
@@ -156,7 +165,7 @@ def _whole_number(lowest: int) -> Checker:
             number = lowest - 1
         if number < lowest:
             raise ctx.fail(
-                f"{ctx.key}={value!r} is not a whole number of at least {lowest}",
+                f"{ctx.key}='{value}' is not a whole number of at least {lowest}",
                 f"write e.g. {ctx.key}={max(lowest, 30)}",
             )
         return number
@@ -175,7 +184,7 @@ def _ip(version: int, allow_empty: bool = False) -> Checker:
         if address is None or address.version != version:
             other = "tcp6" if version == 4 else "tcp"
             raise ctx.fail(
-                f"{ctx.key}={value!r} is not an IPv{version} address",
+                f"{ctx.key}='{value}' is not an IPv{version} address",
                 f"{ctx.kind} uses IPv{version}: give e.g. "
                 + ("interface=127.0.0.1" if version == 4 else "interface=\\:\\:1")
                 + (
@@ -199,13 +208,13 @@ def _octal_mode(value: str, ctx: _Context) -> int:
     except ValueError:
         mode = -1
     if not 0 <= mode <= 0o777:
-        raise ctx.fail(f"mode={value!r} is not an octal file mode", "write e.g. mode=600")
+        raise ctx.fail(f"mode='{value}' is not an octal file mode", "write e.g. mode=600")
     return mode
 
 
 def _zero_or_one(value: str, ctx: _Context) -> bool:
     if value not in ("0", "1"):
-        raise ctx.fail(f"{ctx.key}={value!r} is not 0 or 1", f"write {ctx.key}=0 or {ctx.key}=1")
+        raise ctx.fail(f"{ctx.key}='{value}' is not 0 or 1", f"write {ctx.key}=0 or {ctx.key}=1")
     return value == "1"
 
 
@@ -213,7 +222,7 @@ def _existing_file(value: str, ctx: _Context) -> str:
     path = Path(value).expanduser()
     if not path.is_file():
         raise ctx.fail(
-            f"{ctx.key} file {value!r} does not exist",
+            f"{ctx.key} file '{value}' does not exist",
             "give the path of an existing PEM file (run `echokit certs` to make one)",
         )
     return str(path)
@@ -223,7 +232,7 @@ def _existing_path(value: str, ctx: _Context) -> str:
     path = Path(value).expanduser()
     if not path.exists():
         raise ctx.fail(
-            f"{ctx.key} {value!r} does not exist",
+            f"{ctx.key} '{value}' does not exist",
             "give a PEM file or a directory of PEM files holding the CA certificates to trust",
         )
     return str(path)
@@ -241,7 +250,7 @@ def _unix_listen_path(value: str, ctx: _Context) -> str:
     parent = path.parent
     if not parent.is_dir():
         raise ctx.fail(
-            f"directory {str(parent)!r} of the unix socket does not exist",
+            f"directory '{parent}' of the unix socket does not exist",
             "create it first or choose a path in an existing directory",
         )
     return str(path)
@@ -412,11 +421,13 @@ def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpe
     head = fields[0]
     if head.key is not None or not head.value:
         raise EndpointError(
-            f"{text!r} does not start with a transport: write e.g. "
+            f"'{text}' does not start with a transport: write e.g. "
             + ", ".join(g.example for g in grammars.values())
         )
     kind = head.value.lower()
-    _check_unescaped_ipv6(text, fields[1:])
+    _check_unescaped_ipv6(
+        text, fields[1:], _IPV4_ONLY_SERVERS.get(kind, "") if role == "server" else ""
+    )
     grammar = grammars.get(kind)
     if grammar is None:
         return EndpointSpec(text, kind, {}, known=False)
@@ -426,7 +437,7 @@ def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpe
     if len(bare) > len(grammar.positional):
         form = ":".join([kind, *grammar.positional])
         raise EndpointError(
-            f"too many fields in {text!r}: {kind} takes {form} and keywords "
+            f"too many fields in '{text}': {kind} takes {form} and keywords "
             f"({', '.join(grammar.keywords)}); escape a literal ':' as \\:"
         )
     raw.update(zip(grammar.positional, bare, strict=False))
@@ -435,15 +446,15 @@ def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpe
             continue
         if f.key not in grammar.keywords:
             raise EndpointError(
-                f"unknown keyword {f.key!r} in {text!r}: {kind} accepts "
+                f"unknown keyword '{f.key}' in '{text}': {kind} accepts "
                 f"{', '.join(grammar.keywords)}"
             )
         if f.key in raw:
-            raise EndpointError(f"{f.key} is given twice in {text!r}: give it once")
+            raise EndpointError(f"{f.key} is given twice in '{text}': give it once")
         raw[f.key] = f.value
     missing = [name for name in grammar.required if name not in raw]
     if missing:
-        raise EndpointError(f"{text!r} has no {' or '.join(missing)}: write e.g. {grammar.example}")
+        raise EndpointError(f"'{text}' has no {' or '.join(missing)}: write e.g. {grammar.example}")
     values = {
         key: grammar.keywords[key](value, _Context(text, kind, key, grammar.example))
         for key, value in raw.items()

@@ -68,7 +68,7 @@ def _listen_failed(plan: ServerPlan, e: Exception) -> RuntimeFailure:
         why = e.socketError.strerror or str(e.socketError)
     else:
         why = str(e) or type(e).__name__
-    return RuntimeFailure(f"cannot listen on {plan.spec.text!r}: {why}")
+    return RuntimeFailure(f"cannot listen on '{plan.spec.text}': {why}")
 
 
 async def start_listeners(plans: Sequence[ServerPlan], verbose: bool = False) -> list[Listener]:

@@ -28,7 +28,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read {what} {str(path)!r}: {e.strerror}") from None
+        raise InputError(f"cannot read {what} '{path}': {e.strerror}") from None
 
 
 def load_certificates(path: Path) -> list[ssl.Certificate]:
@@ -44,7 +44,7 @@ def load_certificates(path: Path) -> list[ssl.Certificate]:
         for block in _PEM_CERT.findall(_read(file, "certificate file"))
     ]
     if not found:
-        raise InputError(f"no PEM certificate found in {str(path)!r}: give a CA certificate file")
+        raise InputError(f"no PEM certificate found in '{path}': give a CA certificate file")
     return found
 
 
@@ -62,7 +62,7 @@ def load_private_certificate(cert: Path, key: Path | None) -> ssl.PrivateCertifi
         return ssl.PrivateCertificate.fromCertificateAndKeyPair(certificate, key_pair)
     except (crypto.Error, ValueError) as e:
         raise InputError(
-            f"cannot load certificate {str(cert)!r} with key {str(key or cert)!r}: {e}; "
+            f"cannot load certificate '{cert}' with key '{key or cert}': {e}; "
             "give PEM files (run `echokit certs` to make a pair)"
         ) from None
 
@@ -99,7 +99,7 @@ def server_options(
             raiseMinimumTo=MINIMUM_VERSION,
         )
     except (crypto.Error, ValueError) as e:
-        raise InputError(f"cannot use certificate {str(cert)!r}: {e}") from None
+        raise InputError(f"cannot use certificate '{cert}': {e}") from None
 
 
 def trust_root(path: Path | None) -> IOpenSSLTrustRoot:

@@ -21,6 +21,7 @@ from echokit import __version__
 from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.errors import EchokitError, InputError
 from echokit.grammar import EndpointSpec, parse_client, parse_server
+from echokit.policy import ServerPolicy
 
 Job = Callable[[Any], Coroutine[Any, Any, object]]
 
@@ -29,41 +30,6 @@ def fail(error: EchokitError) -> NoReturn:
     """Print C{error}'s one-line message and exit with its status."""
     click.echo(f"echokit: error: {error}", err=True)
     sys.exit(error.exit_code)
-
-
-def _start_logging(level_name: str) -> None:
-    from twisted.logger import (
-        FilteringLogObserver,
-        ILogFilterPredicate,
-        LogEvent,
-        LogLevel,
-        LogLevelFilterPredicate,
-        PredicateResult,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-    from zope.interface import implementer
-
-    level = LogLevel.levelWithName(level_name)
-
-    @implementer(ILogFilterPredicate)
-    class QuietTwisted:
-        """
-        Hide Twisted's own informational chatter ("starting on", "Stopping factory",
-        "Main loop terminated") unless debugging: echokit announces what matters itself.
-        """
-
-        def __call__(self, event: LogEvent) -> Any:
-            namespace = event.get("log_namespace", "")
-            internal = namespace == "log_legacy" or namespace.startswith("twisted.")
-            chatty = internal and event.get("log_level", LogLevel.info) < LogLevel.warn
-            if chatty and not event.get("isError") and level > LogLevel.debug:
-                return PredicateResult.no
-            return PredicateResult.maybe
-
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [QuietTwisted(), predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
 def run(job: Job, log_level: str = "warn", show_traceback: bool = False) -> NoReturn:
@@ -76,7 +42,9 @@ def run(job: Job, log_level: str = "warn", show_traceback: bool = False) -> NoRe
     from twisted.internet import defer, task
     from twisted.python.failure import Failure
 
-    _start_logging(log_level)
+    from echokit.logs import start_logging
+
+    start_logging(sys.stderr, log_level)
 
     def outcome(failure: Failure) -> None:
         if failure.check(SystemExit):
@@ -147,9 +115,82 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @main.command()
 @click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=ServerPolicy.idle_timeout,
+    show_default=True,
+    help="Close a stream connection silent for this many seconds (0: never).",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=0),
+    default=ServerPolicy.handshake_timeout,
+    show_default=True,
+    help="Abort a TLS connection whose handshake takes longer (0: never).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=0),
+    default=ServerPolicy.max_connections,
+    show_default=True,
+    help="Open stream connections allowed, all listeners together (0: no limit).",
+)
+@click.option(
+    "--max-per-peer",
+    type=click.IntRange(min=0),
+    default=ServerPolicy.max_per_peer,
+    show_default=True,
+    help="Open stream connections allowed from one IP address (0: no limit).",
+)
+@click.option(
+    "--drain",
+    type=click.FloatRange(min=0),
+    default=ServerPolicy.drain,
+    show_default=True,
+    help="On SIGINT/SIGTERM, seconds to let open echoes finish before closing.",
+)
+@click.option(
+    "--udp-repeat-burst",
+    type=click.IntRange(min=0),
+    default=ServerPolicy.udp_repeat_burst,
+    show_default=True,
+    help="Identical datagrams in a row one UDP source may repeat before being limited (0: no guard).",
+)
+@click.option(
+    "--udp-repeat-rate",
+    type=click.FloatRange(min=0),
+    default=ServerPolicy.udp_repeat_rate,
+    show_default=True,
+    help="Repeats per second answered once the burst is spent.",
+)
+@click.option(
+    "--require-client-cert",
+    is_flag=True,
+    help="TLS listeners demand a client certificate signed by echokit's CA (or --client-ca).",
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CA certificate file for --require-client-cert (default: echokit's ca.pem).",
+)
 @cert_dir_option
 @click.pass_context
-def serve(ctx: click.Context, descriptions: tuple[str, ...], cert_dir: Path | None) -> None:
+def serve(
+    ctx: click.Context,
+    descriptions: tuple[str, ...],
+    idle_timeout: float,
+    handshake_timeout: float,
+    max_connections: int,
+    max_per_peer: int,
+    drain: float,
+    udp_repeat_burst: int,
+    udp_repeat_rate: float,
+    require_client_cert: bool,
+    client_ca: Path | None,
+    cert_dir: Path | None,
+) -> None:
     """Echo on every endpoint given, in one process.
 
     DESCRIPTION is a Twisted server endpoint string (tcp, tcp6, unix, ssl, and plugins
@@ -164,14 +205,24 @@ def serve(ctx: click.Context, descriptions: tuple[str, ...], cert_dir: Path | No
     specs = [_checked(parse_server, text, "server") for text in descriptions]
     store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
     verbose = ctx.obj["verbosity"] > 0
+    if client_ca is not None and not require_client_cert:
+        fail(InputError("--client-ca only applies with --require-client-cert: add it"))
+    policy = ServerPolicy(
+        idle_timeout=idle_timeout,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+        max_per_peer=max_per_peer,
+        drain=drain,
+        udp_repeat_burst=udp_repeat_burst,
+        udp_repeat_rate=udp_repeat_rate,
+        require_client_cert=require_client_cert,
+        client_ca=client_ca,
+    )
 
     async def job(reactor: Any) -> None:
-        from twisted.internet import defer
+        from echokit.serve import serve_until_signalled
 
-        from echokit.serve import serve as start
-
-        await start(reactor, specs, store, sys.stdout, verbose)
-        await defer.Deferred()  # serve until the reactor is stopped (Ctrl-C, SIGTERM)
+        await serve_until_signalled(reactor, specs, store, sys.stdout, policy, verbose)
 
     run(job, _level(ctx, "info"), verbose)
 

@@ -9,9 +9,10 @@ connected UDP socket, so that an ICMP "port unreachable" shows up as "refused".
 L{EchoDatagramServer} sends each datagram back to its sender, intact up to the largest
 UDP payload (65,507 bytes over IPv4, 65,527 over IPv6; Twisted's default read size
 would cut them at 8,192). It is not a reflection amplifier: a reply is never larger than
-the request, it binds to loopback unless given an interface, and it ignores datagrams
-from source ports below 1024, where other echo and chargen services live (two echo
-servers aimed at each other would otherwise bounce one datagram forever).
+the request, it binds to loopback unless given an interface, it ignores datagrams from
+source ports below 1024, where other echo and chargen services live, and it stops
+answering a source that keeps repeating the very same datagram (L{RepeatGuard}): two
+echo servers aimed at each other would otherwise bounce one datagram forever.
 
 L{EchoDatagramClient} sends one datagram at a time and waits, up to a timeout, for its
 echo; the sans-IO L{DatagramLedger} counts what was answered and what was lost.
@@ -34,6 +35,7 @@ from twisted.logger import Logger
 
 from echokit.echo import MAX_UDP_PAYLOAD_IPV4, MAX_UDP_PAYLOAD_IPV6, DatagramLedger
 from echokit.errors import ConnectFailed, InputError
+from echokit.policy import EveryInterval, RepeatGuard, ServerPolicy
 
 #: Read size for UDP sockets: larger than any datagram, so none is ever truncated.
 READ_SIZE = 65_536
@@ -50,30 +52,44 @@ class DatagramTransport(TypingProtocol):
 
 class EchoDatagramServer(DatagramProtocol):
     """
-    Echo each datagram back to the address it came from.
+    Echo each datagram back to the address it came from, unless it would feed a loop.
 
-    @ivar echoed: datagrams echoed.
-    @ivar dropped: datagrams ignored (privileged source port) or whose echo failed.
+    Dropped without reply: datagrams from source ports below 1024, and identical
+    datagrams repeated by one source beyond the L{RepeatGuard}'s budget.
+
+    @ivar stats: datagrams and bytes echoed, datagrams dropped, send errors.
     """
 
     log = Logger(namespace="echokit.serve")
     noisy = False
     transport: DatagramTransport  # type: ignore[assignment]
 
-    def __init__(self, listener: str, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        listener: str,
+        clock: IReactorTime,
+        policy: ServerPolicy | None = None,
+        verbose: bool = False,
+    ) -> None:
         self.listener = listener
+        self.clock = clock
+        policy = policy or ServerPolicy()
+        self.guard = RepeatGuard(policy.udp_repeat_burst, policy.udp_repeat_rate)
         self.verbose = verbose
-        self.echoed = 0
-        self.dropped = 0
+        self.stats = DatagramStats()
+        self._drops = EveryInterval(10.0)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if addr[1] < LOWEST_SOURCE_PORT:
-            self.dropped += 1
+            self._drop(addr, "its source port is below 1024")
+            return
+        if not self.guard.allow(addr, datagram, self.clock.seconds()):
+            self._drop(addr, "it repeats the same datagram too often (a reflection loop?)")
             return
         try:
             self.transport.write(datagram, addr)
         except OSError as e:
-            self.dropped += 1
+            self.stats.errors += 1
             self.log.warn(
                 "{listener}: could not echo to {host}:{port}: {error}",
                 listener=self.listener,
@@ -82,7 +98,8 @@ class EchoDatagramServer(DatagramProtocol):
                 error=e,
             )
             return
-        self.echoed += 1
+        self.stats.datagrams += 1
+        self.stats.bytes += len(datagram)
         if self.verbose:
             self.log.debug(
                 "{listener}: echoed {size} bytes to {host}:{port}",
@@ -91,6 +108,29 @@ class EchoDatagramServer(DatagramProtocol):
                 host=addr[0],
                 port=addr[1],
             )
+
+    def _drop(self, addr: tuple[str, int], why: str) -> None:
+        self.stats.dropped += 1
+        suppressed = self._drops.ready(self.clock.seconds())
+        if suppressed is not None:
+            self.log.warn(
+                "{listener}: dropped a datagram from {host}:{port}: {why}{more}",
+                listener=self.listener,
+                host=addr[0],
+                port=addr[1],
+                why=why,
+                more=f" ({suppressed} more dropped since the last message)" if suppressed else "",
+            )
+
+
+@dataclass
+class DatagramStats:
+    """What one UDP listener did: for the summary printed at shutdown."""
+
+    datagrams: int = 0
+    bytes: int = 0
+    dropped: int = 0
+    errors: int = 0
 
 
 @dataclass(frozen=True)

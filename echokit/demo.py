@@ -147,7 +147,7 @@ async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
         plans = plan_servers(reactor, list(wanted.values()), certs)
         if any(p.created_certs for p in plans):
             out.write(f"created a CA and certificates in {certs.directory}\n")
-        listeners = await start_listeners(plans)
+        listeners = await start_listeners(reactor, plans)
         options = ClientOptions(certs=certs)
         try:
             for name, listener in zip(wanted, listeners, strict=True):

@@ -35,6 +35,9 @@ TLS_KINDS = frozenset({"ssl", "tls"})
 DATAGRAM_KINDS = frozenset({"udp", "udp6"})
 #: Unix sockets are private to their owner unless C{mode=} says otherwise.
 DEFAULT_UNIX_MODE = 0o600
+#: Listen queue length unless C{backlog=} says otherwise (Twisted's default is 50, which
+#: makes a burst of connects wait for SYN retransmits).
+DEFAULT_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,18 @@ def _str(spec: EndpointSpec, name: str, default: str = "") -> str:
     return str(spec.get(name, default))
 
 
-def server_endpoint(reactor: Any, spec: EndpointSpec, certs: CertStore) -> ServerPlan:
+def server_endpoint(
+    reactor: Any, spec: EndpointSpec, certs: CertStore, client_ca: Path | None = None
+) -> ServerPlan:
     """
     Build the server endpoint for C{spec}.
+
+    @param client_ca: for TLS listeners, demand client certificates signed by this CA.
 
     @raise EndpointError: for a kind Twisted does not know either, or one it rejects.
     """
     kind = spec.kind
-    backlog = _int(spec, "backlog", 50)
+    backlog = _int(spec, "backlog", DEFAULT_BACKLOG)
     if kind == "tcp":
         return ServerPlan(
             spec,
@@ -114,7 +121,7 @@ def server_endpoint(reactor: Any, spec: EndpointSpec, certs: CertStore) -> Serve
             cert = key
         assert cert is not None
         options = tls.server_options(
-            cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters")
+            cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca
         )
         return ServerPlan(
             spec,

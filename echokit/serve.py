@@ -1,20 +1,28 @@
 """
-What C{echokit serve} does: listen on every endpoint given, in one reactor.
+What C{echokit serve} does: listen on every endpoint given, in one reactor, and stop well.
 
 Every string is checked before anything listens, so a typo in the third endpoint never
 leaves the first two running. Once all listen, one line per listener says the address
 it actually bound (port 0 resolved) and the exact C{echokit connect} string that
 reaches it.
+
+On SIGINT or SIGTERM the server stops accepting, lets open connections finish their
+echo for up to C{drain} seconds, aborts what is left, and prints a summary per
+listener; a second signal exits at once.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import shlex
+import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, TextIO
 
-from twisted.internet import defer, error
+from twisted.internet import defer, error, task
 from twisted.internet.interfaces import IListeningPort
 
 from echokit.certs import CertStore
@@ -22,6 +30,7 @@ from echokit.datagram import EchoDatagramServer
 from echokit.endpoints import ServerPlan, connect_string, server_endpoint
 from echokit.errors import RuntimeFailure
 from echokit.grammar import EndpointSpec, parse_server
+from echokit.policy import ConnectionLimiter, ServerPolicy
 from echokit.stream import EchoServerFactory, describe_address
 
 
@@ -54,13 +63,37 @@ class Listener:
             f"-> echokit connect {shlex.quote(self.connect_string)}"
         )
 
+    def summary(self) -> str:
+        """One line of what this listener did, for the shutdown summary."""
+        server = self.server
+        if isinstance(server, EchoDatagramServer):
+            s = server.stats
+            return (
+                f"{self.description}: {s.datagrams:,} datagrams ({s.bytes:,} bytes) echoed, "
+                f"{s.dropped:,} dropped, {s.errors:,} errors"
+            )
+        c = server.stats
+        return (
+            f"{self.description}: {c.connections:,} connections, {c.bytes:,} bytes echoed, "
+            f"{c.refused:,} refused over limits, {c.timeouts:,} timed out, {c.errors:,} errors"
+        )
+
 
 def plan_servers(
-    reactor: Any, descriptions: Sequence[str | EndpointSpec], certs: CertStore
+    reactor: Any,
+    descriptions: Sequence[str | EndpointSpec],
+    certs: CertStore,
+    policy: ServerPolicy | None = None,
 ) -> list[ServerPlan]:
     """Check every server string and build its endpoint; nothing listens yet."""
     specs = [d if isinstance(d, EndpointSpec) else parse_server(d) for d in descriptions]
-    return [server_endpoint(reactor, spec, certs) for spec in specs]
+    client_ca = None
+    if policy is not None and policy.require_client_cert:
+        client_ca = policy.client_ca
+        if client_ca is None:
+            certs.ensure()
+            client_ca = certs.ca_cert
+    return [server_endpoint(reactor, spec, certs, client_ca) for spec in specs]
 
 
 def _listen_failed(plan: ServerPlan, e: Exception) -> RuntimeFailure:
@@ -71,19 +104,31 @@ def _listen_failed(plan: ServerPlan, e: Exception) -> RuntimeFailure:
     return RuntimeFailure(f"cannot listen on '{plan.spec.text}': {why}")
 
 
-async def start_listeners(plans: Sequence[ServerPlan], verbose: bool = False) -> list[Listener]:
+async def start_listeners(
+    reactor: Any,
+    plans: Sequence[ServerPlan],
+    policy: ServerPolicy | None = None,
+    verbose: bool = False,
+) -> list[Listener]:
     """
     Listen on every planned endpoint; if one fails, stop those already started.
 
+    Stream listeners share one L{ConnectionLimiter}, so C{max_connections} counts every
+    listener's connections together.
+
     @raise RuntimeFailure: naming the endpoint that could not listen and why.
     """
+    policy = policy or ServerPolicy()
+    limiter = ConnectionLimiter(policy.max_connections, policy.max_per_peer)
     listeners: list[Listener] = []
     for plan in plans:
         server: EchoServerFactory | EchoDatagramServer
         if plan.is_datagram:
-            server = EchoDatagramServer(plan.spec.text, verbose)
+            server = EchoDatagramServer(plan.spec.text, reactor, policy, verbose)
         else:
-            server = EchoServerFactory(plan.spec.text, plan.spec.kind, verbose)
+            server = EchoServerFactory(
+                plan.spec.text, plan.spec.kind, reactor, policy, limiter, verbose
+            )
         try:
             port = await plan.endpoint.listen(server)  # type: ignore[arg-type]
         except Exception as e:
@@ -94,11 +139,62 @@ async def start_listeners(plans: Sequence[ServerPlan], verbose: bool = False) ->
     return listeners
 
 
+async def drain(reactor: Any, listeners: Sequence[Listener], seconds: float) -> int:
+    """
+    Stop accepting, let open connections finish for up to C{seconds}, abort the rest.
+
+    @return: how many connections had to be aborted.
+    """
+    for listener in listeners:
+        await defer.maybeDeferred(listener.port.stopListening)
+    factories = [x.server for x in listeners if isinstance(x.server, EchoServerFactory)]
+    for _ in range(max(0, int(seconds / 0.05))):
+        if not any(f.open_protocols for f in factories):
+            return 0
+        await task.deferLater(reactor, 0.05, lambda: None)
+    aborted = 0
+    for factory in factories:
+        for protocol in list(factory.open_protocols):
+            protocol.closed_by = "shutdown"
+            protocol.transport.abortConnection()
+            aborted += 1
+    return aborted
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit; return (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, hard
+
+
+@dataclass
+class _Stopping:
+    """Signals seen so far, and a Deferred that fires on the first."""
+
+    requested: defer.Deferred[int] = field(default_factory=defer.Deferred)
+    count: int = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1:
+            os._exit(128 + signum)  # a second signal: exit at once, as promised
+        from twisted.internet import reactor
+
+        reactor.callFromThread(self.requested.callback, signum)  # type: ignore[attr-defined]
+
+
 async def serve(
     reactor: Any,
     descriptions: Sequence[str | EndpointSpec],
     certs: CertStore,
     out: TextIO,
+    policy: ServerPolicy | None = None,
     verbose: bool = False,
 ) -> list[Listener]:
     """
@@ -106,15 +202,51 @@ async def serve(
 
     @return: the listeners, serving until the reactor stops.
     """
-    plans = plan_servers(reactor, descriptions, certs)
+    plans = plan_servers(reactor, descriptions, certs, policy)
     for plan in plans:
         if plan.created_certs is not None:
             out.write(
                 f"created a CA and certificates in {plan.created_certs} "
                 f"(clients trust {plan.created_certs / 'ca.pem'})\n"
             )
-    listeners = await start_listeners(plans, verbose)
+    listeners = await start_listeners(reactor, plans, policy, verbose)
     for listener in listeners:
         out.write(listener.announcement() + "\n")
     out.flush()
     return listeners
+
+
+async def serve_until_signalled(
+    reactor: Any,
+    descriptions: Sequence[str | EndpointSpec],
+    certs: CertStore,
+    out: TextIO,
+    policy: ServerPolicy | None = None,
+    verbose: bool = False,
+) -> None:
+    """
+    C{echokit serve}: serve until SIGINT or SIGTERM, drain, and print a summary on C{out}.
+    """
+    policy = policy or ServerPolicy()
+    raise_open_files_limit()
+    # The reactor installs its own handlers (stop at once) when it starts running: wait
+    # for that, replace them with the graceful ones, and only then listen and announce,
+    # so that a signal sent once the listeners are announced is always graceful.
+    await task.deferLater(reactor, 0, lambda: None)
+    stopping = _Stopping()
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, stopping)
+    listeners = await serve(reactor, descriptions, certs, out, policy, verbose)
+    signum = await stopping.requested
+    out.write(
+        f"{signal.Signals(signum).name}: stopped accepting; letting open connections finish "
+        f"for up to {policy.drain:g} s (a second signal exits at once)\n"
+    )
+    out.flush()
+    aborted = await drain(reactor, listeners, policy.drain)
+    out.write("summary:\n")
+    for listener in listeners:
+        out.write(f"  {listener.summary()}\n")
+    if aborted:
+        out.write(f"  {aborted} connection(s) still open after the drain were aborted\n")
+    out.flush()

@@ -21,14 +21,18 @@ exactly the same bytes come back; it reads while it sends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer
+from OpenSSL import SSL
+from twisted.internet import defer, error
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -38,6 +42,7 @@ from zope.interface import implementer
 
 from echokit.echo import EchoVerifier
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
+from echokit.policy import ConnectionLimiter, EveryInterval, ServerPolicy
 
 
 class StreamTransport(TypingProtocol):
@@ -78,10 +83,20 @@ def describe_address(address: IAddress) -> str:
     return "unix peer" if type(address).__name__ == "UNIXAddress" else str(address)
 
 
-@implementer(IHalfCloseableProtocol)
+def peer_host(address: IAddress) -> str:
+    """The peer's IP address, the key for per-peer limits (C{"unix"} for unix sockets)."""
+    return str(getattr(address, "host", "unix"))
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class EchoServerProtocol(Protocol):
     """
     Write back exactly what is received; on the peer's half-close, finish and close.
+
+    Limits and timeouts come from the factory's L{ServerPolicy}: a connection over a
+    limit is aborted at once; one silent for C{idle_timeout} seconds, or a TLS one whose
+    handshake has not completed within C{handshake_timeout}, is closed, and aborted if
+    the close has not completed C{close_grace} seconds later (a peer that never reads).
 
     @ivar bytes_echoed: how many bytes this connection has echoed.
     """
@@ -89,81 +104,234 @@ class EchoServerProtocol(Protocol):
     factory: EchoServerFactory
     transport: StreamTransport  # type: ignore[assignment]
     bytes_echoed = 0
+    admitted = False
+    handshake_done = False
+    closed_by: str | None = None
+    _last_heard = 0.0
+    _timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        self.peer = describe_address(self.transport.getPeer())
+        refused = factory.limiter.admit(peer_host(self.transport.getPeer()))
+        if refused is not None:
+            factory.connection_refused(self, refused)
+            self.transport.abortConnection()
+            return
+        self.admitted = True
         # The transport is its own producer: when its write buffer is full it pauses,
         # which stops reading from this peer until the peer reads its echo.
         self.transport.registerProducer(self.transport, True)
-        self.factory.connection_opened(self)
+        factory.connection_opened(self)
+        policy = factory.policy
+        if factory.is_tls and policy.handshake_timeout:
+            self._timer = factory.clock.callLater(policy.handshake_timeout, self._handshake_late)
+        elif policy.idle_timeout:
+            self._last_heard = factory.clock.seconds()
+            self._timer = factory.clock.callLater(policy.idle_timeout, self._check_idle)
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+        self._cancel_timer()
+        if self.factory.policy.idle_timeout:
+            self._last_heard = self.factory.clock.seconds()
+            self._timer = self.factory.clock.callLater(
+                self.factory.policy.idle_timeout, self._check_idle
+            )
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
         self.bytes_echoed += len(data)
+        if self._timer is not None:
+            self._last_heard = self.factory.clock.seconds()
         if self.factory.verbose:
             self.factory.log.debug(
                 "{listener}: echoed {size} bytes to {peer}",
                 listener=self.factory.listener,
                 size=len(data),
-                peer=describe_address(self.transport.getPeer()),
+                peer=self.peer,
             )
 
     def readConnectionLost(self) -> None:
         """The peer sent all it will send: close once the echo is flushed."""
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        self.close_gracefully()
 
     def writeConnectionLost(self) -> None:
         """The peer will read no more: nothing left to do."""
+        self.close_gracefully()
+
+    def close_gracefully(self, why: str | None = None) -> None:
+        """
+        Close once everything echoed is flushed; abort if that takes over C{close_grace}.
+
+        @param why: recorded as the reason the server closed (C{"idle timeout"}, ...).
+        """
+        if why is not None and self.closed_by is None:
+            self.closed_by = why
+        self._cancel_timer()
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        grace = self.factory.policy.close_grace
+        if grace:
+            self._timer = self.factory.clock.callLater(grace, self._abort, "close stalled")
+
+    def _check_idle(self) -> None:
+        policy = self.factory.policy
+        silent_for = self.factory.clock.seconds() - self._last_heard
+        if silent_for < policy.idle_timeout:
+            self._timer = self.factory.clock.callLater(
+                policy.idle_timeout - silent_for, self._check_idle
+            )
+            return
+        self._timer = None
+        self.factory.timed_out(self, "idle timeout")
+        self.close_gracefully("idle timeout")
+
+    def _handshake_late(self) -> None:
+        self._timer = None
+        self.factory.timed_out(self, "TLS handshake timeout")
+        self._abort("TLS handshake timeout")
+
+    def _abort(self, why: str) -> None:
+        self._timer = None
+        if self.closed_by is None or why == "close stalled":
+            self.closed_by = why
+        self.transport.abortConnection()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.factory.connection_closed(self, reason)
+        self._cancel_timer()
+        if self.admitted:
+            self.factory.connection_closed(self, reason)
 
 
 class EchoServerFactory(Factory):
     """
-    Build L{EchoServerProtocol}s for one listener, and log their comings and goings.
+    Build L{EchoServerProtocol}s for one listener, and account for their connections.
 
     @ivar listener: the endpoint string this factory serves, named in every log line.
     @ivar transport_name: the transport's kind (C{tcp}, C{unix}, C{ssl}, ...).
+    @ivar clock: the reactor's time, for timeouts.
+    @ivar policy: limits and timeouts.
+    @ivar limiter: the connection counts, shared by every listener of one server.
     @ivar verbose: log every message, not only connections.
+    @ivar stats: connections, bytes and errors so far.
     """
 
     protocol = EchoServerProtocol  # type: ignore[assignment]
     log = Logger(namespace="echokit.serve")
     noisy = False
 
-    def __init__(self, listener: str, transport_name: str, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        listener: str,
+        transport_name: str,
+        clock: IReactorTime,
+        policy: ServerPolicy | None = None,
+        limiter: ConnectionLimiter | None = None,
+        verbose: bool = False,
+    ) -> None:
         self.listener = listener
         self.transport_name = transport_name
+        self.is_tls = transport_name in ("ssl", "tls")
+        self.clock = clock
+        self.policy = policy or ServerPolicy()
+        self.limiter = limiter or ConnectionLimiter(
+            self.policy.max_connections, self.policy.max_per_peer
+        )
         self.verbose = verbose
-        self.connections = 0
-        self.open_connections = 0
-        self.bytes_echoed = 0
+        self.open_protocols: set[EchoServerProtocol] = set()
+        self.stats = ListenerStats()
+        self._refusals = EveryInterval(10.0)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.open_protocols)
 
     def connection_opened(self, protocol: EchoServerProtocol) -> None:
-        self.connections += 1
-        self.open_connections += 1
+        self.stats.connections += 1
+        self.open_protocols.add(protocol)
         self.log.info(
             "{transport} connection from {peer} opened on {listener}",
             transport=self.transport_name,
-            peer=describe_address(protocol.transport.getPeer()),
+            peer=protocol.peer,
             listener=self.listener,
         )
 
+    def connection_refused(self, protocol: EchoServerProtocol, limit: str) -> None:
+        """A connection over a limit was refused: count it, and log once per interval."""
+        self.stats.refused += 1
+        suppressed = self._refusals.ready(self.clock.seconds())
+        if suppressed is not None:
+            self.log.warn(
+                "{listener}: refused a connection from {peer}: over the {limit} connection "
+                "limit{more}",
+                listener=self.listener,
+                peer=protocol.peer,
+                limit=limit,
+                more=f" ({suppressed} more refused since the last message)" if suppressed else "",
+            )
+
+    def timed_out(self, protocol: EchoServerProtocol, why: str) -> None:
+        self.stats.timeouts += 1
+        self.log.info(
+            "{transport} connection from {peer} on {listener}: {why}, closing",
+            transport=self.transport_name,
+            peer=protocol.peer,
+            listener=self.listener,
+            why=why,
+        )
+
     def connection_closed(self, protocol: EchoServerProtocol, reason: Failure) -> None:
-        self.open_connections -= 1
-        self.bytes_echoed += protocol.bytes_echoed
+        self.open_protocols.discard(protocol)
+        self.limiter.release(peer_host(protocol.transport.getPeer()))
+        self.stats.bytes += protocol.bytes_echoed
+        if self.is_tls and not protocol.handshake_done:
+            self.stats.errors += 1
+            self.log.warn(
+                "{listener}: TLS handshake with {peer} failed: {why}",
+                listener=self.listener,
+                peer=protocol.peer,
+                why=protocol.closed_by or _tls_failure_text(reason),
+            )
+            return
+        clean = reason.check(error.ConnectionDone) is not None
+        if not clean:
+            self.stats.errors += 1
         self.log.info(
             "{transport} connection from {peer} closed on {listener} after echoing "
             "{size} bytes ({why})",
             transport=self.transport_name,
-            peer=describe_address(protocol.transport.getPeer()),
+            peer=protocol.peer,
             listener=self.listener,
             size=protocol.bytes_echoed,
-            why=reason.getErrorMessage(),
+            why=protocol.closed_by or reason.getErrorMessage(),
         )
+
+
+def _tls_failure_text(reason: Failure) -> str:
+    """OpenSSL's reason for a failed handshake, in a few words."""
+    value = reason.value
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        reasons = [entry[-1] for entry in value.args[0] if entry and entry[-1]]
+        if reasons:
+            return "; ".join(reasons) + " (not a TLS client?)"
+    return reason.getErrorMessage()
+
+
+@dataclass
+class ListenerStats:
+    """What one listener did: for the summary printed at shutdown."""
+
+    connections: int = 0
+    bytes: int = 0
+    refused: int = 0
+    timeouts: int = 0
+    errors: int = 0
 
 
 @implementer(IHandshakeListener)

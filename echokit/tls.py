@@ -72,9 +72,12 @@ def server_options(
     key: Path | None,
     extra_chain: Path | None = None,
     dh_parameters: Path | None = None,
+    client_ca: Path | None = None,
 ) -> ssl.CertificateOptions:
     """
     The TLS settings of an echokit server: this certificate, TLS 1.2 or newer.
+
+    @param client_ca: if given, demand a client certificate signed by this CA (mutual TLS).
 
     @raise InputError: if the files do not load.
     """
@@ -97,6 +100,9 @@ def server_options(
             extraCertChain=chain,
             dhParameters=dh,
             raiseMinimumTo=MINIMUM_VERSION,
+            verify=client_ca is not None,
+            requireCertificate=client_ca is not None,
+            caCerts=[c.original for c in load_certificates(client_ca)] if client_ca else None,
         )
     except (crypto.Error, ValueError) as e:
         raise InputError(f"cannot use certificate '{cert}': {e}") from None

@@ -21,6 +21,7 @@ from echokit.certs import CertStore
 from echokit.connect import ClientOptions, StreamConnection, open_datagram, open_stream
 from echokit.datagram import EchoDatagramClient
 from echokit.grammar import parse_client
+from echokit.policy import ServerPolicy
 from echokit.serve import Listener, plan_servers, start_listeners
 from echokit.stream import EchoServerFactory
 
@@ -72,11 +73,12 @@ class EchoSession:
         self.listeners: list[Listener] = []
         self.datagram_clients: list[EchoDatagramClient] = []
         self.options = ClientOptions(certs=cert_store(), timeout=5.0)
+        self.policy = ServerPolicy()
         testcase.addCleanup(lambda: defer.ensureDeferred(self.close()))
 
     async def serve(self, *descriptions: str) -> list[Listener]:
         plans = plan_servers(reactor, descriptions, cert_store())
-        started = await start_listeners(plans)
+        started = await start_listeners(reactor, plans, self.policy)
         self.listeners.extend(started)
         return started
 

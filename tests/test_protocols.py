@@ -22,11 +22,13 @@ from echokit.errors import ConnectFailed, EchoMismatch, InputError, RuntimeFailu
 from echokit.stream import EchoClientProtocol, EchoServerFactory, EchoServerProtocol
 
 
-def server_on_string_transport() -> tuple[EchoServerProtocol, StringTransport]:
-    factory = EchoServerFactory("tcp:0", "tcp")
-    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+def server_on_string_transport(
+    factory: EchoServerFactory | None = None, host: str = "127.0.0.1"
+) -> tuple[EchoServerProtocol, StringTransport]:
+    factory = factory or EchoServerFactory("tcp:0", "tcp", Clock())
+    protocol = factory.buildProtocol(IPv4Address("TCP", host, 5555))
     assert isinstance(protocol, EchoServerProtocol)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 5555))
     protocol.makeConnection(transport)
     return protocol, transport
 
@@ -59,16 +61,17 @@ class EchoServerProtocolTests(SynchronousTestCase):
         """The factory counts connections opened, open now, and bytes echoed once closed."""
         protocol, _ = server_on_string_transport()
         factory = protocol.factory
-        self.assertEqual((factory.connections, factory.open_connections), (1, 1))
+        self.assertEqual((factory.stats.connections, factory.open_connections), (1, 1))
         protocol.dataReceived(b"12345")
         protocol.connectionLost(Failure(Exception("gone")))
-        self.assertEqual((factory.open_connections, factory.bytes_echoed), (0, 5))
+        self.assertEqual((factory.open_connections, factory.stats.bytes), (0, 5))
+        self.assertEqual(factory.stats.errors, 1)
 
 
 class EchoClientProtocolTests(SynchronousTestCase):
     def connected(self) -> tuple[EchoClientProtocol, EchoServerProtocol, iosim.IOPump, list[bytes]]:
         echoed: list[bytes] = []
-        factory = EchoServerFactory("test", "tcp")
+        factory = EchoServerFactory("test", "tcp", Clock())
 
         def server() -> EchoServerProtocol:
             p = EchoServerProtocol()
@@ -139,24 +142,24 @@ class FakeDatagramTransport:
 class EchoDatagramServerTests(SynchronousTestCase):
     def test_echoes_to_the_sender(self) -> None:
         """Each datagram goes back, intact, to the address it came from."""
-        server = EchoDatagramServer("udp:0")
+        server = EchoDatagramServer("udp:0", Clock())
         transport = FakeDatagramTransport()
         server.makeConnection(transport)  # type: ignore[arg-type]
         big = bytes(range(256)) * 255
         server.datagramReceived(big, ("127.0.0.1", 40000))
         server.datagramReceived(b"", ("::1", 40001))
         self.assertEqual(transport.written, [(big, ("127.0.0.1", 40000)), (b"", ("::1", 40001))])
-        self.assertEqual(server.echoed, 2)
+        self.assertEqual((server.stats.datagrams, server.stats.bytes), (2, len(big)))
 
     def test_privileged_source_ports_are_ignored(self) -> None:
         """Datagrams from ports below 1024 (other echo/chargen services) get no reply."""
-        server = EchoDatagramServer("udp:0")
+        server = EchoDatagramServer("udp:0", Clock())
         transport = FakeDatagramTransport()
         server.makeConnection(transport)  # type: ignore[arg-type]
         server.datagramReceived(b"loop", ("127.0.0.1", 7))
         server.datagramReceived(b"loop", ("127.0.0.1", 1023))
         self.assertEqual(transport.written, [])
-        self.assertEqual(server.dropped, 2)
+        self.assertEqual(server.stats.dropped, 2)
 
 
 class EchoDatagramClientTests(SynchronousTestCase):

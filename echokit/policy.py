@@ -1,0 +1,194 @@
+"""
+What a server allows, and the sans-IO pieces that enforce it.
+
+L{ServerPolicy} holds the limits and timeouts C{echokit serve} applies, with their
+defaults; the classes below decide, given the time and the counts, what to do. None of
+them does I/O or reads a clock: callers pass the time in, so tests drive them with
+plain numbers.
+
+Defaults:
+
+    =====================  ==========  ===================================================
+    setting                default     meaning
+    =====================  ==========  ===================================================
+    idle_timeout           300 s       close a stream connection silent for this long
+    handshake_timeout      10 s        close a TLS connection whose handshake takes longer
+    close_grace            5 s         abort a connection whose graceful close stalls
+    max_connections        10,000      open stream connections, all listeners together
+    max_per_peer           0 (off)     open stream connections from one IP address
+    drain                  5 s         on SIGINT/SIGTERM, let open echoes finish this long
+    udp_repeat_burst       32          identical datagrams in a row from one source ...
+    udp_repeat_rate        10 /s       ... beyond which they are answered this often
+    require_client_cert    off         TLS listeners demand a client certificate ...
+    client_ca              (none)      ... signed by this CA (default: echokit's CA)
+    =====================  ==========  ===================================================
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """
+    Limits and timeouts for C{echokit serve}; see the module docstring for defaults.
+
+    A value of 0 turns a timeout or limit off.
+    """
+
+    idle_timeout: float = 300.0
+    handshake_timeout: float = 10.0
+    close_grace: float = 5.0
+    max_connections: int = 10_000
+    max_per_peer: int = 0
+    drain: float = 5.0
+    udp_repeat_burst: int = 32
+    udp_repeat_rate: float = 10.0
+    require_client_cert: bool = False
+    client_ca: Path | None = None
+
+
+@dataclass
+class ConnectionLimiter:
+    """
+    Admit stream connections while under the total and per-peer limits.
+
+        >>> limiter = ConnectionLimiter(max_connections=2, max_per_peer=1)
+        >>> limiter.admit("10.0.0.1"), limiter.admit("10.0.0.1"), limiter.admit("10.0.0.2")
+        (None, 'per-peer', None)
+        >>> limiter.admit("10.0.0.3")
+        'total'
+    """
+
+    max_connections: int = 0
+    max_per_peer: int = 0
+    open: int = 0
+    per_peer: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def admit(self, peer: str) -> str | None:
+        """
+        Count a new connection from C{peer} in, or say which limit refuses it.
+
+        @return: C{None} if admitted (call L{release} when it closes), else the name of
+            the limit that refused it (C{"total"} or C{"per-peer"}).
+        """
+        if self.max_connections and self.open >= self.max_connections:
+            self.refused["total"] += 1
+            return "total"
+        if self.max_per_peer and self.per_peer[peer] >= self.max_per_peer:
+            self.refused["per-peer"] += 1
+            return "per-peer"
+        self.open += 1
+        self.per_peer[peer] += 1
+        return None
+
+    def release(self, peer: str) -> None:
+        """An admitted connection from C{peer} closed."""
+        self.open -= 1
+        self.per_peer[peer] -= 1
+        if self.per_peer[peer] <= 0:
+            del self.per_peer[peer]
+
+
+@dataclass
+class TokenBucket:
+    """
+    A token bucket: C{burst} tokens, refilled at C{rate} per second.
+
+        >>> bucket = TokenBucket(burst=2, rate=1.0)
+        >>> [bucket.take(now=0.0) for _ in range(3)]
+        [True, True, False]
+        >>> bucket.take(now=1.0)
+        True
+    """
+
+    burst: float
+    rate: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one; C{now} is the current time in seconds."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class RepeatGuard:
+    """
+    Stop UDP reflection loops: limit identical datagrams repeated by one source.
+
+    Two echo servers aimed at each other (one spoofed datagram is enough) bounce a
+    single datagram back and forth forever, each receiving the very datagram it just
+    sent. Each source gets a L{TokenBucket} spent only by a datagram identical to that
+    source's previous one; when it runs dry the datagram is dropped, and since a loop
+    has exactly one datagram in flight, one drop ends it. Distinct datagrams (a
+    benchmark's, numbered) are never limited, however fast they come.
+
+        >>> guard = RepeatGuard(burst=2, rate=0.0)
+        >>> [guard.allow(("127.0.0.1", 5000), b"ping", now=0.0) for _ in range(4)]
+        [True, True, True, False]
+        >>> guard.allow(("127.0.0.1", 5000), b"pong", now=0.0)
+        True
+    """
+
+    burst: int
+    rate: float
+    max_sources: int = 65_536
+    _last: dict[tuple[str, int], tuple[int, TokenBucket]] = field(default_factory=dict)
+    dropped: int = 0
+
+    def allow(self, source: tuple[str, int], datagram: bytes, now: float) -> bool:
+        """C{True} if the datagram from C{source} may be echoed."""
+        if self.burst <= 0:
+            return True
+        key = hash(datagram)
+        previous = self._last.get(source)
+        if previous is None or previous[0] != key:
+            if previous is None and len(self._last) >= self.max_sources:
+                self._last.clear()  # bounded memory: forget everyone rather than grow
+            self._last[source] = (key, TokenBucket(self.burst, self.rate))
+            return True
+        if previous[1].take(now):
+            return True
+        self.dropped += 1
+        return False
+
+
+@dataclass
+class EveryInterval:
+    """
+    Say whether to log now, at most once per C{interval} seconds, counting the rest.
+
+        >>> gate = EveryInterval(interval=10.0)
+        >>> gate.ready(now=0.0), gate.ready(now=1.0), gate.ready(now=2.0)
+        (0, None, None)
+        >>> gate.ready(now=11.0)
+        2
+    """
+
+    interval: float
+    _next: float = float("-inf")
+    _suppressed: int = 0
+
+    def ready(self, now: float) -> int | None:
+        """
+        @return: C{None} to stay quiet, or how many events were suppressed since the
+            last time it said to log (log this one and mention them).
+        """
+        if now < self._next:
+            self._suppressed += 1
+            return None
+        self._next = now + self.interval
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed

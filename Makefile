@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Generated certificates (CA, server, client) live in ./certs for make targets.
 export ECHOKIT_CERT_DIR ?= $(CURDIR)/certs
 
-.PHONY: demo test lint typecheck unit venv clean
+.PHONY: demo test lint typecheck unit fuzz venv clean
 
 $(BIN)/echokit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# The endpoint parser's fuzz target, for a bounded time (FUZZ_SECONDS).
+FUZZ_SECONDS ?= 15
+fuzz: venv
+	$(BIN)/python -m tests.fuzz_endpoints $(FUZZ_SECONDS)
+
+test: lint typecheck unit fuzz
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

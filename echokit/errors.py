@@ -22,6 +22,10 @@ class EchokitError(Exception):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
+        # One line, always: control characters from user input are shown escaped.
+        message = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message
+        )
         super().__init__(message)
         self.message = message
 

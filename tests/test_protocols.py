@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from echokit.datagram import DatagramEcho, EchoDatagramClient, EchoDatagramServer
 from echokit.errors import ConnectFailed, EchoMismatch, InputError, RuntimeFailure
+from echokit.policy import ConnectionLimiter, ServerPolicy
 from echokit.stream import EchoClientProtocol, EchoServerFactory, EchoServerProtocol
 
 
@@ -204,3 +205,121 @@ class EchoDatagramClientTests(SynchronousTestCase):
         with self.assertRaises(InputError):
             client.request(b"x" * 65_508)
         self.assertEqual(transport.written, [])
+
+
+class ServerTimeoutTests(SynchronousTestCase):
+    """Idle and TLS handshake timeouts, on the reactor's clock (task.Clock here)."""
+
+    def factory(
+        self, clock: Clock, transport_name: str = "tcp", **policy: Any
+    ) -> EchoServerFactory:
+        return EchoServerFactory("tcp:0", transport_name, clock, ServerPolicy(**policy))
+
+    def test_silent_connection_is_closed_after_idle_timeout(self) -> None:
+        """A connection silent for idle_timeout seconds is closed gracefully."""
+        clock = Clock()
+        protocol, transport = server_on_string_transport(self.factory(clock, idle_timeout=10))
+        clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)  # graceful: loseConnection, not abort
+        self.assertEqual(protocol.closed_by, "idle timeout")
+        self.assertEqual(protocol.factory.stats.timeouts, 1)
+
+    def test_talking_resets_the_idle_clock(self) -> None:
+        """Data received keeps the connection open for another idle_timeout."""
+        clock = Clock()
+        protocol, transport = server_on_string_transport(self.factory(clock, idle_timeout=10))
+        for _ in range(5):
+            clock.advance(8)
+            protocol.dataReceived(b"still here")
+        self.assertFalse(transport.disconnecting)
+        clock.advance(10.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_stalled_close_is_aborted_after_the_grace(self) -> None:
+        """A graceful close that has not completed within close_grace is aborted."""
+        clock = Clock()
+        protocol, transport = server_on_string_transport(
+            self.factory(clock, idle_timeout=1, close_grace=5)
+        )
+        clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        clock.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnected)  # StringTransport's mark of abortConnection
+        self.assertEqual(protocol.closed_by, "close stalled")
+
+    def test_closed_connection_leaves_no_timer(self) -> None:
+        """Once the connection is lost no timer is left on the clock."""
+        clock = Clock()
+        protocol, _ = server_on_string_transport(self.factory(clock, idle_timeout=1))
+        clock.advance(1)
+        protocol.connectionLost(Failure(Exception("closed")))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_tls_handshake_timeout_aborts(self) -> None:
+        """A TLS connection with no completed handshake is aborted after handshake_timeout."""
+        clock = Clock()
+        factory = self.factory(clock, "ssl", handshake_timeout=10, idle_timeout=300)
+        protocol, transport = server_on_string_transport(factory)
+        clock.advance(10)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(protocol.closed_by, "TLS handshake timeout")
+
+    def test_tls_handshake_completed_switches_to_idle_timer(self) -> None:
+        """After the handshake the idle timeout applies, not the handshake timeout."""
+        clock = Clock()
+        factory = self.factory(clock, "ssl", handshake_timeout=10, idle_timeout=300)
+        protocol, transport = server_on_string_transport(factory)
+        clock.advance(5)
+        protocol.handshakeCompleted()
+        clock.advance(100)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(200)
+        self.assertTrue(transport.disconnecting)
+
+    def test_zero_disables_timeouts(self) -> None:
+        """idle_timeout=0 and handshake_timeout=0 schedule nothing."""
+        clock = Clock()
+        server_on_string_transport(self.factory(clock, "ssl", idle_timeout=0, handshake_timeout=0))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ServerLimitTests(SynchronousTestCase):
+    def test_over_the_limit_is_aborted_and_counted(self) -> None:
+        """A connection over max_connections is aborted at once, counted, never echoed."""
+        clock = Clock()
+        factory = EchoServerFactory("tcp:0", "tcp", clock, ServerPolicy(max_connections=2))
+        kept = [server_on_string_transport(factory) for _ in range(2)]
+        protocol, transport = server_on_string_transport(factory)
+        self.assertTrue(transport.disconnected)
+        self.assertFalse(protocol.admitted)
+        self.assertEqual(factory.stats.refused, 1)
+        self.assertEqual(factory.open_connections, 2)
+        protocol.connectionLost(Failure(Exception("aborted")))
+        self.assertEqual(factory.limiter.open, 2)  # a refused connection releases nothing
+        kept[0][0].connectionLost(Failure(Exception("closed")))
+        _, transport = server_on_string_transport(factory)
+        self.assertFalse(transport.disconnected)
+
+    def test_per_peer_limit_counts_by_address(self) -> None:
+        """max_per_peer limits one IP address; another address still gets in."""
+        factory = EchoServerFactory("tcp:0", "tcp", Clock(), ServerPolicy(max_per_peer=1))
+        server_on_string_transport(factory, host="10.0.0.1")
+        _, refused = server_on_string_transport(factory, host="10.0.0.1")
+        _, other = server_on_string_transport(factory, host="10.0.0.2")
+        self.assertTrue(refused.disconnected)
+        self.assertFalse(other.disconnected)
+
+    def test_limiter_is_shared_between_listeners(self) -> None:
+        """max_connections counts every listener sharing one limiter."""
+        limiter = ConnectionLimiter(max_connections=1)
+        clock = Clock()
+        first = EchoServerFactory("tcp:0", "tcp", clock, ServerPolicy(), limiter)
+        second = EchoServerFactory("unix:/x", "unix", clock, ServerPolicy(), limiter)
+        server_on_string_transport(first)
+        _, transport = server_on_string_transport(second)
+        self.assertTrue(transport.disconnected)

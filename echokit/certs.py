@@ -47,7 +47,15 @@ def resolve_cert_dir(option: str | None, environ: Mapping[str, str] = os.environ
         PosixPath('/srv/certs')
     """
     chosen = option or environ.get(CERT_DIR_ENV)
-    return Path(chosen).expanduser().absolute() if chosen else default_cert_dir(environ)
+    if not chosen:
+        return default_cert_dir(environ)
+    try:
+        return Path(chosen).expanduser().absolute()
+    except RuntimeError:
+        raise InputError(
+            f"cannot expand '{chosen.split('/')[0]}' in the certificate directory (no such "
+            "user): give the full path"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,14 @@ def _checked(parse: Callable[[str], EndpointSpec], text: str, role: str) -> Endp
     return spec
 
 
+def _cert_store(option: Path | None) -> CertStore:
+    """The certificate store: --cert-dir, else $ECHOKIT_CERT_DIR, else the default."""
+    try:
+        return CertStore(resolve_cert_dir(str(option) if option else None))
+    except EchokitError as e:
+        fail(e)
+
+
 def _level(ctx: click.Context, default: str) -> str:
     verbosity = ctx.obj["verbosity"]
     if verbosity < 0:
@@ -203,7 +211,7 @@ def serve(
       echokit serve tcp:16000 tcp6:16001 unix:/tmp/echo.sock ssl:16443 udp:16000
     """
     specs = [_checked(parse_server, text, "server") for text in descriptions]
-    store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
+    store = _cert_store(cert_dir)
     verbose = ctx.obj["verbosity"] > 0
     if client_ca is not None and not require_client_cert:
         fail(InputError("--client-ca only applies with --require-client-cert: add it"))
@@ -284,7 +292,7 @@ def connect(
     from echokit.connect import ClientOptions
 
     spec = _checked(parse_client, description, "client")
-    store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
+    store = _cert_store(cert_dir)
     certificate = None
     if client_cert:
         if not store.client_cert.is_file():
@@ -342,7 +350,7 @@ def certs(directory: Path | None, force: bool) -> None:
     Example:
       echokit certs --dir ./certs
     """
-    store = CertStore(resolve_cert_dir(str(directory) if directory else None))
+    store = _cert_store(directory)
     try:
         if store.complete() and not force:
             click.echo(f"certificates already in {store.directory} (--force makes new ones)")
@@ -364,7 +372,7 @@ def demo(ctx: click.Context, cert_dir: Path | None) -> None:
     Example:
       echokit demo
     """
-    store = CertStore(resolve_cert_dir(str(cert_dir) if cert_dir else None))
+    store = _cert_store(cert_dir)
 
     async def job(reactor: Any) -> None:
         from echokit.demo import demo as run_demo

@@ -38,6 +38,7 @@ from echokit.endpoints import TLS_KINDS, client_endpoint, tls_trust
 from echokit.errors import ConnectFailed, DatagramsLost, EchokitError, RuntimeFailure
 from echokit.grammar import EndpointSpec
 from echokit.stream import EchoClientProtocol
+from echokit.tls import tls_failure_text
 
 DEFAULT_MESSAGE = "Hello, Server!"
 
@@ -73,7 +74,7 @@ def _tls_problem(spec: EndpointSpec, options: ClientOptions, reason: Failure) ->
             f"TLS: the server's certificate is not valid for '{host}' ({spec.text}); connect "
             "with the name it carries (hostname=NAME for ssl:), or --insecure to skip checks"
         )
-    text = reason.getErrorMessage()
+    text = tls_failure_text(reason)
     if "certificate verify failed" in text:
         trust = tls_trust(spec, options.certs)
         source = str(trust) if trust else "the platform's trust store"
@@ -147,13 +148,17 @@ async def open_datagram(
         raise connect_failed(spec, Failure()) from None
 
 
-def _with_timeout(
-    reactor: IReactorTime, d: defer.Deferred[Any], seconds: float, what: str
+def _echoed_within(
+    reactor: IReactorTime, protocol: EchoClientProtocol, seconds: float, what: str
 ) -> defer.Deferred[Any]:
-    def timed_out(_: Any, timeout: float) -> Any:
-        raise RuntimeFailure(f"no echo for {what} within {timeout:g} s")
+    """Wait for everything sent so far to come back, for up to C{seconds}."""
 
-    return d.addTimeout(seconds, reactor, onTimeoutCancel=timed_out)
+    def timed_out(_: Any, timeout: float) -> Any:
+        raise RuntimeFailure(
+            f"no echo for {what} within {timeout:g} s{protocol.nothing_back_hint()}"
+        )
+
+    return protocol.wait_echoed().addTimeout(seconds, reactor, onTimeoutCancel=timed_out)
 
 
 def _rtt_line(echo: bytes, rtt: float) -> bytes:
@@ -189,7 +194,7 @@ async def send_messages(
         for _ in range(count):
             started = reactor.seconds()
             protocol.send(message)
-            await _with_timeout(reactor, protocol.wait_echoed(), options.timeout, "the message")
+            await _echoed_within(reactor, protocol, options.timeout, "the message")
             out.write(_rtt_line(b"".join(echoed), reactor.seconds() - started))
             out.flush()
             echoed.clear()
@@ -362,7 +367,7 @@ async def interactive(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
             while (line := await lines.next()) is not None:
                 started = reactor.seconds()
                 protocol.send(line)
-                await _with_timeout(reactor, protocol.wait_echoed(), options.timeout, "the line")
+                await _echoed_within(reactor, protocol, options.timeout, "the line")
                 stdio.write(_rtt_line(b"".join(echoed), reactor.seconds() - started))
                 echoed.clear()
             protocol.finish()

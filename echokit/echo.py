@@ -23,6 +23,19 @@ MAX_UDP_PAYLOAD_IPV4 = 65_507
 MAX_UDP_PAYLOAD_IPV6 = 65_527
 
 
+def looks_like_tls(data: bytes) -> bool:
+    """
+    C{True} if C{data} starts like a TLS record (handshake or alert, version 3.x).
+
+    A plaintext client talking to a TLS port gets such bytes back instead of its echo;
+    a TLS client talking to a plaintext echo port gets its own ClientHello back.
+
+        >>> looks_like_tls(b"\\x15\\x03\\x03\\x00\\x02\\x02\\x46")
+        True
+    """
+    return len(data) >= 3 and data[0] in (0x15, 0x16) and data[1] == 0x03 and data[2] <= 0x04
+
+
 class EchoVerifier:
     """
     Check that a byte stream comes back exactly as it was sent.

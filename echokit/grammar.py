@@ -218,8 +218,19 @@ def _zero_or_one(value: str, ctx: _Context) -> bool:
     return value == "1"
 
 
+def _expand(value: str, ctx: _Context) -> Path:
+    """C{value} as a path, with C{~} and C{~user} expanded."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        raise ctx.fail(
+            f"cannot expand '{value.split('/')[0]}' in {ctx.key} (no such user)",
+            "give the full path",
+        ) from None
+
+
 def _existing_file(value: str, ctx: _Context) -> str:
-    path = Path(value).expanduser()
+    path = _expand(value, ctx)
     if not path.is_file():
         raise ctx.fail(
             f"{ctx.key} file '{value}' does not exist",
@@ -229,7 +240,7 @@ def _existing_file(value: str, ctx: _Context) -> str:
 
 
 def _existing_path(value: str, ctx: _Context) -> str:
-    path = Path(value).expanduser()
+    path = _expand(value, ctx)
     if not path.exists():
         raise ctx.fail(
             f"{ctx.key} '{value}' does not exist",
@@ -241,7 +252,7 @@ def _existing_path(value: str, ctx: _Context) -> str:
 def _unix_listen_path(value: str, ctx: _Context) -> str:
     if not value:
         raise ctx.fail("empty unix socket path", f"give a path, e.g. {ctx.example}")
-    path = Path(value).expanduser()
+    path = _expand(value, ctx)
     if len(os.fsencode(path)) > _MAX_UNIX_PATH:
         raise ctx.fail(
             f"unix socket path is {len(os.fsencode(path))} bytes long",
@@ -259,7 +270,7 @@ def _unix_listen_path(value: str, ctx: _Context) -> str:
 def _unix_connect_path(value: str, ctx: _Context) -> str:
     if not value:
         raise ctx.fail("empty unix socket path", f"give the server's socket, e.g. {ctx.example}")
-    return str(Path(value).expanduser())
+    return str(_expand(value, ctx))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from OpenSSL import SSL
 from twisted.internet import defer, error
 from twisted.internet.interfaces import (
     IAddress,
@@ -40,9 +39,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echokit.echo import EchoVerifier
+from echokit.echo import EchoVerifier, looks_like_tls
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
 from echokit.policy import ConnectionLimiter, EveryInterval, ServerPolicy
+from echokit.tls import tls_failure_text
 
 
 class StreamTransport(TypingProtocol):
@@ -122,7 +122,7 @@ class EchoServerProtocol(Protocol):
         # The transport is its own producer: when its write buffer is full it pauses,
         # which stops reading from this peer until the peer reads its echo.
         self.transport.registerProducer(self.transport, True)
-        factory.connection_opened(self)
+        factory.connection_opened(self, log=not factory.is_tls)
         policy = factory.policy
         if factory.is_tls and policy.handshake_timeout:
             self._timer = factory.clock.callLater(policy.handshake_timeout, self._handshake_late)
@@ -133,6 +133,7 @@ class EchoServerProtocol(Protocol):
     def handshakeCompleted(self) -> None:
         self.handshake_done = True
         self._cancel_timer()
+        self.factory.handshake_completed(self)
         if self.factory.policy.idle_timeout:
             self._last_heard = self.factory.clock.seconds()
             self._timer = self.factory.clock.callLater(
@@ -140,6 +141,13 @@ class EchoServerProtocol(Protocol):
             )
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.bytes_echoed and not self.factory.is_tls and looks_like_tls(data):
+            self.factory.log.warn(
+                "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
+                "echoed back and will fail (use an ssl: listener for TLS)",
+                listener=self.factory.listener,
+                peer=self.peer,
+            )
         self.transport.write(data)
         self.bytes_echoed += len(data)
         if self._timer is not None:
@@ -252,14 +260,32 @@ class EchoServerFactory(Factory):
     def open_connections(self) -> int:
         return len(self.open_protocols)
 
-    def connection_opened(self, protocol: EchoServerProtocol) -> None:
+    def connection_opened(self, protocol: EchoServerProtocol, log: bool = True) -> None:
+        """
+        Count a new connection in; log it now unless it is TLS (logged once its
+        handshake completes, so a failed handshake makes one log line, not two).
+        """
         self.stats.connections += 1
         self.open_protocols.add(protocol)
+        if log:
+            self.log.info(
+                "{transport} connection from {peer} opened on {listener}",
+                transport=self.transport_name,
+                peer=protocol.peer,
+                listener=self.listener,
+            )
+
+    def handshake_completed(self, protocol: EchoServerProtocol) -> None:
+        handle = getattr(protocol.transport, "getHandle", lambda: None)()
+        version = handle.get_protocol_version_name() if handle is not None else "TLS"
+        cipher = handle.get_cipher_name() if handle is not None else "?"
         self.log.info(
-            "{transport} connection from {peer} opened on {listener}",
+            "{transport} connection from {peer} opened on {listener} ({version}, {cipher})",
             transport=self.transport_name,
             peer=protocol.peer,
             listener=self.listener,
+            version=version,
+            cipher=cipher,
         )
 
     def connection_refused(self, protocol: EchoServerProtocol, limit: str) -> None:
@@ -296,7 +322,7 @@ class EchoServerFactory(Factory):
                 "{listener}: TLS handshake with {peer} failed: {why}",
                 listener=self.listener,
                 peer=protocol.peer,
-                why=protocol.closed_by or _tls_failure_text(reason),
+                why=protocol.closed_by or tls_failure_text(reason),
             )
             return
         clean = reason.check(error.ConnectionDone) is not None
@@ -311,16 +337,6 @@ class EchoServerFactory(Factory):
             size=protocol.bytes_echoed,
             why=protocol.closed_by or reason.getErrorMessage(),
         )
-
-
-def _tls_failure_text(reason: Failure) -> str:
-    """OpenSSL's reason for a failed handshake, in a few words."""
-    value = reason.value
-    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
-        reasons = [entry[-1] for entry in value.args[0] if entry and entry[-1]]
-        if reasons:
-            return "; ".join(reasons) + " (not a TLS client?)"
-    return reason.getErrorMessage()
 
 
 @dataclass
@@ -402,8 +418,16 @@ class EchoClientProtocol(Protocol):
             return
         try:
             self.verifier.received(data)
-        except EchoMismatch as e:
-            self._fail(e)
+        except EchoMismatch as mismatch:
+            if self.verifier.bytes_received == 0 and looks_like_tls(data) and not self.is_tls:
+                self._fail(
+                    EchoMismatch(
+                        "the server answered with TLS instead of an echo: it is a TLS port, "
+                        "connect with ssl: or tls:"
+                    )
+                )
+            else:
+                self._fail(mismatch)
             self.transport.abortConnection()
             return
         if self.on_echo is not None:
@@ -421,11 +445,18 @@ class EchoClientProtocol(Protocol):
             self.done.callback(self)
             self.transport.loseConnection()
 
+    def nothing_back_hint(self) -> str:
+        """A hint for when nothing at all came back on a plaintext connection."""
+        if self.verifier.bytes_received or self.is_tls:
+            return ""
+        return "; nothing came back: if this is a TLS port, connect with ssl: or tls:"
+
     def _early_end(self) -> EchokitError:
         v = self.verifier
         why = self.lost_reason.getErrorMessage() if self.lost_reason else "closed"
         return RuntimeFailure(
-            f"the connection ended after {v.bytes_received} of {v.bytes_sent} bytes came back ({why})"
+            f"the connection ended after {v.bytes_received} of {v.bytes_sent} bytes came "
+            f"back ({why}){self.nothing_back_hint()}"
         )
 
     def _fail(self, error: EchokitError) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from echokit.errors import InputError
@@ -29,6 +30,22 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {what} '{path}': {e.strerror}") from None
+
+
+def tls_failure_text(reason: Failure) -> str:
+    """
+    OpenSSL's reasons for a failed TLS connection, in a few words.
+
+        >>> from OpenSSL import SSL
+        >>> tls_failure_text(Failure(SSL.Error([("SSL routines", "", "wrong version number")])))
+        'wrong version number'
+    """
+    value = reason.value
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        reasons = [str(entry[-1]) for entry in value.args[0] if entry and entry[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return reason.getErrorMessage()
 
 
 def load_certificates(path: Path) -> list[ssl.Certificate]:

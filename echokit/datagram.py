@@ -37,6 +37,8 @@ from echokit.echo import MAX_UDP_PAYLOAD_IPV4, MAX_UDP_PAYLOAD_IPV6, DatagramLed
 from echokit.errors import ConnectFailed, InputError
 from echokit.policy import EveryInterval, RepeatGuard, ServerPolicy
 
+#: Every server log line is in this namespace, whichever class writes it.
+_log = Logger(namespace="echokit.serve")
 #: Read size for UDP sockets: larger than any datagram, so none is ever truncated.
 READ_SIZE = 65_536
 #: Datagrams from source ports below this are dropped (see the module docstring).
@@ -60,7 +62,6 @@ class EchoDatagramServer(DatagramProtocol):
     @ivar stats: datagrams and bytes echoed, datagrams dropped, send errors.
     """
 
-    log = Logger(namespace="echokit.serve")
     noisy = False
     transport: DatagramTransport  # type: ignore[assignment]
 
@@ -90,7 +91,7 @@ class EchoDatagramServer(DatagramProtocol):
             self.transport.write(datagram, addr)
         except OSError as e:
             self.stats.errors += 1
-            self.log.warn(
+            _log.warn(
                 "{listener}: could not echo to {host}:{port}: {error}",
                 listener=self.listener,
                 host=addr[0],
@@ -101,7 +102,7 @@ class EchoDatagramServer(DatagramProtocol):
         self.stats.datagrams += 1
         self.stats.bytes += len(datagram)
         if self.verbose:
-            self.log.debug(
+            _log.debug(
                 "{listener}: echoed {size} bytes to {host}:{port}",
                 listener=self.listener,
                 size=len(datagram),
@@ -113,7 +114,7 @@ class EchoDatagramServer(DatagramProtocol):
         self.stats.dropped += 1
         suppressed = self._drops.ready(self.clock.seconds())
         if suppressed is not None:
-            self.log.warn(
+            _log.warn(
                 "{listener}: dropped a datagram from {host}:{port}: {why}{more}",
                 listener=self.listener,
                 host=addr[0],

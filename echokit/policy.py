@@ -26,7 +26,7 @@ Defaults:
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,16 +124,25 @@ class TokenBucket:
 
 
 @dataclass
+class _SourceHistory:
+    """The recent datagrams of one source (their hashes), and its repeat budget."""
+
+    bucket: TokenBucket
+    recent: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+
+@dataclass
 class RepeatGuard:
     """
-    Stop UDP reflection loops: limit identical datagrams repeated by one source.
+    Stop UDP reflection loops: limit datagrams a source repeats.
 
     Two echo servers aimed at each other (one spoofed datagram is enough) bounce a
-    single datagram back and forth forever, each receiving the very datagram it just
-    sent. Each source gets a L{TokenBucket} spent only by a datagram identical to that
-    source's previous one; when it runs dry the datagram is dropped, and since a loop
-    has exactly one datagram in flight, one drop ends it. Distinct datagrams (a
-    benchmark's, numbered) are never limited, however fast they come.
+    datagram back and forth forever, each receiving the very datagram it sent a moment
+    ago. Each source gets a L{TokenBucket} spent only by a datagram identical to one of
+    its last C{window} datagrams; when it runs dry such datagrams are dropped, and a
+    dropped datagram is a loop ended. Up to C{window} distinct spoofed datagrams looping
+    at once are caught this way. Datagrams a source has not sent recently (a benchmark's,
+    numbered) are never limited, however fast they come.
 
         >>> guard = RepeatGuard(burst=2, rate=0.0)
         >>> [guard.allow(("127.0.0.1", 5000), b"ping", now=0.0) for _ in range(4)]
@@ -144,8 +153,9 @@ class RepeatGuard:
 
     burst: int
     rate: float
-    max_sources: int = 65_536
-    _last: dict[tuple[str, int], tuple[int, TokenBucket]] = field(default_factory=dict)
+    window: int = 64
+    max_sources: int = 4096
+    _sources: OrderedDict[tuple[str, int], _SourceHistory] = field(default_factory=OrderedDict)
     dropped: int = 0
 
     def allow(self, source: tuple[str, int], datagram: bytes, now: float) -> bool:
@@ -153,13 +163,19 @@ class RepeatGuard:
         if self.burst <= 0:
             return True
         key = hash(datagram)
-        previous = self._last.get(source)
-        if previous is None or previous[0] != key:
-            if previous is None and len(self._last) >= self.max_sources:
-                self._last.clear()  # bounded memory: forget everyone rather than grow
-            self._last[source] = (key, TokenBucket(self.burst, self.rate))
+        history = self._sources.get(source)
+        if history is None:
+            if len(self._sources) >= self.max_sources:
+                self._sources.popitem(last=False)  # bounded memory: forget the oldest source
+            history = self._sources[source] = _SourceHistory(TokenBucket(self.burst, self.rate))
+        else:
+            self._sources.move_to_end(source)
+        if key not in history.recent:
+            history.recent[key] = None
+            if len(history.recent) > self.window:
+                history.recent.popitem(last=False)
             return True
-        if previous[1].take(now):
+        if history.bucket.take(now):
             return True
         self.dropped += 1
         return False

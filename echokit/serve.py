@@ -6,9 +6,10 @@ leaves the first two running. Once all listen, one line per listener says the ad
 it actually bound (port 0 resolved) and the exact C{echokit connect} string that
 reaches it.
 
-On SIGINT or SIGTERM the server stops accepting, lets open connections finish their
-echo for up to C{drain} seconds, aborts what is left, and prints a summary per
-listener; a second signal exits at once.
+L{EchoService} is the server as a Twisted service, shared by C{echokit serve} and
+C{twistd echokit}. On SIGINT or SIGTERM it stops accepting, lets open connections
+finish their echo for up to C{drain} seconds, aborts what is left, and prints a summary
+per listener; under C{echokit serve} a second signal exits at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
 
+from twisted.application.service import Service
 from twisted.internet import defer, error, task
 from twisted.internet.interfaces import IListeningPort
 
@@ -158,6 +160,12 @@ async def drain(reactor: Any, listeners: Sequence[Listener], seconds: float) -> 
             protocol.closed_by = "shutdown"
             protocol.transport.abortConnection()
             aborted += 1
+    # Aborted connections report their loss on a later reactor turn: wait (briefly) for
+    # that, so the summary counts them.
+    for _ in range(40):
+        if not any(f.open_protocols for f in factories):
+            break
+        await task.deferLater(reactor, 0.005, lambda: None)
     return aborted
 
 
@@ -216,6 +224,64 @@ async def serve(
     return listeners
 
 
+class EchoService(Service):
+    """
+    echokit's server as a Twisted service: the one thing both entry points run.
+
+    C{echokit serve} starts it under its own signal handling (L{serve_until_signalled});
+    C{twistd echokit} (see C{twisted/plugins/echokit_plugin.py}) hands it to twistd.
+    Starting listens on every endpoint and announces each on C{out}; stopping stops
+    accepting, drains open connections for up to C{policy.drain} seconds and writes a
+    summary on C{out}.
+
+    @ivar ready: fires with the listeners once all listen, or fails (for example
+        L{RuntimeFailure} when a port is taken).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        descriptions: Sequence[str | EndpointSpec],
+        certs: CertStore,
+        out: TextIO,
+        policy: ServerPolicy | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.reactor = reactor
+        self.descriptions = list(descriptions)
+        self.certs = certs
+        self.out = out
+        self.policy = policy or ServerPolicy()
+        self.verbose = verbose
+        self.listeners: list[Listener] = []
+        self.ready: defer.Deferred[list[Listener]] = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        raise_open_files_limit()
+        started = defer.ensureDeferred(
+            serve(self.reactor, self.descriptions, self.certs, self.out, self.policy, self.verbose)
+        )
+        started.addCallback(self._listening).chainDeferred(self.ready)
+
+    def _listening(self, listeners: list[Listener]) -> list[Listener]:
+        self.listeners = listeners
+        return listeners
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.ensureDeferred(self._drain_and_summarize())
+
+    async def _drain_and_summarize(self) -> None:
+        aborted = await drain(self.reactor, self.listeners, self.policy.drain)
+        self.out.write("summary:\n")
+        for listener in self.listeners:
+            self.out.write(f"  {listener.summary()}\n")
+        if aborted:
+            self.out.write(f"  {aborted} connection(s) still open after the drain were aborted\n")
+        self.out.flush()
+
+
 async def serve_until_signalled(
     reactor: Any,
     descriptions: Sequence[str | EndpointSpec],
@@ -225,10 +291,9 @@ async def serve_until_signalled(
     verbose: bool = False,
 ) -> None:
     """
-    C{echokit serve}: serve until SIGINT or SIGTERM, drain, and print a summary on C{out}.
+    C{echokit serve}: run an L{EchoService} until SIGINT or SIGTERM, then stop it.
     """
-    policy = policy or ServerPolicy()
-    raise_open_files_limit()
+    service = EchoService(reactor, descriptions, certs, out, policy, verbose)
     # The reactor installs its own handlers (stop at once) when it starts running: wait
     # for that, replace them with the graceful ones, and only then listen and announce,
     # so that a signal sent once the listeners are announced is always graceful.
@@ -236,17 +301,12 @@ async def serve_until_signalled(
     stopping = _Stopping()
     for each in (signal.SIGINT, signal.SIGTERM):
         signal.signal(each, stopping)
-    listeners = await serve(reactor, descriptions, certs, out, policy, verbose)
+    service.startService()
+    await service.ready
     signum = await stopping.requested
     out.write(
         f"{signal.Signals(signum).name}: stopped accepting; letting open connections finish "
-        f"for up to {policy.drain:g} s (a second signal exits at once)\n"
+        f"for up to {service.policy.drain:g} s (a second signal exits at once)\n"
     )
     out.flush()
-    aborted = await drain(reactor, listeners, policy.drain)
-    out.write("summary:\n")
-    for listener in listeners:
-        out.write(f"  {listener.summary()}\n")
-    if aborted:
-        out.write(f"  {aborted} connection(s) still open after the drain were aborted\n")
-    out.flush()
+    await service.stopService()

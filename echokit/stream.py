@@ -44,6 +44,9 @@ from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
 from echokit.policy import ConnectionLimiter, EveryInterval, ServerPolicy
 from echokit.tls import tls_failure_text
 
+#: Every server log line is in this namespace, whichever class writes it.
+_log = Logger(namespace="echokit.serve")
+
 
 class StreamTransport(TypingProtocol):
     """
@@ -142,7 +145,7 @@ class EchoServerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if not self.bytes_echoed and not self.factory.is_tls and looks_like_tls(data):
-            self.factory.log.warn(
+            _log.warn(
                 "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
                 "echoed back and will fail (use an ssl: listener for TLS)",
                 listener=self.factory.listener,
@@ -153,7 +156,7 @@ class EchoServerProtocol(Protocol):
         if self._timer is not None:
             self._last_heard = self.factory.clock.seconds()
         if self.factory.verbose:
-            self.factory.log.debug(
+            _log.debug(
                 "{listener}: echoed {size} bytes to {peer}",
                 listener=self.factory.listener,
                 size=len(data),
@@ -197,7 +200,8 @@ class EchoServerProtocol(Protocol):
 
     def _handshake_late(self) -> None:
         self._timer = None
-        self.factory.timed_out(self, "TLS handshake timeout")
+        # Counted here; logged once, as a failed handshake, when the connection closes.
+        self.factory.stats.timeouts += 1
         self._abort("TLS handshake timeout")
 
     def _abort(self, why: str) -> None:
@@ -231,7 +235,6 @@ class EchoServerFactory(Factory):
     """
 
     protocol = EchoServerProtocol  # type: ignore[assignment]
-    log = Logger(namespace="echokit.serve")
     noisy = False
 
     def __init__(
@@ -268,7 +271,7 @@ class EchoServerFactory(Factory):
         self.stats.connections += 1
         self.open_protocols.add(protocol)
         if log:
-            self.log.info(
+            _log.info(
                 "{transport} connection from {peer} opened on {listener}",
                 transport=self.transport_name,
                 peer=protocol.peer,
@@ -279,7 +282,7 @@ class EchoServerFactory(Factory):
         handle = getattr(protocol.transport, "getHandle", lambda: None)()
         version = handle.get_protocol_version_name() if handle is not None else "TLS"
         cipher = handle.get_cipher_name() if handle is not None else "?"
-        self.log.info(
+        _log.info(
             "{transport} connection from {peer} opened on {listener} ({version}, {cipher})",
             transport=self.transport_name,
             peer=protocol.peer,
@@ -293,7 +296,7 @@ class EchoServerFactory(Factory):
         self.stats.refused += 1
         suppressed = self._refusals.ready(self.clock.seconds())
         if suppressed is not None:
-            self.log.warn(
+            _log.warn(
                 "{listener}: refused a connection from {peer}: over the {limit} connection "
                 "limit{more}",
                 listener=self.listener,
@@ -304,7 +307,7 @@ class EchoServerFactory(Factory):
 
     def timed_out(self, protocol: EchoServerProtocol, why: str) -> None:
         self.stats.timeouts += 1
-        self.log.info(
+        _log.info(
             "{transport} connection from {peer} on {listener}: {why}, closing",
             transport=self.transport_name,
             peer=protocol.peer,
@@ -318,7 +321,7 @@ class EchoServerFactory(Factory):
         self.stats.bytes += protocol.bytes_echoed
         if self.is_tls and not protocol.handshake_done:
             self.stats.errors += 1
-            self.log.warn(
+            _log.warn(
                 "{listener}: TLS handshake with {peer} failed: {why}",
                 listener=self.listener,
                 peer=protocol.peer,
@@ -328,7 +331,7 @@ class EchoServerFactory(Factory):
         clean = reason.check(error.ConnectionDone) is not None
         if not clean:
             self.stats.errors += 1
-        self.log.info(
+        _log.info(
             "{transport} connection from {peer} closed on {listener} after echoing "
             "{size} bytes ({why})",
             transport=self.transport_name,
@@ -453,10 +456,13 @@ class EchoClientProtocol(Protocol):
 
     def _early_end(self) -> EchokitError:
         v = self.verifier
-        why = self.lost_reason.getErrorMessage() if self.lost_reason else "closed"
+        why = tls_failure_text(self.lost_reason) if self.lost_reason else "closed"
+        hint = self.nothing_back_hint()
+        if "certificate required" in why or "alert unknown ca" in why or "bad certificate" in why:
+            hint = "; the server requires a client certificate it trusts: use --client-cert"
         return RuntimeFailure(
             f"the connection ended after {v.bytes_received} of {v.bytes_sent} bytes came "
-            f"back ({why}){self.nothing_back_hint()}"
+            f"back ({why}){hint}"
         )
 
     def _fail(self, error: EchokitError) -> None:

@@ -69,6 +69,23 @@ class RepeatGuardTests:
             bounced += 1
         assert bounced < 100
 
+    def test_several_alternating_datagrams_are_caught(self) -> None:
+        """Two (or more, up to the window) spoofed datagrams looping at once also die."""
+        for in_flight in (2, 10, 64):
+            a, b = RepeatGuard(burst=32, rate=10.0), RepeatGuard(burst=32, rate=10.0)
+            alive = {b"spoof %d" % i for i in range(in_flight)}
+            now, bounced = 0.0, 0
+            while alive and bounced < 100_000:
+                for datagram in sorted(alive):
+                    now += 20e-6
+                    if not a.allow(("127.0.0.1", 2000), datagram, now) or not b.allow(
+                        ("127.0.0.1", 1999), datagram, now
+                    ):
+                        alive.discard(datagram)
+                    bounced += 2
+            assert not alive, in_flight
+            assert bounced < 100 * in_flight + 100, (in_flight, bounced)
+
     def test_distinct_datagrams_are_never_limited(self) -> None:
         """A benchmark's numbered datagrams pass however fast they come."""
         guard = RepeatGuard(burst=1, rate=0.0)
@@ -97,7 +114,7 @@ class RepeatGuardTests:
         guard = RepeatGuard(burst=1, rate=0.0, max_sources=100)
         for port in range(10_000):
             guard.allow(("h", port), b"x", 0.0)
-        assert len(guard._last) <= 100
+        assert len(guard._sources) <= 100
 
 
 class EveryIntervalTests:

@@ -32,19 +32,24 @@ def fail(error: EchokitError) -> NoReturn:
     sys.exit(error.exit_code)
 
 
-def run(job: Job, log_level: str = "warn", show_traceback: bool = False) -> NoReturn:
+def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     """
     Run C{job(reactor)} on the global reactor and exit with its outcome.
 
-    @param log_level: the lowest twisted.logger level shown on stderr.
-    @param show_traceback: print the traceback of an unexpected error (C{-v}).
+    Logging follows the global options (C{-v}, C{-q}, C{--log-format}, C{--log-file});
+    C{default_level} is the lowest level shown without C{-v} or C{-q}. With C{-v} an
+    unexpected error also prints its traceback.
     """
     from twisted.internet import defer, task
     from twisted.python.failure import Failure
 
     from echokit.logs import start_logging
 
-    start_logging(sys.stderr, log_level)
+    show_traceback = ctx.obj["verbosity"] > 0
+    try:
+        start_logging(_level(ctx, default_level), ctx.obj["log_format"], ctx.obj["log_file"])
+    except EchokitError as e:
+        fail(e)
 
     def outcome(failure: Failure) -> None:
         if failure.check(SystemExit):
@@ -106,8 +111,23 @@ cert_dir_option = click.option(
 @click.version_option(__version__, prog_name="echokit")
 @click.option("-v", "--verbose", count=True, help="Log more: every message echoed, tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line (twisted.logger's fields).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append log lines to this file instead of stderr.",
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def main(
+    ctx: click.Context, verbose: int, quiet: bool, log_format: str, log_file: Path | None
+) -> None:
     """Serve and reach echo servers over tcp, tcp6, unix, ssl/tls and udp.
 
     \b
@@ -119,6 +139,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = -1 if quiet else verbose
+    ctx.obj["log_format"] = log_format
+    ctx.obj["log_file"] = log_file
 
 
 @main.command()
@@ -232,7 +254,7 @@ def serve(
 
         await serve_until_signalled(reactor, specs, store, sys.stdout, policy, verbose)
 
-    run(job, _level(ctx, "info"), verbose)
+    run(job, ctx, "info")
 
 
 @main.command()
@@ -326,7 +348,7 @@ def connect(
         else:
             await client.pipe_stream(reactor, spec, options)
 
-    run(job, _level(ctx, "warn"), ctx.obj["verbosity"] > 0)
+    run(job, ctx)
 
 
 @main.command()
@@ -379,7 +401,7 @@ def demo(ctx: click.Context, cert_dir: Path | None) -> None:
 
         await run_demo(reactor, store, sys.stdout)
 
-    run(job, _level(ctx, "warn"), ctx.obj["verbosity"] > 0)
+    run(job, ctx)
 
 
 def entry() -> NoReturn:

@@ -94,6 +94,7 @@ class EchoDatagramServer(DatagramProtocol):
             _log.warn(
                 "{listener}: could not echo to {host}:{port}: {error}",
                 listener=self.listener,
+                transport="udp",
                 host=addr[0],
                 port=addr[1],
                 error=e,
@@ -105,6 +106,7 @@ class EchoDatagramServer(DatagramProtocol):
             _log.debug(
                 "{listener}: echoed {size} bytes to {host}:{port}",
                 listener=self.listener,
+                transport="udp",
                 size=len(datagram),
                 host=addr[0],
                 port=addr[1],
@@ -117,6 +119,7 @@ class EchoDatagramServer(DatagramProtocol):
             _log.warn(
                 "{listener}: dropped a datagram from {host}:{port}: {why}{more}",
                 listener=self.listener,
+                transport="udp",
                 host=addr[0],
                 port=addr[1],
                 why=why,

@@ -11,7 +11,9 @@ overloaded server says why without flooding its log.
 from __future__ import annotations
 
 import resource
+import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from twisted.logger import (
@@ -23,10 +25,12 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     PredicateResult,
     globalLogBeginner,
+    jsonFileLogObserver,
     textFileLogObserver,
 )
 from zope.interface import implementer
 
+from echokit.errors import InputError
 from echokit.policy import EveryInterval
 
 #: Twisted's log formats that mean accept() failed for lack of resources.
@@ -95,11 +99,34 @@ class AcceptTroubleWarnings:
         )
 
 
-def start_logging(out: IO[str], level_name: str) -> None:
-    """Send log events at or above C{level_name} to C{out}, filtered as described above."""
+def open_log(path: Path | None) -> IO[str]:
+    """The file log lines go to: C{path} (appended to, line-buffered) or stderr."""
+    if path is None:
+        return sys.stderr
+    try:
+        return open(path, "a", buffering=1, encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot open log file '{path}': {e.strerror}") from None
+
+
+def start_logging(level_name: str, log_format: str = "text", path: Path | None = None) -> None:
+    """
+    Send log events at or above C{level_name} to C{path} (or stderr), filtered as above.
+
+    @param log_format: C{"text"} for Twisted's usual lines, C{"json"} for one JSON object
+        per line (C{twisted.logger}'s JSON form, newline-delimited): every connection
+        event carries its C{listener}, C{transport} and C{peer} fields.
+    """
     level = LogLevel.levelWithName(level_name)
-    text = textFileLogObserver(out)
+    out = open_log(path)
+    observer: ILogObserver
+    if log_format == "json":
+        observer = jsonFileLogObserver(out, recordSeparator="")
+    else:
+        observer = textFileLogObserver(out)
     shown = FilteringLogObserver(
-        text, [QuietTwisted(level), LogLevelFilterPredicate(defaultLogLevel=level)]
+        observer, [QuietTwisted(level), LogLevelFilterPredicate(defaultLogLevel=level)]
     )
-    globalLogBeginner.beginLoggingTo([shown, AcceptTroubleWarnings(text)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [shown, AcceptTroubleWarnings(observer)], redirectStandardIO=False
+    )

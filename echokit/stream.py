@@ -149,6 +149,7 @@ class EchoServerProtocol(Protocol):
                 "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
                 "echoed back and will fail (use an ssl: listener for TLS)",
                 listener=self.factory.listener,
+                transport=self.factory.transport_name,
                 peer=self.peer,
             )
         self.transport.write(data)
@@ -159,6 +160,7 @@ class EchoServerProtocol(Protocol):
             _log.debug(
                 "{listener}: echoed {size} bytes to {peer}",
                 listener=self.factory.listener,
+                transport=self.factory.transport_name,
                 size=len(data),
                 peer=self.peer,
             )
@@ -300,6 +302,7 @@ class EchoServerFactory(Factory):
                 "{listener}: refused a connection from {peer}: over the {limit} connection "
                 "limit{more}",
                 listener=self.listener,
+                transport=self.transport_name,
                 peer=protocol.peer,
                 limit=limit,
                 more=f" ({suppressed} more refused since the last message)" if suppressed else "",
@@ -324,6 +327,7 @@ class EchoServerFactory(Factory):
             _log.warn(
                 "{listener}: TLS handshake with {peer} failed: {why}",
                 listener=self.listener,
+                transport=self.transport_name,
                 peer=protocol.peer,
                 why=protocol.closed_by or tls_failure_text(reason),
             )

@@ -351,6 +351,214 @@ def connect(
     run(job, ctx)
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes: 64, 1k, 64k, 1m (binary multiples)."""
+
+    name = "size"
+    _units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        number = text.rstrip("kmb")
+        unit = text[len(number) :]
+        if not number.isdigit() or unit not in self._units:
+            self.fail(f"'{value}' is not a size: write bytes, or use k or m (64, 1k, 64k, 1m)")
+        return int(number) * self._units[unit]
+
+
+def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options C{bench} and C{compare} share."""
+    options = [
+        click.option(
+            "--size",
+            type=ByteSize(),
+            default="64",
+            show_default=True,
+            help="Message size (64, 1k, 64k, 1m).",
+        ),
+        click.option(
+            "--connections",
+            type=click.IntRange(min=1, max=1000),
+            default=4,
+            show_default=True,
+            help="Connections in flight in the throughput phase.",
+        ),
+        click.option(
+            "--duration",
+            type=click.FloatRange(min=0.1, max=3600),
+            default=2.0,
+            show_default=True,
+            help="Seconds per phase (latency, throughput).",
+        ),
+        click.option(
+            "--count",
+            type=click.IntRange(min=1, max=100_000_000),
+            default=None,
+            help="Messages per phase, instead of --duration.",
+        ),
+        click.option(
+            "--warmup",
+            type=click.FloatRange(min=0, max=600),
+            default=0.5,
+            show_default=True,
+            help="Seconds of traffic before measuring throughput.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.001, max=60),
+            default=1.0,
+            show_default=True,
+            help="Seconds before a UDP message counts as lost.",
+        ),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            help="One JSON object per endpoint (fields: see README).",
+        ),
+        click.option(
+            "--save",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Save this run to FILE (JSON).",
+        ),
+        click.option(
+            "--baseline",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            default=None,
+            help="Show the change against a run saved with --save.",
+        ),
+        click.option(
+            "--plot",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Write a latency-percentile chart (.png or .svg; needs echokit[plot]).",
+        ),
+        click.option("--insecure", is_flag=True, help="Do not verify TLS servers (unsafe)."),
+        click.option(
+            "--client-cert", is_flag=True, help="Present echokit's client certificate over TLS."
+        ),
+        cert_dir_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _bench_setup(
+    size: int,
+    connections: int,
+    duration: float,
+    count: int | None,
+    warmup: float,
+    timeout: float,
+    as_json: bool,
+    save: Path | None,
+    baseline: Path | None,
+    plot: Path | None,
+    insecure: bool,
+    client_cert: bool,
+    cert_dir: Path | None,
+) -> tuple[Any, Any, Any]:
+    from echokit.bench import BenchSettings
+    from echokit.compare import Output
+    from echokit.connect import ClientOptions
+
+    settings = BenchSettings(size, connections, duration, count, warmup, timeout)
+    try:
+        settings.check()
+    except EchokitError as e:
+        fail(e)
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        fail(InputError(f"--plot writes .png or .svg files, not '{plot.name}'"))
+    store = _cert_store(cert_dir)
+    certificate = None
+    if client_cert:
+        if not store.client_cert.is_file():
+            fail(
+                InputError(
+                    f"--client-cert: no client certificate in {store.directory}: run `echokit certs` first"
+                )
+            )
+        certificate = (store.client_cert, store.client_key)
+    options = ClientOptions(store, insecure, certificate, timeout)
+    if insecure:
+        click.echo(
+            "echokit: warning: --insecure: TLS servers' certificates are NOT verified", err=True
+        )
+    output = Output(sys.stdout, as_json, save, baseline, plot, progress=sys.stderr.isatty())
+    return settings, options, output
+
+
+@main.command()
+@click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
+@bench_options
+@click.pass_context
+def bench(ctx: click.Context, descriptions: tuple[str, ...], **kwargs: Any) -> None:
+    """Measure running echo servers over the client strings given, one table.
+
+    Any plain byte echo works (echokit's, socat PIPE, ncat --exec cat, inetd). For each
+    endpoint: connect time (TLS handshake apart), round-trip latency with one message in
+    flight (p50 to max), throughput with --connections in flight, and an audit of every
+    message (lost, duplicated, reordered, corrupted).
+
+    \b
+    Example:
+      echokit bench tcp:host=127.0.0.1:port=16000 udp:host=127.0.0.1:port=16000 --size 1k
+    """
+    specs = [_checked(parse_client, text, "client") for text in descriptions]
+    settings, options, output = _bench_setup(**kwargs)
+
+    async def job(reactor: Any) -> None:
+        from echokit.compare import measure
+
+        await measure(reactor, specs, options, settings, output, "clients in this process")
+
+    run(job, ctx)
+
+
+@main.command()
+@click.argument(
+    "transports",
+    nargs=-1,
+    type=click.Choice(["tcp", "tcp6", "unix", "ssl", "udp"]),
+    metavar="[TRANSPORT...]",
+)
+@click.option(
+    "--server-process",
+    is_flag=True,
+    help="Run the servers in a child process, so clients and servers do not share a reactor.",
+)
+@bench_options
+@click.pass_context
+def compare(
+    ctx: click.Context, transports: tuple[str, ...], server_process: bool, **kwargs: Any
+) -> None:
+    """Start echokit's servers and measure every transport side by side.
+
+    With no TRANSPORT, all five: tcp, tcp6, unix, ssl and udp, on loopback with
+    ephemeral ports. The output says whether servers and clients shared one process.
+
+    \b
+    Examples:
+      echokit compare
+      echokit compare tcp unix ssl --size 1k --server-process --plot latency.png
+    """
+    from echokit.compare import TRANSPORTS
+
+    chosen = [t for t in TRANSPORTS if t in transports] if transports else list(TRANSPORTS)
+    settings, options, output = _bench_setup(**kwargs)
+
+    async def job(reactor: Any) -> None:
+        from echokit.compare import compare as run_compare
+
+        await run_compare(reactor, chosen, options, settings, output, server_process)
+
+    run(job, ctx)
+
+
 @main.command()
 @click.option(
     "--dir",

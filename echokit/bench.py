@@ -1,0 +1,559 @@
+"""
+What C{echokit bench} and C{echokit compare} measure, per endpoint.
+
+For each client endpoint string, in order:
+
+    1. connect time: the median of several connects (TCP, or unix); for TLS the
+       handshake is timed separately;
+    2. round-trip latency with one message in flight, into a L{LatencyHistogram}:
+       p50, p90, p99, p99.9 and max;
+    3. throughput with C{connections} clients in flight at once, each sending its next
+       message as soon as the last came back: messages/s and MB/s.
+
+Every message is numbered and checksummed (L{echokit.integrity}), and every echo is
+audited: lost, duplicated, reordered and corrupted messages are counted (over a stream
+all must be zero; over UDP loss is real).
+
+Latency is measured by a small blocking client in a worker thread (for messages up to
+64 KiB), so that the reactor's per-event overhead does not inflate the numbers; the
+connects and the throughput phase use Twisted clients on the reactor. See README,
+"Honest numbers", for how this client's overhead was measured against a native one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import socket
+import ssl
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import twisted
+from twisted.internet import defer, task, threads
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from echokit.connect import ClientOptions, connect_failed, open_datagram, open_stream
+from echokit.datagram import READ_SIZE, UDPClientEndpoint
+from echokit.endpoints import TLS_KINDS, client_endpoint, tls_trust
+from echokit.errors import EchokitError, InputError
+from echokit.grammar import EndpointSpec
+from echokit.histogram import LatencyHistogram
+from echokit.integrity import MIN_SIZE, MessageChecker, MessageMaker
+
+#: Above this size, latency is measured on the reactor too (a blocking client could
+#: deadlock against a server that stops reading while its echo is not read).
+BLOCKING_PROBE_MAX = 64 * 1024
+#: Connects timed for the connect-time median.
+CONNECTS = 5
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """
+    How long and how hard to measure.
+
+    @ivar duration: seconds per measuring phase (latency, throughput), unless C{count}.
+    @ivar count: messages per phase instead of a duration.
+    @ivar warmup: seconds of throughput traffic before measuring, not counted.
+    @ivar timeout: seconds before a UDP message with no echo counts as lost.
+    """
+
+    size: int = 64
+    connections: int = 4
+    duration: float = 2.0
+    count: int | None = None
+    warmup: float = 0.5
+    timeout: float = 1.0
+
+    def check(self) -> None:
+        if self.size < MIN_SIZE:
+            raise InputError(f"--size must be at least {MIN_SIZE} bytes (a message's header)")
+        if self.size > 64 * 1024 * 1024:
+            raise InputError("--size must be at most 64m")
+
+
+@dataclass
+class EndpointResult:
+    """Everything measured for one endpoint; L{as_json} gives the documented fields."""
+
+    endpoint: str
+    transport: str
+    family: str = "?"
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    size: int = 0
+    connections: int = 0
+    connect_ms: float | None = None
+    tls_handshake_ms: float | None = None
+    latency_us: dict[str, float] = field(default_factory=dict)
+    latency_samples: int = 0
+    latency_client: str = ""
+    messages_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    corrupted: int = 0
+    error: str | None = None
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["histogram"]
+        return data
+
+    def add_audit(self, checker: MessageChecker, sent: int) -> None:
+        self.sent += sent
+        for name, value in checker.counts().items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+def environment(reactor: Any) -> dict[str, str]:
+    """What shaped the numbers besides the endpoints: reactor, Python, Twisted, machine."""
+    return {
+        "reactor": f"{type(reactor).__module__}.{type(reactor).__name__}",
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+        "openssl": ssl.OPENSSL_VERSION,
+        "machine": f"{platform.machine()}, {len(_cpus())} CPUs",
+    }
+
+
+def _cpus() -> set[int]:
+    import os
+
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+# --- the blocking latency probe ---------------------------------------------------------
+
+
+def _blocking_socket(
+    spec: EndpointSpec, options: ClientOptions
+) -> tuple[socket.socket, str, str | None, str | None]:
+    """Connect a blocking socket for C{spec}: (socket, family, TLS version, TLS cipher)."""
+    kind = spec.kind
+    timeout = 10.0
+    if kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(str(spec.get("path")))
+        return sock, "unix", None, None
+    host, port = str(spec.get("host")), int(str(spec.get("port")))
+    family = {"tcp": socket.AF_INET, "tcp6": socket.AF_INET6}.get(kind, socket.AF_UNSPEC)
+    socktype = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    infos = socket.getaddrinfo(host, port, family, socktype)
+    if kind == "udp":
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    last: OSError | None = None
+    for af, st, proto, _, address in infos:
+        sock = socket.socket(af, st, proto)
+        sock.settimeout(options.timeout if kind == "udp" else timeout)
+        try:
+            sock.connect(address)
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        name = "IPv6" if af == socket.AF_INET6 else "IPv4"
+        if st == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if kind not in TLS_KINDS:
+            return sock, name, None, None
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if options.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            trust = tls_trust(spec, options.certs)
+            if trust is not None:
+                context = ssl.create_default_context(
+                    cafile=str(trust) if trust.is_file() else None,
+                    capath=str(trust) if trust.is_dir() else None,
+                )
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if options.client_cert is not None:
+            cert, key = options.client_cert
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        wrapped = context.wrap_socket(sock, server_hostname=str(spec.get("hostname") or host))
+        cipher = wrapped.cipher()
+        return wrapped, name, wrapped.version(), cipher[0] if cipher else None
+    raise last or OSError(f"cannot resolve {host}")
+
+
+def _blocking_latency(
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    result: EndpointResult,
+    progress: Progress,
+) -> None:
+    """One message in flight over a blocking socket; fills C{result}'s latency fields."""
+    sock, family, version, cipher = _blocking_socket(spec, options)
+    result.family = family
+    if version:
+        result.tls_version, result.tls_cipher = version, cipher
+    maker, checker = MessageMaker(settings.size), MessageChecker(settings.size)
+    buffer = bytearray(settings.size)
+    view = memoryview(buffer)
+    datagram = spec.kind == "udp"
+    deadline = time.monotonic() + settings.duration
+    limit = settings.count
+    sent = 0
+    clock = time.perf_counter_ns
+    try:
+        while (sent < limit) if limit is not None else (time.monotonic() < deadline):
+            message = maker.make(sent)
+            sent += 1
+            started = clock()
+            sock.sendall(message)
+            if datagram:
+                try:
+                    got = sock.recv_into(buffer)
+                except TimeoutError:
+                    continue  # lost: the checker sees the gap in sequence numbers
+                elapsed = clock() - started
+                checker.feed_datagram(bytes(view[:got]))
+            else:
+                got = 0
+                while got < settings.size:
+                    n = sock.recv_into(view[got:])
+                    if not n:
+                        raise ConnectionError("the server closed the connection")
+                    got += n
+                elapsed = clock() - started
+                checker.feed_datagram(bytes(buffer))
+            result.histogram.record(elapsed)
+            if sent % 256 == 0:
+                progress(
+                    sent / limit
+                    if limit
+                    else 1 - max(0.0, deadline - time.monotonic()) / settings.duration
+                )
+    finally:
+        sock.close()
+    result.add_audit(checker, sent)
+    result.latency_client = "blocking socket, worker thread"
+
+
+# --- reactor clients ------------------------------------------------------------------
+
+
+class _StreamLoop(Protocol):
+    """A closed-loop stream client: send a message, wait for its echo, send the next."""
+
+    def __init__(self, maker: MessageMaker, clock: Any) -> None:
+        self.maker = maker
+        self.checker = MessageChecker(maker.size)
+        self.clock = clock
+        self.sent = 0
+        self.running = True
+        self.histogram: LatencyHistogram | None = None
+        self._started = 0
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self._send()
+
+    def _send(self) -> None:
+        self._started = time.perf_counter_ns()
+        self.transport.write(self.maker.make(self.sent))  # type: ignore[union-attr]
+        self.sent += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.checker.feed_stream(data):
+            if self.histogram is not None:
+                self.histogram.record(time.perf_counter_ns() - self._started)
+            if self.running:
+                self._send()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(None)
+
+
+class _DatagramLoop(DatagramProtocol):
+    """A closed-loop UDP client: one datagram in flight; no echo in time counts as lost."""
+
+    def __init__(self, maker: MessageMaker, timeout: float) -> None:
+        self.maker = maker
+        self.checker = MessageChecker(maker.size)
+        self.timeout = timeout
+        self.sent = 0
+        self.running = False
+        self._sent_at = 0.0
+        self.noisy = False
+
+    def start(self) -> None:
+        self.running = True
+        self._send()
+
+    def _send(self) -> None:
+        self._sent_at = time.monotonic()
+        # An error sending is a datagram lost: the checker sees the gap when the next arrives.
+        with contextlib.suppress(OSError):
+            self.transport.write(self.maker.make(self.sent))  # type: ignore[union-attr,call-arg]
+        self.sent += 1
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.checker.feed_datagram(datagram)
+        if self.running:
+            self._send()
+
+    def check_timeout(self) -> None:
+        if self.running and time.monotonic() - self._sent_at > self.timeout:
+            self._send()
+
+    def connectionRefused(self) -> None:
+        if self.running:
+            self._send()
+
+
+async def _sleep(reactor: Any, seconds: float) -> None:
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+async def _timed_phase(
+    reactor: Any,
+    settings: BenchSettings,
+    progress: Progress,
+    done: Callable[[], int],
+) -> float:
+    """Wait for the phase to end (duration or count); return the seconds it took."""
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        if settings.count is not None:
+            if done() >= settings.count:
+                return elapsed
+            progress(min(1.0, done() / settings.count))
+        else:
+            if elapsed >= settings.duration:
+                return elapsed
+            progress(elapsed / settings.duration)
+        await _sleep(reactor, 0.02)
+
+
+async def _stream_throughput(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    result: EndpointResult,
+    progress: Progress,
+    measure_latency: bool,
+) -> None:
+    endpoint = client_endpoint(reactor, spec, options.certs, options.insecure, options.client_cert)
+    maker = MessageMaker(settings.size)
+    connections = 1 if measure_latency else settings.connections
+    loops = [_StreamLoop(maker, reactor) for _ in range(connections)]
+    try:
+        for loop in loops:
+            await endpoint.connect(_factory_for(loop))
+    except Exception:
+        raise connect_failed(spec, Failure()) from None
+    for loop in loops:
+        _nodelay(loop.transport)
+    if measure_latency:
+        loops[0].histogram = result.histogram
+        result.latency_client = "Twisted client on the reactor"
+    elif settings.warmup:
+        await _sleep(reactor, settings.warmup)
+    base = [loop.checker.received for loop in loops]
+
+    def completed() -> int:
+        return sum(loop.checker.received for loop in loops) - sum(base)
+
+    elapsed = await _timed_phase(reactor, settings, progress, completed)
+    messages = completed()
+    for loop in loops:
+        loop.stop()
+    await _sleep(reactor, 0)
+    for loop in loops:
+        loop.transport.loseConnection()  # type: ignore[union-attr]
+    await defer.DeferredList([loop.closed for loop in loops])
+    for loop in loops:
+        result.add_audit(loop.checker, loop.sent)
+        # the message in flight when the phase ended was cut off by the close, not lost
+        result.sent -= loop.sent - loop.checker.received - loop.checker.lost
+    if not measure_latency:
+        result.messages_per_s = messages / elapsed
+        result.mb_per_s = messages * settings.size / elapsed / 1e6
+
+
+def _factory_for(protocol: Protocol) -> Any:
+    from twisted.internet.protocol import Factory
+
+    class OneShot(Factory):
+        noisy = False
+
+        def buildProtocol(self, addr: Any) -> Protocol:
+            return protocol
+
+    return OneShot()
+
+
+def _nodelay(transport: Any) -> None:
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is not None:
+        with contextlib.suppress(OSError):
+            setter(True)
+
+
+async def _datagram_throughput(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    result: EndpointResult,
+    progress: Progress,
+) -> None:
+    endpoint = client_endpoint(reactor, spec, options.certs)
+    assert isinstance(endpoint, UDPClientEndpoint)
+    maker = MessageMaker(settings.size)
+    loops = [_DatagramLoop(maker, settings.timeout) for _ in range(settings.connections)]
+    address = await endpoint._resolve()
+    ports = []
+    for loop in loops:
+        port = reactor.listenUDP(
+            0, loop, interface="::" if ":" in address else "0.0.0.0", maxPacketSize=READ_SIZE
+        )
+        port.connect(address, endpoint.port)
+        ports.append(port)
+
+    def check_timeouts() -> None:
+        for loop in loops:
+            loop.check_timeout()
+
+    watchdog = task.LoopingCall(check_timeouts)
+    watchdog.clock = reactor
+    for loop in loops:
+        loop.start()
+    watchdog.start(0.05, now=False)
+    try:
+        if settings.warmup:
+            await _sleep(reactor, settings.warmup)
+        base = [loop.checker.received for loop in loops]
+
+        def completed() -> int:
+            return sum(loop.checker.received for loop in loops) - sum(base)
+
+        elapsed = await _timed_phase(reactor, settings, progress, completed)
+        messages = completed()
+        for loop in loops:
+            loop.running = False
+        await _sleep(reactor, min(settings.timeout, 0.2))  # late echoes still count
+    finally:
+        watchdog.stop()
+        for port in ports:
+            await defer.maybeDeferred(port.stopListening)
+    for loop in loops:
+        in_flight_at_end = 1 if loop.sent > loop.checker.received + loop.checker.lost else 0
+        result.add_audit(loop.checker, loop.sent - in_flight_at_end)
+    result.messages_per_s = messages / elapsed
+    result.mb_per_s = messages * settings.size / elapsed / 1e6
+
+
+async def _connect_times(
+    reactor: Any, spec: EndpointSpec, options: ClientOptions, result: EndpointResult
+) -> None:
+    connects, handshakes = [], []
+    for _ in range(CONNECTS):
+        connection = await open_stream(reactor, spec, options)
+        connects.append(connection.connect_seconds)
+        if connection.handshake_seconds is not None:
+            handshakes.append(connection.handshake_seconds)
+            handle = connection.protocol.transport.getHandle()  # type: ignore[attr-defined]
+            result.tls_version = handle.get_protocol_version_name()
+            result.tls_cipher = handle.get_cipher_name()
+        protocol = connection.protocol
+        protocol.finish()
+        await protocol.done
+        await protocol.closed
+    result.connect_ms = statistics.median(connects) * 1000
+    if handshakes:
+        result.tls_handshake_ms = statistics.median(handshakes) * 1000
+
+
+async def bench_endpoint(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    progress: Progress = lambda fraction: None,
+) -> EndpointResult:
+    """
+    Measure one endpoint: connects, latency, throughput and integrity.
+
+    An endpoint that cannot be reached gives a result with C{error} set rather than an
+    exception, so one dead endpoint does not hide the others' numbers.
+    """
+    result = EndpointResult(
+        endpoint=spec.text,
+        transport=spec.kind,
+        size=settings.size,
+        connections=settings.connections,
+    )
+    datagram = spec.kind == "udp"
+
+    def phase(start: float, width: float) -> Progress:
+        return lambda fraction: progress(start + width * min(1.0, max(0.0, fraction)))
+
+    try:
+        if not datagram:
+            await _connect_times(reactor, spec, options, result)
+        else:
+            await open_datagram(reactor, spec, options)  # resolves and checks the address
+        progress(0.1)
+        if settings.size <= BLOCKING_PROBE_MAX:
+            await threads.deferToThreadPool(
+                reactor,
+                reactor.getThreadPool(),
+                _blocking_latency,
+                spec,
+                options,
+                settings,
+                result,
+                phase(0.1, 0.45),
+            )
+        elif not datagram:
+            await _stream_throughput(
+                reactor, spec, options, settings, result, phase(0.1, 0.45), True
+            )
+        if datagram:
+            await _datagram_throughput(reactor, spec, options, settings, result, phase(0.55, 0.45))
+        else:
+            await _stream_throughput(
+                reactor, spec, options, settings, result, phase(0.55, 0.45), False
+            )
+    except EchokitError as e:
+        result.error = str(e)
+    except OSError as e:
+        result.error = f"{spec.text}: {e.strerror or e}"
+    if result.family == "?" and spec.kind == "unix":
+        result.family = "unix"
+    elif result.family == "?":
+        result.family = "IPv6" if spec.kind == "tcp6" or ":" in str(spec.get("host")) else "IPv4"
+    result.latency_samples = result.histogram.count
+    if result.histogram.count:
+        result.latency_us = {
+            name: value / 1000 for name, value in result.histogram.percentiles().items()
+        }
+        result.latency_us["mean"] = result.histogram.mean / 1000
+    progress(1.0)
+    return result

@@ -1,0 +1,226 @@
+"""
+What C{echokit bench} and C{echokit compare} do around the measurements.
+
+C{bench} measures servers that are already running, over the client strings given.
+C{compare} first starts echokit's own servers on the transports asked for (all five by
+default) on loopback with ephemeral ports: in this process (one reactor for servers and
+clients), or with C{--server-process} in a child C{echokit serve}, so that client and
+server do not share one event loop. Either way every endpoint is measured in turn, and
+one table (or JSON) reports them all.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+
+from echokit import report
+from echokit.bench import BenchSettings, EndpointResult, bench_endpoint, environment
+from echokit.certs import CERT_DIR_ENV
+from echokit.connect import ClientOptions
+from echokit.demo import ipv6_unavailable
+from echokit.errors import RuntimeFailure
+from echokit.grammar import EndpointSpec, parse_client
+from echokit.serve import Listener, plan_servers, start_listeners
+
+#: The transports C{compare} knows, in table order.
+TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp")
+
+
+def server_strings(transports: Sequence[str], directory: str) -> list[str]:
+    """The server endpoint strings C{compare} listens on, loopback and ephemeral ports."""
+    table = {
+        "tcp": "tcp:0:interface=127.0.0.1",
+        "tcp6": "tcp6:0:interface=\\:\\:1",
+        "unix": f"unix:{os.path.join(directory, 'echo.sock')}",
+        "ssl": "ssl:0:interface=127.0.0.1",
+        "udp": "udp:0",
+    }
+    return [table[t] for t in transports]
+
+
+@dataclass
+class Output:
+    """Where and how to report: the options shared by bench and compare."""
+
+    out: TextIO
+    json: bool = False
+    save: Path | None = None
+    baseline: Path | None = None
+    plot: Path | None = None
+    progress: bool = False
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal's stderr; silent elsewhere."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.index = 0
+        self.label = ""
+        self._last = -1
+
+    def start(self, index: int, label: str) -> None:
+        self.index, self.label = index, label
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled:
+            return
+        overall = (self.index + fraction) / self.total
+        filled = int(overall * 30)
+        if filled == self._last and fraction < 1:
+            return
+        self._last = filled
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {overall:4.0%} {self.label[:40]:<40}"
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 80 + "\r")
+            sys.stderr.flush()
+
+
+async def measure(
+    reactor: Any,
+    specs: Sequence[EndpointSpec],
+    options: ClientOptions,
+    settings: BenchSettings,
+    output: Output,
+    mode: str,
+) -> list[EndpointResult]:
+    """Measure every endpoint in turn and report them all; return the results."""
+    baseline = report.load(output.baseline) if output.baseline else None
+    bar = ProgressBar(output.progress, len(specs))
+    results = []
+    try:
+        for index, spec in enumerate(specs):
+            bar.start(index, spec.text)
+            results.append(await bench_endpoint(reactor, spec, options, settings, bar))
+    finally:
+        bar.finish()
+    env = environment(reactor)
+    out = output.out
+    if output.json:
+        out.write(report.render_json(results))
+    else:
+        out.write(report.render_table(results))
+        out.write("\n" + report.render_environment(env, results, mode))
+        if baseline is not None:
+            out.write("\n" + report.render_baseline(results, baseline))
+    if output.save is not None:
+        report.save(output.save, results, env)
+    if output.plot is not None:
+        report.plot(output.plot, results)
+        if not output.json:
+            out.write(f"\nlatency chart written to {output.plot}\n")
+    out.flush()
+    return results
+
+
+class _Announcements(protocol.ProcessProtocol):
+    """Collect a child C{echokit serve}'s announced connect strings."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.buffer = b""
+        self.strings: list[str] = []
+        self.errors = b""
+        self.ready: defer.Deferred[list[str]] = defer.Deferred()
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            if " -> echokit connect " in text:
+                self.strings.append(shlex.split(text.split(" -> echokit connect ", 1)[1])[0])
+        if len(self.strings) >= self.expected and not self.ready.called:
+            self.ready.callback(self.strings)
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors = (self.errors + data)[-4000:]
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.ready.called:
+            last = self.errors.decode(errors="replace").strip().splitlines()
+            self.ready.errback(
+                RuntimeFailure(
+                    "the server process exited early: " + (last[-1] if last else "no message")
+                )
+            )
+        self.ended.callback(None)
+
+
+async def compare(
+    reactor: Any,
+    transports: Sequence[str],
+    options: ClientOptions,
+    settings: BenchSettings,
+    output: Output,
+    server_process: bool,
+) -> list[EndpointResult]:
+    """Start echokit's servers on C{transports}, measure each, report them all."""
+    wanted = list(transports)
+    skipped = []
+    if "tcp6" in wanted and (why := ipv6_unavailable()):
+        wanted.remove("tcp6")
+        skipped.append(f"tcp6 skipped: {why}")
+    with tempfile.TemporaryDirectory(prefix="echokit-compare-") as tmp:
+        strings = server_strings(wanted, tmp)
+        if server_process:
+            mode = "server in a child process (echokit serve), clients in this one"
+            results = await _with_child_server(reactor, strings, options, settings, output, mode)
+        else:
+            mode = "server and clients in this process, one reactor"
+            listeners: list[Listener] = []
+            try:
+                listeners = await start_listeners(
+                    reactor, plan_servers(reactor, strings, options.certs)
+                )
+                specs = [parse_client(listener.connect_string) for listener in listeners]
+                results = await measure(reactor, specs, options, settings, output, mode)
+            finally:
+                for listener in listeners:
+                    await defer.maybeDeferred(listener.port.stopListening)
+    for line in skipped:
+        output.out.write(line + "\n")
+    return results
+
+
+async def _with_child_server(
+    reactor: Any,
+    strings: Sequence[str],
+    options: ClientOptions,
+    settings: BenchSettings,
+    output: Output,
+    mode: str,
+) -> list[EndpointResult]:
+    child = _Announcements(len(strings))
+    env = dict(os.environ, **{CERT_DIR_ENV: str(options.certs.directory)}, PYTHONUNBUFFERED="1")
+    process = reactor.spawnProcess(
+        child,
+        sys.executable,
+        [sys.executable, "-m", "echokit", "-q", "serve", *strings],
+        env=env,
+    )
+    try:
+        connect_strings = await child.ready.addTimeout(30, reactor)
+        specs = [parse_client(text) for text in connect_strings]
+        return await measure(reactor, specs, options, settings, output, mode)
+    finally:
+        if not child.ended.called:
+            process.signalProcess("TERM")
+        await child.ended

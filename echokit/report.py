@@ -1,0 +1,246 @@
+"""
+How benchmark results are shown: a table, JSON lines, a saved run and its baseline
+comparison, and a latency-percentile chart.
+
+JSON (C{--json}, and the records C{--save} writes) has one object per endpoint with
+these fields, all always present (C{null} where not measured):
+
+    ====================  =========================================================
+    endpoint              the client endpoint string measured
+    transport             its kind: tcp, tcp6, unix, ssl, tls, udp
+    family                IPv4, IPv6 or unix
+    tls_version           e.g. TLSv1.3 (null without TLS)
+    tls_cipher            e.g. TLS_AES_256_GCM_SHA384 (null without TLS)
+    size                  message size in bytes
+    connections           connections (or UDP sockets) in the throughput phase
+    connect_ms            median connect time (TCP or unix), ms (null for udp)
+    tls_handshake_ms      median TLS handshake after the connect, ms
+    latency_us            {p50, p90, p99, p99.9, max, mean}: round trip, microseconds
+    latency_samples       round trips measured
+    latency_client        which client measured latency
+    messages_per_s        throughput: echoed messages per second
+    mb_per_s              throughput: echoed megabytes (10^6 bytes) per second
+    sent, received        messages sent, and echoed intact
+    lost, duplicated,     messages that never came back, came back twice, came back
+    reordered, corrupted  out of order, or came back damaged
+    error                 why the endpoint could not be measured (null if it was)
+    ====================  =========================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from echokit.bench import EndpointResult
+from echokit.errors import InputError
+
+#: The fields of a JSON record, in order (see the module docstring).
+JSON_FIELDS = (
+    "endpoint",
+    "transport",
+    "family",
+    "tls_version",
+    "tls_cipher",
+    "size",
+    "connections",
+    "connect_ms",
+    "tls_handshake_ms",
+    "latency_us",
+    "latency_samples",
+    "latency_client",
+    "messages_per_s",
+    "mb_per_s",
+    "sent",
+    "received",
+    "lost",
+    "duplicated",
+    "reordered",
+    "corrupted",
+    "error",
+)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _us(result: EndpointResult, key: str) -> str:
+    value = result.latency_us.get(key)
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def render_table(results: Sequence[EndpointResult]) -> str:
+    """One row per endpoint: connect, latency percentiles, throughput, integrity."""
+    header = (
+        "endpoint",
+        "connect ms",
+        "tls ms",
+        "p50 us",
+        "p90 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "msg/s",
+        "MB/s",
+        "lost/dup/reord/bad",
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for r in results:
+        if r.error:
+            rows.append((r.endpoint, "error: " + r.error, *[""] * (len(header) - 2)))
+            continue
+        rows.append(
+            (
+                r.endpoint,
+                _ms(r.connect_ms),
+                _ms(r.tls_handshake_ms),
+                _us(r, "p50"),
+                _us(r, "p90"),
+                _us(r, "p99"),
+                _us(r, "p99.9"),
+                _us(r, "max"),
+                f"{r.messages_per_s:,.0f}",
+                f"{r.mb_per_s:,.1f}",
+                f"{r.lost}/{r.duplicated}/{r.reordered}/{r.corrupted}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(len(header))]
+    lines = []
+    for row in rows:
+        if row[1].startswith("error: "):
+            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
+            continue
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def render_environment(
+    environment: Mapping[str, str], results: Sequence[EndpointResult], mode: str
+) -> str:
+    """What shaped the numbers: mode, reactor, versions, and each endpoint's family and TLS."""
+    lines = [f"mode: {mode}"]
+    lines += [f"{key}: {value}" for key, value in environment.items()]
+    for r in results:
+        tls = f", {r.tls_version} {r.tls_cipher}" if r.tls_version else ""
+        client = f"; latency by {r.latency_client}" if r.latency_client else ""
+        lines.append(
+            f"{r.endpoint}: {r.family}{tls}; {r.size:,}-byte messages, "
+            f"{r.connections} connections{client}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def as_records(results: Sequence[EndpointResult]) -> list[dict[str, Any]]:
+    """The documented JSON record of each result."""
+    records = []
+    for r in results:
+        data = r.as_json()
+        records.append({name: data[name] for name in JSON_FIELDS})
+    return records
+
+
+def render_json(results: Sequence[EndpointResult]) -> str:
+    """One JSON object per line, one line per endpoint."""
+    return "".join(json.dumps(record) + "\n" for record in as_records(results))
+
+
+def save(path: Path, results: Sequence[EndpointResult], environment: Mapping[str, str]) -> None:
+    """Write a run to C{path}, for a later C{--baseline}."""
+    data = {"environment": dict(environment), "results": as_records(results)}
+    try:
+        path.write_text(json.dumps(data, indent=1) + "\n")
+    except OSError as e:
+        raise InputError(f"cannot write --save file '{path}': {e.strerror}") from None
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """Read a run written by L{save}."""
+    try:
+        data = json.loads(path.read_text())
+        results = data["results"]
+        assert isinstance(results, list)
+        return results
+    except OSError as e:
+        raise InputError(f"cannot read --baseline file '{path}': {e.strerror}") from None
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise InputError(
+            f"--baseline file '{path}' is not a run saved by echokit's --save"
+        ) from None
+
+
+def _change(new: float | None, old: float | None) -> str:
+    if new is None or old is None or old == 0:
+        return "-"
+    return f"{(new - old) / old * 100:+.1f}%"
+
+
+def render_baseline(
+    results: Sequence[EndpointResult], baseline: Sequence[Mapping[str, Any]]
+) -> str:
+    """The change of each endpoint's key figures against the same endpoint in a saved run."""
+    old = {record["endpoint"]: record for record in baseline}
+    lines = [
+        "change against the baseline (latency: lower is better; throughput: higher is better):"
+    ]
+    for r in results:
+        before = old.get(r.endpoint)
+        if before is None:
+            lines.append(f"  {r.endpoint}: not in the baseline")
+            continue
+        p50 = _change(r.latency_us.get("p50"), (before.get("latency_us") or {}).get("p50"))
+        p99 = _change(r.latency_us.get("p99"), (before.get("latency_us") or {}).get("p99"))
+        rate = _change(r.messages_per_s, before.get("messages_per_s"))
+        lines.append(f"  {r.endpoint}: p50 {p50}, p99 {p99}, msg/s {rate}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, results: Sequence[EndpointResult]) -> None:
+    """
+    Draw every endpoint's latency distribution on one latency-percentile chart.
+
+    @raise InputError: if matplotlib is missing (C{pip install 'echokit[plot]'}) or the
+        file type is not .png or .svg.
+    """
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise InputError(f"--plot writes .png or .svg files, not '{path.name}'")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError(
+            "--plot needs matplotlib: pip install 'echokit[plot]' (or pip install matplotlib)"
+        ) from None
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for r in results:
+        points = r.histogram.cumulative()
+        if not points:
+            continue
+        # x: the percentile on a "nines" scale, so the tail gets the room it deserves.
+        xs = [1 / max(1 - fraction, 1e-6) for _, fraction in points]
+        ys = [value / 1000 for value, _ in points]
+        axes.step(xs, ys, where="post", label=f"{r.transport}: {r.endpoint}")
+    axes.set_xscale("log")
+    ticks = [1, 2, 10, 100, 1000, 10000]
+    axes.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
+    axes.set_xlabel("percentile")
+    axes.set_ylabel("round trip (microseconds)")
+    axes.set_yscale("log")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title("echokit: round-trip latency by percentile, one message in flight")
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except OSError as e:
+        raise InputError(f"cannot write --plot file '{path}': {e.strerror}") from None
+    finally:
+        plt.close(figure)

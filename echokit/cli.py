@@ -10,6 +10,7 @@ before the reactor starts, so a typo never binds a port.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -54,6 +55,10 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     def outcome(failure: Failure) -> None:
         if failure.check(SystemExit):
             failure.raiseException()
+        if failure.check(BrokenPipeError):
+            # Whoever read our output stopped reading (`| head`): stop quietly, like `cat`.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141)
         if isinstance(failure.value, EchokitError):
             click.echo(f"echokit: error: {failure.value}", err=True)
             raise SystemExit(failure.value.exit_code)

@@ -95,11 +95,7 @@ class MessageChecker:
             return
         magic, _, seq, size, crc = HEADER.unpack_from(message)
         body = memoryview(message)[HEADER.size :]
-        if (
-            magic != MAGIC
-            or size != self.size
-            or zlib.crc32(body, zlib.crc32(message[:16])) != crc
-        ):
+        if magic != MAGIC or size != self.size or zlib.crc32(body, zlib.crc32(message[:16])) != crc:
             self.corrupted += 1
             return
         self.received += 1

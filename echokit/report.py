@@ -186,11 +186,14 @@ def render_baseline(
 ) -> str:
     """The change of each endpoint's key figures against the same endpoint in a saved run."""
     old = {record["endpoint"]: record for record in baseline}
+    # compare's servers get new ports every run: fall back to the transport when unique.
+    kinds = [record["transport"] for record in baseline]
+    by_transport = {r["transport"]: r for r in baseline if kinds.count(r["transport"]) == 1}
     lines = [
         "change against the baseline (latency: lower is better; throughput: higher is better):"
     ]
     for r in results:
-        before = old.get(r.endpoint)
+        before = old.get(r.endpoint) or by_transport.get(r.transport)
         if before is None:
             lines.append(f"  {r.endpoint}: not in the baseline")
             continue

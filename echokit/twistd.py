@@ -1,0 +1,328 @@
+"""
+C{twistd echokit}: echokit's server as a twistd plugin.
+
+    twistd -n echokit --listen tcp:16000 --listen udp:16000
+
+C{twisted/plugins/echokit_plugin.py} names this module in a L{ServiceMaker}, so twistd
+imports it only when C{echokit} is the command. L{Options} takes the same limits as
+C{echokit serve} (same names, same defaults: L{ServerPolicy}'s), one C{--listen} per
+endpoint, each string checked with the same parser as C{echokit serve}; a bad one is a
+usage error carrying echokit's one-line message. L{makeService} builds the very
+L{EchoService} C{echokit serve} runs.
+
+What twistd adds, and how echokit fits it:
+
+    - Logging is twistd's: C{--logfile}, C{--syslog}, C{--prefix} and C{--logger} decide
+      where connection lines go (with C{-n} and no C{--logfile}: stdout). echokit's own
+      C{-q} filter does not apply; C{--verbose} logs every message echoed.
+    - Announcements (one line per listener, with its connect string) and the shutdown
+      summary go to stdout, exactly as C{echokit serve} prints them, when twistd runs in
+      the foreground (C{-n}). A daemon's stdout is /dev/null, so without C{-n} (or with
+      no stdout at all) they go to twistd's log instead, as C{echokit.serve} info events.
+    - Ports are bound in C{privilegedStartService}, before twistd switches to C{--uid}
+      and C{--gid}: C{twistd -u nobody -g nogroup echokit --listen tcp:7} binds port 7 as
+      root, then runs as nobody.
+    - If an endpoint cannot listen (port taken, no permission), twistd exits with status
+      1 after one critical log line C{echokit: error: ...}, instead of running without
+      listeners.
+    - SIGTERM or SIGINT stops accepting, drains open connections for up to C{--drain}
+      seconds and writes the summary, as under C{echokit serve}; twistd then ends the
+      process with the signal that stopped it (status 143 for SIGTERM, which systemd
+      counts as a clean stop). A second signal does not cut the drain short.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
+from echokit.errors import EchokitError
+from echokit.grammar import EndpointSpec
+from echokit.policy import ServerPolicy
+from echokit.serve import EchoService
+
+_log = Logger(namespace="echokit.serve")
+
+#: The limits: (option, ServerPolicy field, int or float, help).
+_LIMITS: list[tuple[str, str, type[int] | type[float], str]] = [
+    (
+        "idle-timeout",
+        "idle_timeout",
+        float,
+        "Close a stream connection silent for this many seconds (0: never).",
+    ),
+    (
+        "handshake-timeout",
+        "handshake_timeout",
+        float,
+        "Abort a TLS connection whose handshake takes longer (0: never).",
+    ),
+    (
+        "max-connections",
+        "max_connections",
+        int,
+        "Open stream connections allowed, all listeners together (0: no limit).",
+    ),
+    (
+        "max-per-peer",
+        "max_per_peer",
+        int,
+        "Open stream connections allowed from one IP address (0: no limit).",
+    ),
+    (
+        "drain",
+        "drain",
+        float,
+        "On SIGINT/SIGTERM, seconds to let open echoes finish before closing.",
+    ),
+    (
+        "udp-repeat-burst",
+        "udp_repeat_burst",
+        int,
+        "Identical datagrams in a row one UDP source may repeat before being limited "
+        "(0: no guard).",
+    ),
+    (
+        "udp-repeat-rate",
+        "udp_repeat_rate",
+        float,
+        "Repeats per second answered once the burst is spent.",
+    ),
+]
+
+
+def _default(field: str) -> str:
+    value = getattr(ServerPolicy, field)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _number(option: str, text: str, kind: type[int] | type[float]) -> int | float:
+    what = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise usage.UsageError(f"--{option}: '{text}' is not {what}") from None
+    if not value >= 0:  # also refuses nan
+        raise usage.UsageError(f"--{option}: {text} is below 0: give {what} >= 0")
+    return value
+
+
+class Options(usage.Options):
+    """C{twistd echokit}'s options: C{echokit serve}'s, with C{--listen} per endpoint."""
+
+    synopsis = "[options] --listen DESCRIPTION [--listen DESCRIPTION ...]"
+    longdesc = (
+        "Echo on every endpoint given, in one process, as `echokit serve` does. "
+        "DESCRIPTION is an `echokit serve` endpoint string: tcp, tcp6, unix, ssl, udp, "
+        "udp6, or a Twisted endpoint plugin's (systemd:, haproxy:, ...). Example: "
+        "twistd -n echokit --listen tcp:16000 --listen udp:16000"
+    )
+    optFlags = [
+        [
+            "require-client-cert",
+            None,
+            "TLS listeners demand a client certificate signed by echokit's CA (or --client-ca).",
+        ],
+        ["verbose", "v", "Log every message echoed, not only connections."],
+    ]
+    optParameters = [
+        [option, None, _default(field), help_text] for option, field, _, help_text in _LIMITS
+    ] + [
+        [
+            "client-ca",
+            None,
+            None,
+            "CA certificate file for --require-client-cert (default: echokit's ca.pem).",
+        ],
+        [
+            "cert-dir",
+            None,
+            None,
+            f"Certificate directory (default: ${CERT_DIR_ENV}, else ~/.local/share/echokit/certs).",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Echo on this endpoint string (repeat for more), e.g. tcp:16000 or udp:16000."""
+        from echokit.endpoints import check_kind
+        from echokit.grammar import parse_server
+
+        try:
+            spec = parse_server(description)
+            check_kind(spec, "server")
+        except EchokitError as e:
+            raise usage.UsageError(str(e)) from None
+        self["listen"].append(spec)
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(
+                f"unexpected argument '{args[0]}': give each endpoint with --listen, "
+                f"e.g. --listen {args[0]}"
+            )
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            raise usage.UsageError(
+                "give at least one --listen DESCRIPTION, e.g. --listen tcp:16000"
+            )
+        limits: dict[str, Any] = {
+            field: _number(option, self[option], kind) for option, field, kind, _ in _LIMITS
+        }
+        client_ca = Path(self["client-ca"]) if self["client-ca"] else None
+        require = bool(self["require-client-cert"])
+        if client_ca is not None:
+            if not require:
+                raise usage.UsageError(
+                    "--client-ca only applies with --require-client-cert: add it"
+                )
+            if not client_ca.is_file():
+                raise usage.UsageError(f"--client-ca: no such file: '{client_ca}'")
+        self["policy"] = ServerPolicy(require_client_cert=require, client_ca=client_ca, **limits)
+        try:
+            self["certs"] = CertStore(resolve_cert_dir(self["cert-dir"]))
+        except EchokitError as e:
+            raise usage.UsageError(str(e)) from None
+
+    @property
+    def specs(self) -> list[EndpointSpec]:
+        return list(self["listen"])
+
+    @property
+    def policy(self) -> ServerPolicy:
+        policy = self["policy"]
+        assert isinstance(policy, ServerPolicy)
+        return policy
+
+
+class LogLines:
+    """
+    A text stream that sends each line written to it to the log (C{echokit.serve}, info).
+
+    What L{EchoService} announces goes here when twistd has no usable stdout.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            _log.info("{line}", line=line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            _log.info("{line}", line=line)
+
+
+def announcement_stream(options: usage.Options) -> TextIO:
+    """
+    Where announcements and the summary go: stdout in the foreground, else the log.
+
+    Called from L{makeService}, before twistd starts its logging and replaces
+    C{sys.stdout} with a stream into the log: the object returned is the real stdout.
+    """
+    twistd = getattr(options, "parent", None)
+    foreground = twistd is None or bool(twistd.get("nodaemon"))
+    if foreground and sys.stdout is not None:
+        return sys.stdout
+    return cast(TextIO, LogLines())
+
+
+class TwistdEchoService(MultiService):
+    """
+    An L{EchoService} as twistd runs it: listening while still privileged, failing fast.
+
+    twistd calls C{privilegedStartService} before it drops privileges (C{--uid},
+    C{--gid}), then C{startService}; the echo service starts (listens, announces) in the
+    first. Outside twistd (a C{.tac} file), C{startService} alone starts it.
+
+    @ivar echo: the L{EchoService}, the same one C{echokit serve} runs.
+    """
+
+    def __init__(self, echo: EchoService, out: TextIO) -> None:
+        super().__init__()
+        self.echo = echo
+        self.out = out
+        echo.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._start_echo()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if not self.echo.running:
+            self._start_echo()
+
+    def _start_echo(self) -> None:
+        """
+        Start the echo service; if it cannot listen, exit (status 1, or 2 for bad input).
+
+        Every endpoint echokit knows listens synchronously, so a failure is known as soon
+        as C{startService} returns; one that failed later would stop the reactor.
+        """
+        self.echo.startService()
+        outcome: list[object] = []
+
+        def seen(result: object) -> object:
+            outcome.append(result)
+            return result
+
+        self.echo.ready.addBoth(seen)
+        if not outcome:
+            self.echo.ready.addErrback(_failed_later)
+        elif isinstance(outcome[0], Failure):
+            self.echo.ready.addErrback(lambda _: None)
+            raise SystemExit(_startup_failed(outcome[0]))
+
+    def stopService(self) -> Any:
+        if self.echo.running:
+            self.out.write(
+                "stopping: stopped accepting; letting open connections finish for up to "
+                f"{self.echo.policy.drain:g} s\n"
+            )
+            self.out.flush()
+        return super().stopService()
+
+
+def _startup_failed(failure: Failure) -> int:
+    """Log, in one line, why the service could not start; return the exit status."""
+    error = failure.value
+    if isinstance(error, EchokitError):
+        _log.critical("echokit: error: {message}", message=str(error))
+        return error.exit_code
+    _log.failure("echokit: internal error while starting", failure)
+    return 1
+
+
+def _failed_later(failure: Failure) -> None:
+    from twisted.internet import reactor
+
+    _startup_failed(failure)
+    reactor.callWhenRunning(reactor.stop)
+
+
+def makeService(options: Options) -> IService:
+    """Build C{twistd echokit}'s service: L{EchoService} under L{TwistdEchoService}."""
+    from twisted.internet import reactor
+
+    out = announcement_stream(options)
+    echo = EchoService(
+        reactor, options.specs, options["certs"], out, options.policy, bool(options["verbose"])
+    )
+    return TwistdEchoService(echo, out)

@@ -245,6 +245,7 @@ def _blocking_latency(
                 )
     finally:
         sock.close()
+    checker.close(sent)  # a datagram that timed out at the very end is lost too
     result.add_audit(checker, sent)
     result.latency_client = "blocking socket, worker thread"
 
@@ -383,14 +384,17 @@ async def _stream_throughput(
     messages = completed()
     for loop in loops:
         loop.stop()
-    await _sleep(reactor, 0)
+    # Let the messages still in flight come back (bounded) before closing.
+    for _ in range(200):
+        if all(loop.checker.received + loop.checker.corrupted >= loop.sent for loop in loops):
+            break
+        await _sleep(reactor, 0.01)
     for loop in loops:
         loop.transport.loseConnection()  # type: ignore[union-attr]
     await defer.DeferredList([loop.closed for loop in loops])
     for loop in loops:
+        loop.checker.close(loop.sent)
         result.add_audit(loop.checker, loop.sent)
-        # the message in flight when the phase ended was cut off by the close, not lost
-        result.sent -= loop.sent - loop.checker.received - loop.checker.lost
     if not measure_latency:
         result.messages_per_s = messages / elapsed
         result.mb_per_s = messages * settings.size / elapsed / 1e6
@@ -457,14 +461,14 @@ async def _datagram_throughput(
         messages = completed()
         for loop in loops:
             loop.running = False
-        await _sleep(reactor, min(settings.timeout, 0.2))  # late echoes still count
+        await _sleep(reactor, settings.timeout)  # echoes of the last datagrams still count
     finally:
         watchdog.stop()
         for port in ports:
             await defer.maybeDeferred(port.stopListening)
     for loop in loops:
-        in_flight_at_end = 1 if loop.sent > loop.checker.received + loop.checker.lost else 0
-        result.add_audit(loop.checker, loop.sent - in_flight_at_end)
+        loop.checker.close(loop.sent)  # after the timeout: what has not come back is lost
+        result.add_audit(loop.checker, loop.sent)
     result.messages_per_s = messages / elapsed
     result.mb_per_s = messages * settings.size / elapsed / 1e6
 

@@ -78,6 +78,13 @@ class MessageChecker:
             "corrupted": self.corrupted,
         }
 
+    def close(self, sent: int) -> None:
+        """
+        No more echoes will come: messages up to number C{sent - 1} not seen are lost.
+        """
+        self._missing.update(range(self._next, sent))
+        self._next = max(self._next, sent)
+
     def feed_stream(self, data: bytes) -> int:
         """Take bytes from a stream; return how many whole messages they completed."""
         self._buffer += data

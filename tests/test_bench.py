@@ -1,0 +1,292 @@
+"""
+Tests for C{echokit bench} and C{echokit compare}, and the pieces they are made of.
+
+The commands run for real (subprocesses) against real servers on loopback: echokit's
+own, a plain socat echo, and a lossy UDP echo written here that drops every Nth datagram.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from echokit.histogram import LatencyHistogram
+from echokit.integrity import MessageChecker, MessageMaker
+from echokit.report import JSON_FIELDS
+from tests.support import echokit_server, run_echokit
+
+QUICK = ["--duration", "0.3", "--warmup", "0"]
+
+
+class LatencyHistogramTests:
+    def test_percentiles_within_one_percent(self) -> None:
+        """Percentiles of a skewed distribution are within 1% of the exact ones."""
+        rng = random.Random(7)
+        values = sorted(int(rng.lognormvariate(10, 1.2)) + 1 for _ in range(50_000))
+        h = LatencyHistogram()
+        h.record_all(values)
+        for p in (50, 90, 99, 99.9):
+            exact = values[min(len(values) - 1, int(p / 100 * len(values)))]
+            assert abs(h.percentile(p) - exact) / exact < 0.01, p
+        assert h.max == values[-1]
+        assert h.min == values[0]
+
+    def test_merge_equals_recording_everything(self) -> None:
+        """Merging two histograms gives the same counts as recording all values in one."""
+        a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+        for v in range(1, 5000, 7):
+            (a if v % 2 else b).record(v * 13)
+            both.record(v * 13)
+        a.merge(b)
+        assert a.percentiles() == both.percentiles()
+        assert (a.count, a.total, a.min, a.max) == (both.count, both.total, both.min, both.max)
+
+    def test_empty(self) -> None:
+        """An empty histogram reports zeros rather than failing."""
+        assert LatencyHistogram().percentiles() == {
+            "p50": 0,
+            "p90": 0,
+            "p99": 0,
+            "p99.9": 0,
+            "max": 0,
+        }
+
+
+class MessageCheckerTests:
+    def test_stream_in_odd_chunks(self) -> None:
+        """Messages split across chunks at any point are reassembled and all intact."""
+        maker = MessageMaker(100)
+        data = b"".join(maker.make(i) for i in range(50))
+        checker = MessageChecker(100)
+        pos = 0
+        for step in [1, 7, 99, 100, 101, 333] * 20:
+            checker.feed_stream(data[pos : pos + step])
+            pos += step
+        assert checker.counts() == {
+            "received": 50,
+            "lost": 0,
+            "duplicated": 0,
+            "reordered": 0,
+            "corrupted": 0,
+        }
+
+    def test_lost_duplicated_reordered_corrupted(self) -> None:
+        """Each kind of damage is counted as what it is."""
+        maker = MessageMaker(64)
+        checker = MessageChecker(64)
+        bad = bytearray(maker.make(5))
+        bad[40] ^= 0xFF
+        for message in [maker.make(0), maker.make(2), maker.make(1), maker.make(1), bytes(bad)]:
+            checker.feed_datagram(message)
+        checker.feed_datagram(maker.make(6))  # 3, 4 and 5 never arrive intact
+        assert checker.counts() == {
+            "received": 5,
+            "lost": 3,
+            "duplicated": 1,
+            "reordered": 1,
+            "corrupted": 1,
+        }
+
+
+@pytest.fixture(scope="module")
+def echokit_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    tmp = tmp_path_factory.mktemp("bench")
+    with echokit_server(
+        ["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1", "udp:0"], tmp / "certs"
+    ) as server:
+        yield [*server.connect_strings, str(tmp / "certs")]
+
+
+def bench_json(args: list[str], cert_dir: Path | None = None) -> list[dict[str, object]]:
+    result = run_echokit(["bench", *args, "--json", *QUICK], cert_dir=cert_dir, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+class BenchCommandTests:
+    def test_streams_report_exact_counts_and_no_loss(self, echokit_servers: list[str]) -> None:
+        """Against echokit's server: every message sent came back intact, in order."""
+        tcp, ssl, _, certs = echokit_servers
+        records = bench_json([tcp, ssl, "--count", "300"], Path(certs))
+        assert [r["endpoint"] for r in records] == [tcp, ssl]
+        for record in records:
+            assert record["error"] is None
+            assert record["lost"] == record["duplicated"] == 0
+            assert record["reordered"] == record["corrupted"] == 0
+            assert record["received"] == record["sent"]
+            # 300 round trips for latency, at least 300 more in the throughput phase
+            assert record["latency_samples"] == 300
+            assert isinstance(record["received"], int) and record["received"] >= 600
+            assert isinstance(record["messages_per_s"], float) and record["messages_per_s"] > 0
+        assert records[1]["tls_version"] in ("TLSv1.2", "TLSv1.3")
+        assert records[1]["tls_handshake_ms"] is not None
+
+    def test_json_has_every_documented_field(self, echokit_servers: list[str]) -> None:
+        """--json gives one object per endpoint with exactly the documented fields."""
+        tcp, _, udp, certs = echokit_servers
+        for record in bench_json([tcp, udp], Path(certs)):
+            assert tuple(record) == JSON_FIELDS
+            latency = record["latency_us"]
+            assert isinstance(latency, dict)
+            assert set(latency) == {"p50", "p90", "p99", "p99.9", "max", "mean"}
+            assert latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+
+    def test_foreign_echo_server(self, tmp_path: Path) -> None:
+        """A plain byte echo nobody here wrote (socat PIPE) is measured like echokit's."""
+        from tests.support import require_tool
+
+        socat = require_tool("socat")
+        import subprocess
+        import time
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = subprocess.Popen(
+            [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", "PIPE"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            [record] = bench_json([f"tcp:host=127.0.0.1:port={port}", "--count", "200"], tmp_path)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        assert record["error"] is None
+        assert record["received"] == record["sent"]
+        assert record["lost"] == record["corrupted"] == 0
+
+    def test_lossy_udp_peer_is_reported_with_its_loss(self, tmp_path: Path) -> None:
+        """A UDP echo that drops every 5th datagram shows one in five lost."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.2)
+        port = sock.getsockname()[1]
+        stop = threading.Event()
+        seen = [0]
+
+        def lossy_echo() -> None:
+            while not stop.is_set():
+                try:
+                    data, address = sock.recvfrom(65536)
+                except TimeoutError:
+                    continue
+                seen[0] += 1
+                if seen[0] % 5:
+                    sock.sendto(data, address)
+
+        thread = threading.Thread(target=lossy_echo, daemon=True)
+        thread.start()
+        try:
+            [record] = bench_json(
+                [f"udp:host=127.0.0.1:port={port}", "--count", "100", "--timeout", "0.05"]
+            )
+        finally:
+            stop.set()
+            thread.join(5)
+            sock.close()
+        sent, received, lost = record["sent"], record["received"], record["lost"]
+        assert isinstance(sent, int) and isinstance(received, int) and isinstance(lost, int)
+        assert received + lost == sent
+        assert seen[0] == sent  # the server saw every datagram the bench says it sent
+        assert abs(lost - sent / 5) <= 2, (sent, lost)
+        assert record["duplicated"] == record["corrupted"] == 0
+
+    def test_unreachable_endpoint_is_reported_not_fatal(self, echokit_servers: list[str]) -> None:
+        """A dead endpoint gets an error row; the others are still measured."""
+        tcp, _, _, certs = echokit_servers
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        dead = f"tcp:host=127.0.0.1:port={probe.getsockname()[1]}"
+        probe.close()
+        records = bench_json([dead, tcp], Path(certs))
+        assert records[0]["error"] is not None and "refused" in str(records[0]["error"])
+        assert records[1]["error"] is None
+
+    def test_bad_size_is_a_one_line_error(self) -> None:
+        """--size must be a size: exit 2, one line naming the accepted forms."""
+        result = run_echokit(["bench", "tcp:host=127.0.0.1:port=1", "--size", "12x"])
+        assert result.returncode == 2
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and "(64, 1k, 64k, 1m)" in lines[0]
+        result = run_echokit(["bench", "tcp:host=127.0.0.1:port=1", "--size", "8"])
+        assert result.returncode == 2
+        assert "at least 20 bytes" in result.stderr.decode()
+
+
+class CompareCommandTests:
+    def test_table_has_every_transport(self, tmp_path: Path) -> None:
+        """echokit compare measures all five transports in one table, and says its mode."""
+        result = run_echokit(["compare", *QUICK], cert_dir=tmp_path, timeout=120)
+        out = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        rows = [line for line in out.splitlines() if ":host=" in line or "unix:path=" in line]
+        kinds = [row.split(":", 1)[0] for row in rows if "  " in row and "error" not in row]
+        for kind in ("tcp", "unix", "ssl", "udp"):
+            assert kind in kinds, out
+        assert "tcp6" in kinds or "tcp6 skipped" in out
+        assert "mode: server and clients in this process, one reactor" in out
+        assert "0/0/0/0" in out
+
+    def test_server_process_json_save_baseline_plot(self, tmp_path: Path) -> None:
+        """--server-process runs; --save then --baseline shows changes; --plot writes a PNG."""
+        saved, chart = tmp_path / "run.json", tmp_path / "latency.png"
+        first = run_echokit(
+            ["compare", "tcp", "udp", "--server-process", "--save", str(saved), *QUICK],
+            cert_dir=tmp_path / "certs",
+            timeout=120,
+        )
+        assert first.returncode == 0, first.stderr.decode()
+        assert "mode: server in a child process" in first.stdout.decode()
+        assert [r["transport"] for r in json.loads(saved.read_text())["results"]] == ["tcp", "udp"]
+        second = run_echokit(
+            ["compare", "tcp", "udp", "--baseline", str(saved), "--plot", str(chart), *QUICK],
+            cert_dir=tmp_path / "certs",
+            timeout=120,
+        )
+        out = second.stdout.decode()
+        assert second.returncode == 0, second.stderr.decode()
+        assert "change against the baseline" in out
+        assert "not in the baseline" not in out
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_plot_without_matplotlib_says_how_to_get_it(self, tmp_path: Path) -> None:
+        """Without matplotlib, --plot fails in one line naming echokit[plot]."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; sys.modules['matplotlib'] = None; "
+            "from echokit.cli import entry; sys.argv = ['echokit'] + sys.argv[1:]; entry()"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "compare",
+                "udp",
+                "--plot",
+                str(tmp_path / "x.png"),
+                *QUICK,
+            ],
+            capture_output=True,
+            timeout=120,
+            env={"ECHOKIT_CERT_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr.decode()
+        assert "pip install 'echokit[plot]'" in result.stderr.decode()

@@ -41,6 +41,13 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     C{default_level} is the lowest level shown without C{-v} or C{-q}. With C{-v} an
     unexpected error also prints its traceback.
     """
+    from echokit.reactors import ReactorUnavailable, install
+
+    try:
+        reactor = install(ctx.obj["reactor"])
+    except ReactorUnavailable as e:
+        fail(InputError(str(e)))
+
     from twisted.internet import defer, task
     from twisted.python.failure import Failure
 
@@ -74,7 +81,7 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     def main(reactor: Any) -> defer.Deferred[object]:
         return defer.ensureDeferred(job(reactor)).addErrback(outcome)
 
-    task.react(main)
+    task.react(main, _reactor=reactor)
     raise AssertionError("task.react returned")  # pragma: no cover
 
 
@@ -117,6 +124,13 @@ cert_dir_option = click.option(
 @click.option("-v", "--verbose", count=True, help="Log more: every message echoed, tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
+    "--reactor",
+    type=click.Choice(["lean", "epoll", "asyncio", "uvloop"]),
+    default="lean" if sys.platform.startswith("linux") else "asyncio",
+    show_default=True,
+    help="Event loop: lean (Twisted's epoll without per-event log context), epoll, asyncio, uvloop.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -131,7 +145,12 @@ cert_dir_option = click.option(
 )
 @click.pass_context
 def main(
-    ctx: click.Context, verbose: int, quiet: bool, log_format: str, log_file: Path | None
+    ctx: click.Context,
+    verbose: int,
+    quiet: bool,
+    reactor: str,
+    log_format: str,
+    log_file: Path | None,
 ) -> None:
     """Serve and reach echo servers over tcp, tcp6, unix, ssl/tls and udp.
 
@@ -145,6 +164,7 @@ def main(
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = -1 if quiet else verbose
     ctx.obj["log_format"] = log_format
+    ctx.obj["reactor"] = reactor
     ctx.obj["log_file"] = log_file
 
 

@@ -1,0 +1,208 @@
+"""
+Tests for echokit's speed levers: writing through to the socket, plain C{recv} on unix
+sockets, and the lean reactor. Each keeps every guarantee of the plain path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echokit.stream import EchoServerFactory, EchoServerProtocol
+from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
+from tests.support import ECHOKIT, echokit_server, run_echokit
+
+
+class PartialSocket:
+    """A socket whose send takes at most C{limit} bytes, then would block."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent = bytearray()
+
+    def send(self, data: bytes) -> int:
+        if self.limit <= 0:
+            raise BlockingIOError()
+        n = min(self.limit, len(data))
+        self.sent += data[:n]
+        self.limit -= n
+        return n
+
+
+class RecordingTransport:
+    """Just enough of a Twisted transport to watch what the protocol queues."""
+
+    def __init__(self) -> None:
+        self.dataBuffer = b""
+        self._tempDataLen = 0
+        self.disconnecting = False
+        self.queued = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.queued += data
+        self._tempDataLen += len(data)
+
+
+class WriteThroughTests(SynchronousTestCase):
+    def protocol(self, limit: int) -> tuple[EchoServerProtocol, PartialSocket, RecordingTransport]:
+        protocol = EchoServerProtocol()
+        protocol.factory = EchoServerFactory("tcp:0", "tcp", Clock())
+        sock, transport = PartialSocket(limit), RecordingTransport()
+        protocol._socket = sock  # type: ignore[assignment]
+        protocol.transport = transport  # type: ignore[assignment]
+        return protocol, sock, transport
+
+    def test_what_the_kernel_does_not_take_is_queued_in_order(self) -> None:
+        """A partial send queues the rest; later data queues behind it, never ahead."""
+        protocol, sock, transport = self.protocol(limit=3)
+        protocol.dataReceived(b"abcdef")
+        protocol.dataReceived(b"ghi")
+        self.assertEqual(bytes(sock.sent), b"abc")
+        self.assertEqual(bytes(transport.queued), b"defghi")
+        self.assertEqual(bytes(sock.sent + transport.queued), b"abcdefghi")
+
+    def test_would_block_queues_everything(self) -> None:
+        """When the socket takes nothing, everything goes through the transport."""
+        protocol, sock, transport = self.protocol(limit=0)
+        protocol.dataReceived(b"xyz")
+        self.assertEqual((bytes(sock.sent), bytes(transport.queued)), (b"", b"xyz"))
+
+    def test_closing_transport_is_not_bypassed(self) -> None:
+        """Once the transport is closing, writes go through it (it decides what happens)."""
+        protocol, sock, transport = self.protocol(limit=100)
+        transport.disconnecting = True
+        protocol.dataReceived(b"late")
+        self.assertEqual((bytes(sock.sent), bytes(transport.queued)), (b"", b"late"))
+
+
+class FastPathEngagementTests(TestCase):
+    """On real sockets the fast path is on for tcp and unix, off for TLS."""
+
+    @deferred_test
+    async def test_engaged_where_it_applies(self) -> None:
+        """tcp and unix server connections write through; ssl ones do not."""
+        session = EchoSession(self)
+        listeners = await session.serve(
+            "tcp:0:interface=127.0.0.1", f"unix:{self.mktemp()}.sock", "ssl:0:interface=127.0.0.1"
+        )
+        engaged = {}
+        for listener in listeners:
+            connection = await session.stream(listener)
+            factory = listener.server
+            assert isinstance(factory, EchoServerFactory)
+            await eventually(lambda: bool(factory.open_protocols))  # noqa: B023
+            [server_side] = list(factory.open_protocols)
+            engaged[listener.plan.spec.kind] = server_side._socket is not None
+            if listener.plan.spec.kind == "unix":
+                read: Any = getattr(server_side.transport, "doRead")  # noqa: B009
+                self.assertEqual(read.__func__.__qualname__, "Connection.doRead")
+            payload = random_bytes(3 << 20)
+            connection.protocol.send(payload)
+            connection.protocol.finish()
+            await connection.protocol.done
+            self.assertEqual(connection.protocol.verifier.bytes_received, len(payload))
+        self.assertEqual(engaged, {"tcp": True, "unix": True, "ssl": False})
+
+
+class ReactorChoiceTests:
+    @pytest.mark.parametrize("name", ["lean", "epoll", "asyncio"])
+    def test_every_reactor_serves_exactly(self, name: str, tmp_path: Path) -> None:
+        """echokit serve on each reactor echoes 1 MiB exactly over tcp and unix."""
+        sock = Path("/tmp") / f"echokit-fast-{os.getpid()}-{name}.sock"
+        with echokit_server(
+            ["tcp:0:interface=127.0.0.1", f"unix:{sock}"], tmp_path, extra=["--reactor", name]
+        ) as server:
+            payload = os.urandom(1 << 20)
+            for target in server.connect_strings:
+                result = run_echokit(["connect", target], stdin=payload)
+                assert result.returncode == 0, result.stderr.decode()
+                assert result.stdout == payload
+
+    def test_lean_reactor_is_the_default(self) -> None:
+        """Without --reactor, echokit runs on the lean epoll reactor (Linux)."""
+        code = (
+            "import sys; from echokit.cli import entry; "
+            "import echokit.reactors as r; orig = r.install; "
+            "r.install = lambda name: (print('reactor', name), orig(name))[1]; "
+            "sys.argv = ['echokit', 'certs', '--help']; entry()"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+        assert out.returncode == 0
+        # certs does not run a reactor; ask the option's default instead
+        from echokit.cli import main
+
+        reactor_option = next(p for p in main.params if p.name == "reactor")
+        assert reactor_option.default == ("lean" if sys.platform.startswith("linux") else "asyncio")
+
+    def test_unknown_reactor_is_a_usage_error(self) -> None:
+        """--reactor with a name echokit does not know: exit 2, one line."""
+        result = subprocess.run(
+            [*ECHOKIT, "--reactor", "bogus", "demo"], capture_output=True, check=False
+        )
+        assert result.returncode == 2
+        assert len(result.stderr.decode().splitlines()) == 1
+
+
+class LeanReactorErrorTests(TestCase):
+    """An exception in a protocol on the lean reactor is logged and drops only its connection."""
+
+    def test_reactor_under_test_is_the_default_trial_one(self) -> None:
+        """(Trial's reactor runs these in-process tests; the lean one runs the CLI's.)"""
+        self.assertTrue(hasattr(reactor, "doIteration"))
+
+    def test_dispatch_survives_a_failing_selectable(self) -> None:
+        """A selectable whose doRead raises is disconnected; the next one still runs."""
+        from echokit.reactors import LeanEPollReactor
+
+        lean = LeanEPollReactor()
+        calls: list[str] = []
+
+        class Boom:
+            def fileno(self) -> int:
+                return 1001
+
+            def doRead(self) -> Any:
+                calls.append("boom")
+                raise RuntimeError("bad protocol")
+
+            def connectionLost(self, reason: Any) -> None:
+                calls.append("lost")
+
+            def logPrefix(self) -> str:
+                return "boom"
+
+        class Fine(Boom):
+            def fileno(self) -> int:
+                return 1002
+
+            def doRead(self) -> Any:
+                calls.append("fine")
+                return None
+
+        class Poller:
+            def poll(self, timeout: float, n: int) -> list[tuple[int, int]]:
+                return [(1001, 1), (1002, 1)]  # EPOLLIN for both
+
+            def close(self) -> None:
+                pass
+
+            def unregister(self, fd: int) -> None:
+                pass
+
+            def modify(self, fd: int, events: int) -> None:
+                pass
+
+        lean._poller = Poller()
+        lean._selectables = {1001: Boom(), 1002: Fine()}
+        lean._reads = {1001, 1002}
+        lean.doPoll(0)
+        self.assertEqual(calls, ["boom", "lost", "fine"])
+        self.flushLoggedErrors(RuntimeError)

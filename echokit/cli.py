@@ -104,6 +104,18 @@ def _cert_store(option: Path | None) -> CertStore:
         fail(e)
 
 
+def _global_argv(ctx: click.Context) -> list[str]:
+    """The global options as given, for child processes (workers) to run alike."""
+    obj = ctx.obj
+    argv = ["--reactor", obj["reactor"], "--log-format", obj["log_format"]]
+    if obj["log_file"] is not None:
+        argv += ["--log-file", str(obj["log_file"])]
+    if obj["verbosity"] < 0:
+        argv.append("-q")
+    argv += ["-v"] * max(0, obj["verbosity"])
+    return argv
+
+
 def _level(ctx: click.Context, default: str) -> str:
     verbosity = ctx.obj["verbosity"]
     if verbosity < 0:
@@ -220,6 +232,12 @@ def main(
     help="Repeats per second answered once the burst is spent.",
 )
 @click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="Processes serving the same listening sockets: a number, or auto (one per CPU).",
+)
+@click.option(
     "--require-client-cert",
     is_flag=True,
     help="TLS listeners demand a client certificate signed by echokit's CA (or --client-ca).",
@@ -242,6 +260,7 @@ def serve(
     drain: float,
     udp_repeat_burst: int,
     udp_repeat_rate: float,
+    workers: str,
     require_client_cert: bool,
     client_ca: Path | None,
     cert_dir: Path | None,
@@ -260,6 +279,12 @@ def serve(
     specs = [_checked(parse_server, text, "server") for text in descriptions]
     store = _cert_store(cert_dir)
     verbose = ctx.obj["verbosity"] > 0
+    from echokit.workers import worker_count
+
+    try:
+        processes = worker_count(workers)
+    except EchokitError as e:
+        fail(e)
     if client_ca is not None and not require_client_cert:
         fail(InputError("--client-ca only applies with --require-client-cert: add it"))
     policy = ServerPolicy(
@@ -277,7 +302,9 @@ def serve(
     async def job(reactor: Any) -> None:
         from echokit.serve import serve_until_signalled
 
-        await serve_until_signalled(reactor, specs, store, sys.stdout, policy, verbose)
+        await serve_until_signalled(
+            reactor, specs, store, sys.stdout, policy, verbose, processes, _global_argv(ctx)
+        )
 
     run(job, ctx, "info")
 
@@ -582,6 +609,33 @@ def compare(
         await run_compare(reactor, chosen, options, settings, output, server_process)
 
     run(job, ctx)
+
+
+@main.command(hidden=True)
+@click.option("--index", type=int, required=True)
+@cert_dir_option
+@click.argument("config")
+@click.pass_context
+def worker(ctx: click.Context, index: int, cert_dir: Path | None, config: str) -> None:
+    """Internal: one of `echokit serve --workers N`'s processes (see echokit.workers)."""
+    store = _cert_store(cert_dir)
+
+    async def job(reactor: Any) -> None:
+        from echokit.serve import serve_until_signalled
+        from echokit.workers import worker_plans
+
+        plans, policy = worker_plans(reactor, config, store)
+        await serve_until_signalled(
+            reactor,
+            plans,
+            store,
+            sys.stdout,
+            policy,
+            ctx.obj["verbosity"] > 0,
+            name=f"worker {index} (pid {os.getpid()})",
+        )
+
+    run(job, ctx, "info")
 
 
 @main.command()

@@ -110,19 +110,7 @@ def server_endpoint(
             ),
         )
     if kind == "ssl":
-        created = None
-        cert, key = _path(spec, "certKey"), _path(spec, "privateKey")
-        if cert is None and key is None:
-            if certs.ensure():
-                created = certs.directory
-            cert, key = certs.server_cert, certs.server_key
-        elif cert is None:
-            # Twisted's convention: privateKey alone names a file holding key and certificate.
-            cert = key
-        assert cert is not None
-        options = tls.server_options(
-            cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca
-        )
+        options, created = ssl_server_options(spec, certs, client_ca)
         return ServerPlan(
             spec,
             endpoints.SSL4ServerEndpoint(
@@ -140,6 +128,29 @@ def server_endpoint(
         return ServerPlan(spec, endpoints.serverFromString(reactor, spec.text))
     except Exception as e:
         raise _twisted_rejected(spec, e, "server") from None
+
+
+def ssl_server_options(
+    spec: EndpointSpec, certs: CertStore, client_ca: Path | None = None
+) -> tuple[Any, Path | None]:
+    """
+    The TLS settings of an C{ssl:} server string, and where certificates were generated
+    for it (echokit's own, when the string names no key), if they were.
+    """
+    created = None
+    cert, key = _path(spec, "certKey"), _path(spec, "privateKey")
+    if cert is None and key is None:
+        if certs.ensure():
+            created = certs.directory
+        cert, key = certs.server_cert, certs.server_key
+    elif cert is None:
+        # Twisted's convention: privateKey alone names a file holding key and certificate.
+        cert = key
+    assert cert is not None
+    options = tls.server_options(
+        cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca
+    )
+    return options, created
 
 
 def client_endpoint(

@@ -199,18 +199,24 @@ class _Stopping:
 
 async def serve(
     reactor: Any,
-    descriptions: Sequence[str | EndpointSpec],
+    descriptions: Sequence[str | EndpointSpec | ServerPlan],
     certs: CertStore,
     out: TextIO,
     policy: ServerPolicy | None = None,
     verbose: bool = False,
+    announce: bool = True,
 ) -> list[Listener]:
     """
     Listen on every endpoint in C{descriptions} and announce each on C{out}.
 
+    @param descriptions: endpoint strings, checked ones, or ready L{ServerPlan}s.
+    @param announce: print the listening lines (workers, which share the parent's
+        sockets, do not).
     @return: the listeners, serving until the reactor stops.
     """
-    plans = plan_servers(reactor, descriptions, certs, policy)
+    ready = [d for d in descriptions if isinstance(d, ServerPlan)]
+    to_plan = [d for d in descriptions if not isinstance(d, ServerPlan)]
+    plans = ready + plan_servers(reactor, to_plan, certs, policy)
     for plan in plans:
         if plan.created_certs is not None:
             out.write(
@@ -218,9 +224,10 @@ async def serve(
                 f"(clients trust {plan.created_certs / 'ca.pem'})\n"
             )
     listeners = await start_listeners(reactor, plans, policy, verbose)
-    for listener in listeners:
-        out.write(listener.announcement() + "\n")
-    out.flush()
+    if announce:
+        for listener in listeners:
+            out.write(listener.announcement() + "\n")
+        out.flush()
     return listeners
 
 
@@ -241,13 +248,17 @@ class EchoService(Service):
     def __init__(
         self,
         reactor: Any,
-        descriptions: Sequence[str | EndpointSpec],
+        descriptions: Sequence[str | EndpointSpec | ServerPlan],
         certs: CertStore,
         out: TextIO,
         policy: ServerPolicy | None = None,
         verbose: bool = False,
+        announce: bool = True,
+        name: str = "",
     ) -> None:
         self.reactor = reactor
+        self.announce = announce
+        self.name = name
         self.descriptions = list(descriptions)
         self.certs = certs
         self.out = out
@@ -260,7 +271,15 @@ class EchoService(Service):
         super().startService()
         raise_open_files_limit()
         started = defer.ensureDeferred(
-            serve(self.reactor, self.descriptions, self.certs, self.out, self.policy, self.verbose)
+            serve(
+                self.reactor,
+                self.descriptions,
+                self.certs,
+                self.out,
+                self.policy,
+                self.verbose,
+                self.announce,
+            )
         )
         started.addCallback(self._listening).chainDeferred(self.ready)
 
@@ -274,7 +293,7 @@ class EchoService(Service):
 
     async def _drain_and_summarize(self) -> None:
         aborted = await drain(self.reactor, self.listeners, self.policy.drain)
-        self.out.write("summary:\n")
+        self.out.write(f"summary{' of ' + self.name if self.name else ''}:\n")
         for listener in self.listeners:
             self.out.write(f"  {listener.summary()}\n")
         if aborted:
@@ -284,16 +303,25 @@ class EchoService(Service):
 
 async def serve_until_signalled(
     reactor: Any,
-    descriptions: Sequence[str | EndpointSpec],
+    descriptions: Sequence[str | EndpointSpec | ServerPlan],
     certs: CertStore,
     out: TextIO,
     policy: ServerPolicy | None = None,
     verbose: bool = False,
+    workers: int = 1,
+    worker_argv: Sequence[str] = (),
+    name: str = "",
 ) -> None:
     """
     C{echokit serve}: run an L{EchoService} until SIGINT or SIGTERM, then stop it.
+
+    @param workers: with more than 1, start C{workers - 1} more processes that serve
+        the same listening sockets (see L{echokit.workers}); they stop with this one.
+    @param worker_argv: the global command-line options for those processes.
+    @param name: how the summary names this process (workers say which they are).
     """
-    service = EchoService(reactor, descriptions, certs, out, policy, verbose)
+    announce = not name  # a worker shares its parent's (announced) sockets
+    service = EchoService(reactor, descriptions, certs, out, policy, verbose, announce, name)
     # The reactor installs its own handlers (stop at once) when it starts running: wait
     # for that, replace them with the graceful ones, and only then listen and announce,
     # so that a signal sent once the listeners are announced is always graceful.
@@ -302,11 +330,27 @@ async def serve_until_signalled(
     for each in (signal.SIGINT, signal.SIGTERM):
         signal.signal(each, stopping)
     service.startService()
-    await service.ready
+    listeners = await service.ready
+    children = []
+    if workers > 1:
+        from echokit.workers import spawn_workers, stop_workers
+
+        children = spawn_workers(
+            reactor, workers - 1, listeners, service.policy, certs, worker_argv
+        )
+        out.write(
+            f"{workers} worker processes share these listeners (pids: this one, "
+            f"{', '.join(str(c.pid) for c in children)})\n"
+        )
+        out.flush()
     signum = await stopping.requested
+    if children:
+        stop_workers(children)
     out.write(
         f"{signal.Signals(signum).name}: stopped accepting; letting open connections finish "
         f"for up to {service.policy.drain:g} s (a second signal exits at once)\n"
     )
     out.flush()
     await service.stopService()
+    if children:
+        await defer.DeferredList([child.ended for child in children])

@@ -1,0 +1,197 @@
+"""
+C{echokit serve --workers N}: several processes serving the same listening sockets.
+
+The first process listens as usual, then starts C{N - 1} workers and hands each of them
+its listening sockets (Twisted's C{adoptStreamPort} and C{adoptDatagramPort} pattern):
+every process accepts connections (and reads datagrams) from the same sockets, and the
+kernel spreads them between the processes. Each worker applies the same limits and
+timeouts (C{--max-connections} counts per process), drains on SIGTERM and prints its own
+summary. The workers stop when the first process does.
+
+On a 2-core machine a client on the same machine competes with the workers for the
+cores: measure scaling with a client that can drive it (see C{benchmarks/}).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ProcessExitedAlready
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from echokit.certs import CertStore
+from echokit.datagram import READ_SIZE
+from echokit.endpoints import ServerPlan, ssl_server_options
+from echokit.errors import InputError
+from echokit.grammar import parse_server
+from echokit.policy import ServerPolicy
+from echokit.serve import Listener
+
+_FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
+
+
+def worker_count(value: str) -> int:
+    """C{--workers}: a whole number of processes, or C{auto} for one per CPU."""
+    if value == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            return os.cpu_count() or 1
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise InputError(f"--workers '{value}': give a number from 1 to 256, or auto")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Inherited:
+    """A listening socket handed to a worker: its descriptor and what it serves."""
+
+    fd: int
+    family: str
+    text: str
+
+
+def inheritable(listeners: Sequence[Listener]) -> list[Inherited]:
+    """The listening sockets a worker can share, described for its command line."""
+    shared = []
+    for listener in listeners:
+        address = listener.port.getHost()
+        family = (
+            "UNIX"
+            if isinstance(address, UNIXAddress)
+            else "INET6"
+            if isinstance(address, IPv6Address)
+            else "INET"
+            if isinstance(address, IPv4Address)
+            else None
+        )
+        fileno = getattr(listener.port, "fileno", None)
+        if family is None or fileno is None:
+            continue  # e.g. a plugin's endpoint: served by the first process only
+        shared.append(Inherited(fileno(), family, listener.description))
+    return shared
+
+
+class _Worker(protocol.ProcessProtocol):
+    """One worker process; C{ended} fires when it has exited."""
+
+    def __init__(self) -> None:
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.pid = 0
+        self.process: Any = None
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+def spawn_workers(
+    reactor: Any,
+    count: int,
+    listeners: Sequence[Listener],
+    policy: ServerPolicy,
+    certs: CertStore,
+    global_argv: Sequence[str],
+) -> list[_Worker]:
+    """Start C{count} worker processes sharing C{listeners}' sockets."""
+    shared = inheritable(listeners)
+    config = json.dumps(
+        {
+            "listeners": [dataclasses.asdict(s) for s in shared],
+            "policy": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(policy).items()
+            },
+        }
+    )
+    workers = []
+    for index in range(1, count + 1):
+        worker = _Worker()
+        fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        fds.update({s.fd: s.fd for s in shared})
+        argv = [
+            sys.executable,
+            "-m",
+            "echokit",
+            *global_argv,
+            "worker",
+            "--index",
+            str(index),
+            "--cert-dir",
+            str(certs.directory),
+            config,
+        ]
+        worker.process = reactor.spawnProcess(
+            worker, sys.executable, argv, env=os.environ, childFDs=fds
+        )
+        worker.pid = worker.process.pid
+        workers.append(worker)
+    return workers
+
+
+def stop_workers(workers: Sequence[_Worker]) -> None:
+    """Ask every worker still running to stop gracefully (SIGTERM)."""
+    for worker in workers:
+        if not worker.ended.called:
+            with contextlib.suppress(ProcessExitedAlready):
+                worker.process.signalProcess("TERM")
+
+
+class AdoptedStreamEndpoint:
+    """A server "endpoint" that serves an inherited listening socket."""
+
+    def __init__(self, reactor: Any, fd: int, family: int, tls_options: Any = None) -> None:
+        self.reactor, self.fd, self.family, self.tls_options = reactor, fd, family, tls_options
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        if self.tls_options is not None:
+            factory = TLSMemoryBIOFactory(self.tls_options, False, factory)
+        return defer.execute(self.reactor.adoptStreamPort, self.fd, self.family, factory)
+
+
+class AdoptedDatagramEndpoint:
+    """A datagram "endpoint" that reads an inherited UDP socket."""
+
+    def __init__(self, reactor: Any, fd: int, family: int) -> None:
+        self.reactor, self.fd, self.family = reactor, fd, family
+
+    def listen(self, datagram_protocol: Any) -> defer.Deferred[Any]:
+        return defer.execute(
+            self.reactor.adoptDatagramPort, self.fd, self.family, datagram_protocol, READ_SIZE
+        )
+
+
+def worker_plans(
+    reactor: Any, config: str, certs: CertStore
+) -> tuple[list[ServerPlan], ServerPolicy]:
+    """Rebuild, in a worker, the plans for the sockets its parent handed over."""
+    data = json.loads(config)
+    raw = data["policy"]
+    if raw.get("client_ca"):
+        raw["client_ca"] = Path(raw["client_ca"])
+    policy = ServerPolicy(**raw)
+    client_ca = None
+    if policy.require_client_cert:
+        client_ca = policy.client_ca or certs.ca_cert
+    plans = []
+    for item in data["listeners"]:
+        spec = parse_server(item["text"])
+        family = _FAMILIES[item["family"]]
+        if spec.kind in ("udp", "udp6"):
+            endpoint: Any = AdoptedDatagramEndpoint(reactor, item["fd"], family)
+        else:
+            options = ssl_server_options(spec, certs, client_ca)[0] if spec.kind == "ssl" else None
+            endpoint = AdoptedStreamEndpoint(reactor, item["fd"], family, options)
+        plans.append(ServerPlan(spec, endpoint))
+    return plans, policy

@@ -113,8 +113,11 @@ def server_endpoint(
         options, created = ssl_server_options(spec, certs, client_ca)
         return ServerPlan(
             spec,
-            endpoints.SSL4ServerEndpoint(
-                reactor, _int(spec, "port", 0), options, backlog, _str(spec, "interface")
+            tls.TLSServerEndpoint(
+                endpoints.TCP4ServerEndpoint(
+                    reactor, _int(spec, "port", 0), backlog, _str(spec, "interface")
+                ),
+                options,
             ),
             created,
         )

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IOpenSSLClientConnectionCreator,
+    IStreamServerEndpoint,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+from zope.interface import implementer
 
 from echokit.errors import InputError
 
@@ -154,3 +161,55 @@ def client_options(
             raiseMinimumTo=MINIMUM_VERSION,
         )
     return ssl.optionsForClientTLS(hostname, trustRoot=trust_root(trust), clientCertificate=private)
+
+
+@implementer(IHalfCloseableProtocol)
+class EchoTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    The TLS layer of echokit's TLS listeners: Twisted's, with two changes for an echo.
+
+    - No write aggregation. Twisted's default (C{BufferingTLSTransport}) holds small
+      writes until the next reactor turn; when a client's close_notify arrives in the
+      same read as its last data, the held echo is dropped. Writing each echo at once
+      delivers everything written before the close_notify.
+    - TCP half-close. A client that ends with a TCP FIN but no close_notify (ncat
+      --ssl does) has sent all it will send; without L{IHalfCloseableProtocol} the
+      connection would be torn down at once, dropping the echo still on its way.
+      Here it is closed the TLS way (close_notify, then TCP) once the echo is out.
+    """
+
+    def readConnectionLost(self) -> None:
+        # Pass the half-close on: the echo protocol finishes its echo, then closes.
+        wrapped = self.wrappedProtocol
+        if IHalfCloseableProtocol.providedBy(wrapped):
+            wrapped.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        wrapped = self.wrappedProtocol
+        if IHalfCloseableProtocol.providedBy(wrapped):
+            wrapped.writeConnectionLost()
+        else:
+            self.loseConnection()
+
+
+class EchoTLSFactory(TLSMemoryBIOFactory):
+    """Wrap a server factory in TLS with L{EchoTLSProtocol}."""
+
+    protocol = EchoTLSProtocol
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    Listen with C{wrapped} (a TCP server endpoint) and speak TLS with C{options}:
+    Twisted's C{SSL4ServerEndpoint}, with L{EchoTLSFactory} as the TLS layer.
+    """
+
+    def __init__(self, wrapped: Any, options: Any) -> None:
+        self.wrapped = wrapped
+        self.options = options
+
+    def listen(self, factory: Any) -> Any:
+        return self.wrapped.listen(EchoTLSFactory(self.options, False, factory))

@@ -28,7 +28,6 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ProcessExitedAlready
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from echokit.certs import CertStore
@@ -38,6 +37,7 @@ from echokit.errors import InputError
 from echokit.grammar import parse_server
 from echokit.policy import ServerPolicy
 from echokit.serve import Listener
+from echokit.tls import EchoTLSFactory
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
@@ -156,7 +156,7 @@ class AdoptedStreamEndpoint:
 
     def listen(self, factory: Any) -> defer.Deferred[Any]:
         if self.tls_options is not None:
-            factory = TLSMemoryBIOFactory(self.tls_options, False, factory)
+            factory = EchoTLSFactory(self.tls_options, False, factory)
         return defer.execute(self.reactor.adoptStreamPort, self.fd, self.family, factory)
 
 

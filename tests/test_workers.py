@@ -1,0 +1,101 @@
+"""Tests for C{echokit serve --workers N}: processes sharing the listening sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import ECHOKIT, run_echokit
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The socket inodes a process holds open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            inodes.add(target)
+    return inodes
+
+
+def listening_inode(port: int) -> str:
+    """The inode of the TCP socket listening on 127.0.0.1:PORT (from /proc/net/tcp)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+                return f"socket:[{fields[9]}]"
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class WorkersTests:
+    def test_workers_share_the_listeners_and_all_echo(self, tmp_path: Path) -> None:
+        """
+        With --workers 2 a second process holds the very same listening socket; every
+        connection gets an exact echo; SIGTERM stops both, each printing its summary.
+        """
+        env = dict(os.environ, ECHOKIT_CERT_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+        server = subprocess.Popen(
+            [*ECHOKIT, "-q", "serve", "--workers", "2", "tcp:0:interface=127.0.0.1", "udp:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert server.stdout is not None
+        lines = [server.stdout.readline().decode() for _ in range(3)]
+        try:
+            tcp = re.search(r"tcp:host=127\.0\.0\.1:port=(\d+)", lines[0])
+            udp = re.search(r"udp:host=127\.0\.0\.1:port=(\d+)", lines[1])
+            pids = re.search(r"pids: this one, (\d+)", lines[2])
+            assert tcp and udp and pids, lines
+            port, worker = int(tcp.group(1)), int(pids.group(1))
+            deadline = time.monotonic() + 20
+            while listening_inode(port) not in socket_inodes(worker):
+                assert time.monotonic() < deadline, "the worker never held the listening socket"
+                time.sleep(0.05)
+            for i in range(100):
+                payload = os.urandom(1000 + i)
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                    conn.sendall(payload)
+                    conn.shutdown(socket.SHUT_WR)
+                    echoed = b""
+                    while chunk := conn.recv(65536):
+                        echoed += chunk
+                assert echoed == payload
+            result = run_echokit(
+                ["connect", f"udp:host=127.0.0.1:port={udp.group(1)}"], stdin=b"a\nb\n"
+            )
+            assert result.stdout == b"a\nb\n"
+        finally:
+            server.send_signal(signal.SIGTERM)
+            out, err = server.communicate(timeout=30)
+        summaries = out.decode()
+        assert server.returncode == 0, err.decode()
+        assert "summary:" in summaries
+        assert f"summary of worker 1 (pid {worker}):" in summaries
+        served = [
+            int(n)
+            for n in re.findall(r"tcp:0:interface=127\.0\.0\.1: (\d+) connections", summaries)
+        ]
+        assert len(served) == 2 and sum(served) == 100, summaries
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
+
+    def test_bad_worker_count_is_a_usage_error(self, tmp_path: Path) -> None:
+        """--workers must be a number from 1 to 256 or auto: exit 2, one line."""
+        result = run_echokit(["serve", "--workers", "many", "tcp:0"], cert_dir=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.decode().splitlines() == [
+            "echokit: error: --workers 'many': give a number from 1 to 256, or auto"
+        ]

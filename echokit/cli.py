@@ -222,7 +222,7 @@ def main(
     type=click.IntRange(min=0),
     default=ServerPolicy.udp_repeat_burst,
     show_default=True,
-    help="Identical datagrams in a row one UDP source may repeat before being limited (0: no guard).",
+    help="Repeats of its recent datagrams one UDP source may send before being limited (0: no guard).",
 )
 @click.option(
     "--udp-repeat-rate",

@@ -21,13 +21,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from echokit.errors import InputError
+
+if TYPE_CHECKING:  # imported when certificates are made: keeps `echokit --help` fast
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 CERT_DIR_ENV = "ECHOKIT_CERT_DIR"
 _VALID_DAYS = 825
@@ -127,6 +127,11 @@ class CertStore:
                 f"cannot create certificate directory '{self.directory}': {e.strerror}; "
                 f"choose another with --cert-dir or {CERT_DIR_ENV}"
             ) from None
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
         now = datetime.datetime.now(datetime.UTC)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "echokit local CA")])
@@ -208,6 +213,8 @@ def _builder(
     public_key: ec.EllipticCurvePublicKey,
     now: datetime.datetime,
 ) -> x509.CertificateBuilder:
+    from cryptography import x509
+
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -220,6 +227,8 @@ def _builder(
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -403,7 +403,7 @@ def connect(
     run(job, ctx)
 
 
-class ByteSize(click.ParamType):
+class ByteSize(click.ParamType[int]):
     """A size in bytes: 64, 1k, 64k, 1m (binary multiples)."""
 
     name = "size"
@@ -548,7 +548,7 @@ def _bench_setup(
 @click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
 @bench_options
 @click.pass_context
-def bench(ctx: click.Context, descriptions: tuple[str, ...], **kwargs: Any) -> None:
+def bench(ctx: click.Context, /, descriptions: tuple[str, ...], **kwargs: Any) -> None:
     """Measure running echo servers over the client strings given, one table.
 
     Any plain byte echo works (echokit's, socat PIPE, ncat --exec cat, inetd). For each
@@ -586,7 +586,7 @@ def bench(ctx: click.Context, descriptions: tuple[str, ...], **kwargs: Any) -> N
 @bench_options
 @click.pass_context
 def compare(
-    ctx: click.Context, transports: tuple[str, ...], server_process: bool, **kwargs: Any
+    ctx: click.Context, /, transports: tuple[str, ...], server_process: bool, **kwargs: Any
 ) -> None:
     """Start echokit's servers and measure every transport side by side.
 

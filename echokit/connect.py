@@ -143,7 +143,8 @@ async def open_datagram(
     assert isinstance(endpoint, UDPClientEndpoint)
     protocol = EchoDatagramClient(reactor, options.timeout, MAX_UDP_PAYLOAD_IPV6)
     try:
-        return await endpoint.connect(protocol)
+        connected: EchoDatagramClient = await endpoint.connect(protocol)
+        return connected
     except Exception:
         raise connect_failed(spec, Failure()) from None
 

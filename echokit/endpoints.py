@@ -196,7 +196,8 @@ def client_endpoint(
     if kind == "udp":
         return UDPClientEndpoint(reactor, host, port)
     try:
-        return endpoints.clientFromString(reactor, spec.text)
+        plugin_endpoint: IStreamClientEndpoint = endpoints.clientFromString(reactor, spec.text)
+        return plugin_endpoint
     except Exception as e:
         raise _twisted_rejected(spec, e, "client") from None
 

@@ -50,7 +50,7 @@ class LeanEPollReactor(EPollReactor):
                 return
             raise
         selectables = self._selectables
-        dispatch = self._doReadOrWrite
+        dispatch: Any = self._doReadOrWrite
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is not None:
@@ -79,7 +79,7 @@ def install(name: str) -> Any:
     from twisted.internet.main import installReactor
 
     if name == "lean":
-        reactor: Any = LeanEPollReactor()
+        reactor: Any = LeanEPollReactor()  # type: ignore[no-untyped-call]  # Twisted's __init__
         installReactor(reactor)
         return reactor
     if name == "epoll":

@@ -268,7 +268,7 @@ class EchoService(Service):
         self.ready: defer.Deferred[list[Listener]] = defer.Deferred()
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         raise_open_files_limit()
         started = defer.ensureDeferred(
             serve(
@@ -288,7 +288,7 @@ class EchoService(Service):
         return listeners
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        Service.stopService(self)
         return defer.ensureDeferred(self._drain_and_summarize())
 
     async def _drain_and_summarize(self) -> None:

@@ -83,7 +83,10 @@ def load_private_certificate(cert: Path, key: Path | None) -> ssl.PrivateCertifi
     try:
         certificate = ssl.Certificate.loadPEM(cert_pem)
         key_pair = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
-        return ssl.PrivateCertificate.fromCertificateAndKeyPair(certificate, key_pair)
+        private: ssl.PrivateCertificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+            certificate, key_pair
+        )
+        return private
     except (crypto.Error, ValueError) as e:
         raise InputError(
             f"cannot load certificate '{cert}' with key '{key or cert}': {e}; "
@@ -134,9 +137,12 @@ def server_options(
 
 def trust_root(path: Path | None) -> IOpenSSLTrustRoot:
     """The CAs in C{path} (a file or a directory), or the platform's trust store if C{None}."""
-    if path is None:
-        return ssl.platformTrust()
-    return ssl.trustRootFromCertificates(load_certificates(path))
+    root: IOpenSSLTrustRoot = (
+        ssl.platformTrust()
+        if path is None
+        else ssl.trustRootFromCertificates(load_certificates(path))
+    )
+    return root
 
 
 def client_options(
@@ -184,14 +190,14 @@ class EchoTLSProtocol(TLSMemoryBIOProtocol):
         if IHalfCloseableProtocol.providedBy(wrapped):
             wrapped.readConnectionLost()
         else:
-            self.loseConnection()
+            TLSMemoryBIOProtocol.loseConnection(self)
 
     def writeConnectionLost(self) -> None:
         wrapped = self.wrappedProtocol
         if IHalfCloseableProtocol.providedBy(wrapped):
             wrapped.writeConnectionLost()
         else:
-            self.loseConnection()
+            TLSMemoryBIOProtocol.loseConnection(self)
 
 
 class EchoTLSFactory(TLSMemoryBIOFactory):

@@ -22,9 +22,9 @@ What twistd adds, and how echokit fits it:
     - Ports are bound in C{privilegedStartService}, before twistd switches to C{--uid}
       and C{--gid}: C{twistd -u nobody -g nogroup echokit --listen tcp:7} binds port 7 as
       root, then runs as nobody.
-    - If an endpoint cannot listen (port taken, no permission), twistd exits with status
-      1 after one critical log line C{echokit: error: ...}, instead of running without
-      listeners.
+    - If an endpoint cannot listen (port taken, no permission), the process exits with
+      status 1 after one critical log line C{echokit: error: ...}, instead of running
+      without listeners (see L{TwistdEchoService._start_echo}).
     - SIGTERM or SIGINT stops accepting, drains open connections for up to C{--drain}
       seconds and writes the summary, as under C{echokit serve}; twistd then ends the
       process with the signal that stopped it (status 143 for SIGTERM, which systemd
@@ -33,6 +33,9 @@ What twistd adds, and how echokit fits it:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -254,6 +257,8 @@ class TwistdEchoService(MultiService):
     @ivar echo: the L{EchoService}, the same one C{echokit serve} runs.
     """
 
+    failed = False
+
     def __init__(self, echo: EchoService, out: TextIO) -> None:
         super().__init__()
         self.echo = echo
@@ -271,10 +276,13 @@ class TwistdEchoService(MultiService):
 
     def _start_echo(self) -> None:
         """
-        Start the echo service; if it cannot listen, exit (status 1, or 2 for bad input).
+        Start the echo service; if it cannot listen, exit 1 (2 for bad input).
 
-        Every endpoint echokit knows listens synchronously, so a failure is known as soon
-        as C{startService} returns; one that failed later would stop the reactor.
+        When the first endpoint fails, C{startService} knows at once: twistd stops
+        starting and exits with that status (a daemon's parent too). When a later one
+        fails, the listeners already started are stopped first, which takes a turn of
+        the reactor: then twistd is stopped, and the process exits with that status
+        once twistd has cleaned up (twistd itself always exits 0 after a stop).
         """
         self.echo.startService()
         outcome: list[object] = []
@@ -285,12 +293,23 @@ class TwistdEchoService(MultiService):
 
         self.echo.ready.addBoth(seen)
         if not outcome:
-            self.echo.ready.addErrback(_failed_later)
+            self.echo.ready.addErrback(self._failed_later)
         elif isinstance(outcome[0], Failure):
+            self.failed = True
             self.echo.ready.addErrback(lambda _: None)
             raise SystemExit(_startup_failed(outcome[0]))
 
+    def _failed_later(self, failure: Failure) -> None:
+        from twisted.internet import reactor
+
+        self.failed = True
+        atexit.register(_exit_with, _startup_failed(failure))
+        reactor.callWhenRunning(reactor.stop)
+
     def stopService(self) -> Any:
+        if self.failed:  # nothing listens: nothing to drain or summarize
+            Service.stopService(self)
+            return None
         if self.echo.running:
             self.out.write(
                 "stopping: stopped accepting; letting open connections finish for up to "
@@ -310,11 +329,13 @@ def _startup_failed(failure: Failure) -> int:
     return 1
 
 
-def _failed_later(failure: Failure) -> None:
-    from twisted.internet import reactor
-
-    _startup_failed(failure)
-    reactor.callWhenRunning(reactor.stop)
+def _exit_with(status: int) -> None:
+    """At interpreter exit, once twistd is done: exit with C{status} instead of 0."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(status)
 
 
 def makeService(options: Options) -> IService:

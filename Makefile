@@ -10,7 +10,7 @@ export ECHOKIT_CERT_DIR ?= $(CURDIR)/certs
 $(BIN)/echokit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 venv: $(BIN)/echokit
@@ -19,8 +19,8 @@ demo: venv
 	$(BIN)/echokit demo
 
 lint: venv
-	$(BIN)/ruff check echokit tests
-	$(BIN)/ruff format --check echokit tests
+	$(BIN)/ruff check echokit tests twisted benchmarks
+	$(BIN)/ruff format --check echokit tests twisted benchmarks
 
 typecheck: venv
 	$(BIN)/mypy

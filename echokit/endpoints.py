@@ -15,6 +15,8 @@ L{connect_string} goes the other way: the client string that reaches a listening
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,10 +129,68 @@ def server_endpoint(
             spec,
             UDPServerEndpoint(reactor, _int(spec, "port", 0), _str(spec, "interface", loopback)),
         )
+    if kind == "haproxy":
+        return _proxied(reactor, spec, certs, client_ca)
     try:
-        return ServerPlan(spec, endpoints.serverFromString(reactor, spec.text))
+        endpoint = endpoints.serverFromString(reactor, spec.text)
+    except (IndexError, KeyError) as e:
+        if kind == "systemd":
+            raise EndpointError(
+                f"'{spec.text}': no such socket passed by systemd ({type(e).__name__}: {e}); "
+                "run it from a .socket unit (LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set "
+                "for this process)"
+            ) from None
+        raise _twisted_rejected(spec, e, "server") from None
     except Exception as e:
         raise _twisted_rejected(spec, e, "server") from None
+    if isinstance(endpoint, endpoints.AdoptedStreamServerEndpoint):
+        _check_adopted(spec, endpoint.fileno, endpoint.addressFamily)
+    return ServerPlan(spec, endpoint)
+
+
+def _check_adopted(spec: EndpointSpec, fd: int, family: socket.AddressFamily) -> None:
+    """Refuse an inherited socket that is not a stream socket of the family given."""
+    try:
+        probe = socket.socket(fileno=os.dup(fd))  # finds the real family and type
+    except OSError as e:
+        raise EndpointError(f"'{spec.text}': socket {fd} is unusable: {e.strerror}") from None
+    try:
+        real_family, real_type = probe.family, probe.type
+    finally:
+        probe.close()
+    if real_type != socket.SOCK_STREAM:
+        raise EndpointError(
+            f"'{spec.text}': socket {fd} is not a stream socket (a ListenDatagram= socket?); "
+            "systemd: serves ListenStream= sockets only"
+        )
+    if real_family != family:
+        raise EndpointError(
+            f"'{spec.text}': socket {fd} is {real_family.name[3:]}, not {family.name[3:]}: "
+            f"write domain={real_family.name[3:]} (ListenStream=PORT alone is an IPv6 socket)"
+        )
+
+
+def _proxied(
+    reactor: Any, spec: EndpointSpec, certs: CertStore, client_ca: Path | None
+) -> ServerPlan:
+    """C{haproxy:ENDPOINT}: ENDPOINT (any stream server string), behind a PROXY header."""
+    from echokit.grammar import parse_server
+    from echokit.proxy import ProxyHeaderEndpoint
+
+    inner_text = spec.text.split(":", 1)[1] if ":" in spec.text else ""
+    if not inner_text:
+        raise EndpointError(
+            f"'{spec.text}' names no endpoint to wrap: write haproxy:tcp:PORT (or any "
+            "stream server string after haproxy:)"
+        )
+    inner_spec = parse_server(inner_text)
+    if inner_spec.kind in DATAGRAM_KINDS:
+        raise EndpointError(
+            f"'{spec.text}': the PROXY protocol is for streams, not {inner_spec.kind}"
+        )
+    inner = server_endpoint(reactor, inner_spec, certs, client_ca)
+    assert not isinstance(inner.endpoint, UDPServerEndpoint)
+    return ServerPlan(spec, ProxyHeaderEndpoint(inner.endpoint, reactor), inner.created_certs)
 
 
 def ssl_server_options(

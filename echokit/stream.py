@@ -138,6 +138,7 @@ class EchoServerProtocol(Protocol):
     bytes_echoed = 0
     _socket: socket.socket | None = None
     admitted = False
+    peer_finished = False
     handshake_done = False
     closed_by: str | None = None
     _last_heard = 0.0
@@ -231,6 +232,7 @@ class EchoServerProtocol(Protocol):
 
     def readConnectionLost(self) -> None:
         """The peer sent all it will send: close once the echo is flushed."""
+        self.peer_finished = True
         self.close_gracefully()
 
     def writeConnectionLost(self) -> None:
@@ -396,7 +398,8 @@ class EchoServerFactory(Factory):
                 why=protocol.closed_by or tls_failure_text(reason),
             )
             return
-        clean = reason.check(error.ConnectionDone) is not None
+        # A peer that half-closed, then closed before our close completed, is done too.
+        clean = reason.check(error.ConnectionDone) is not None or protocol.peer_finished
         if not clean:
             self.stats.errors += 1
         _log.info(

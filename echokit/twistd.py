@@ -28,7 +28,8 @@ What twistd adds, and how echokit fits it:
     - SIGTERM or SIGINT stops accepting, drains open connections for up to C{--drain}
       seconds and writes the summary, as under C{echokit serve}; twistd then ends the
       process with the signal that stopped it (status 143 for SIGTERM, which systemd
-      counts as a clean stop). A second signal does not cut the drain short.
+      counts as a clean stop). A second signal during the drain exits at once, with
+      status 128 + its number, as under C{echokit serve}.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO, cast
 
 from twisted.application.service import IService, MultiService, Service
@@ -113,7 +116,7 @@ def _number(option: str, text: str, kind: type[int] | type[float]) -> int | floa
     except ValueError:
         raise usage.UsageError(f"--{option}: '{text}' is not {what}") from None
     if not value >= 0:  # also refuses nan
-        raise usage.UsageError(f"--{option}: {text} is below 0: give {what} >= 0")
+        raise usage.UsageError(f"--{option}: {text} is not {what} >= 0")
     return value
 
 
@@ -153,7 +156,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["listen"] = []
 
     def opt_listen(self, description: str) -> None:
@@ -260,10 +263,10 @@ class TwistdEchoService(MultiService):
     failed = False
 
     def __init__(self, echo: EchoService, out: TextIO) -> None:
-        super().__init__()
+        MultiService.__init__(self)
         self.echo = echo
         self.out = out
-        echo.setServiceParent(self)
+        Service.setServiceParent(echo, self)
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
@@ -311,12 +314,13 @@ class TwistdEchoService(MultiService):
             Service.stopService(self)
             return None
         if self.echo.running:
+            _second_signal_exits()
             self.out.write(
                 "stopping: stopped accepting; letting open connections finish for up to "
-                f"{self.echo.policy.drain:g} s\n"
+                f"{self.echo.policy.drain:g} s (a second signal exits at once)\n"
             )
             self.out.flush()
-        return super().stopService()
+        return MultiService.stopService(self)
 
 
 def _startup_failed(failure: Failure) -> int:
@@ -329,8 +333,22 @@ def _startup_failed(failure: Failure) -> int:
     return 1
 
 
+def _second_signal_exits() -> None:
+    """
+    As under C{echokit serve}: once draining, SIGINT or SIGTERM exits at once (status
+    128 + the signal), instead of twistd's logging that the reactor is already stopping.
+    """
+
+    def now(signum: int, frame: FrameType | None) -> None:
+        _exit_with(128 + signum)
+
+    for each in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # only the main thread may; twistd's is
+            signal.signal(each, now)
+
+
 def _exit_with(status: int) -> None:
-    """At interpreter exit, once twistd is done: exit with C{status} instead of 0."""
+    """Flush what was written, and exit with C{status} now."""
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):
             if stream is not None:

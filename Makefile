@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Generated certificates (CA, server, client) live in ./certs for make targets.
 export ECHOKIT_CERT_DIR ?= $(CURDIR)/certs
 
-.PHONY: demo test lint typecheck unit fuzz venv clean
+.PHONY: demo test lint typecheck unit fuzz bench venv clean
 
 $(BIN)/echokit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ fuzz: venv
 	$(BIN)/python -m tests.fuzz_endpoints $(FUZZ_SECONDS)
 
 test: lint typecheck unit fuzz
+
+# Benchmarks (benchmarks/README.md): compile the native helpers into benchmarks/native/build/
+# (git-ignored), then run every section; `make bench BENCH_ARGS=--quick` for a smoke test.
+BENCH_BUILD := benchmarks/native/build
+BENCH_ARGS ?=
+
+bench: venv
+	mkdir -p $(BENCH_BUILD)
+	gcc -O2 -Wall -o $(BENCH_BUILD)/echo_server benchmarks/native/echo_server.c
+	gcc -O2 -Wall -o $(BENCH_BUILD)/pingpong benchmarks/native/pingpong.c
+	gcc -O2 -Wall -o $(BENCH_BUILD)/loadgen benchmarks/native/loadgen.c
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -79,16 +79,30 @@ class EchoDatagramServer(DatagramProtocol):
         self.verbose = verbose
         self.stats = DatagramStats()
         self._drops = EveryInterval(10.0)
+        self._sendto: Any = None
+
+    def startProtocol(self) -> None:
+        sock = getattr(self.transport, "socket", None)
+        self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if addr[1] < LOWEST_SOURCE_PORT:
             self._drop(addr, "its source port is below 1024")
             return
-        if not self.guard.allow(addr, datagram, self.clock.seconds()):
+        guard = self.guard
+        if guard.is_repeat(addr, datagram) and not guard.allow_repeat(addr, self.clock.seconds()):
             self._drop(addr, "it repeats the same datagram too often (a reflection loop?)")
             return
         try:
-            self.transport.write(datagram, addr)
+            if self._sendto is not None:
+                # Straight to the socket: Twisted's write re-checks the address on every
+                # datagram, and the address came from the kernel a moment ago.
+                self._sendto(datagram, addr)
+            else:
+                self.transport.write(datagram, addr)
+        except BlockingIOError:
+            self.stats.errors += 1  # the send buffer is full: this datagram is dropped
+            return
         except OSError as e:
             self.stats.errors += 1
             _log.warn(

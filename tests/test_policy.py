@@ -114,7 +114,8 @@ class RepeatGuardTests:
         guard = RepeatGuard(burst=1, rate=0.0, max_sources=100)
         for port in range(10_000):
             guard.allow(("h", port), b"x", 0.0)
-        assert len(guard._sources) <= 100
+        assert len(guard._recent) <= 100
+        assert len(guard._buckets) <= 100
 
 
 class EveryIntervalTests:

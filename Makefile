@@ -33,7 +33,7 @@ FUZZ_SECONDS ?= 15
 fuzz: venv
 	$(BIN)/python -m tests.fuzz_endpoints $(FUZZ_SECONDS)
 
-test: lint typecheck unit fuzz
+test: lint typecheck fuzz unit
 
 # Benchmarks (benchmarks/README.md): compile the native helpers into benchmarks/native/build/
 # (git-ignored), then run every section; `make bench BENCH_ARGS=--quick` for a smoke test.

@@ -372,6 +372,19 @@ async def _timed_phase(
         await _sleep(reactor, 0.02)
 
 
+async def _measured(
+    reactor: Any, settings: BenchSettings, progress: Progress, checkers: list[MessageChecker]
+) -> tuple[float, int]:
+    """Run a measuring phase; return its seconds and the messages echoed intact in it."""
+    base = sum(c.received for c in checkers)
+
+    def completed() -> int:
+        return sum(c.received for c in checkers) - base
+
+    elapsed = await _timed_phase(reactor, settings, progress, completed)
+    return elapsed, completed()
+
+
 async def _stream_throughput(
     reactor: Any,
     spec: EndpointSpec,
@@ -397,13 +410,7 @@ async def _stream_throughput(
         result.latency_client = "Twisted client on the reactor"
     elif settings.warmup:
         await _sleep(reactor, settings.warmup)
-    base = [loop.checker.received for loop in loops]
-
-    def completed() -> int:
-        return sum(loop.checker.received for loop in loops) - sum(base)
-
-    elapsed = await _timed_phase(reactor, settings, progress, completed)
-    messages = completed()
+    elapsed, messages = await _measured(reactor, settings, progress, [x.checker for x in loops])
     for loop in loops:
         loop.stop()
     # Let the messages still in flight come back (bounded) before closing.
@@ -474,13 +481,7 @@ async def _datagram_throughput(
     try:
         if settings.warmup:
             await _sleep(reactor, settings.warmup)
-        base = [loop.checker.received for loop in loops]
-
-        def completed() -> int:
-            return sum(loop.checker.received for loop in loops) - sum(base)
-
-        elapsed = await _timed_phase(reactor, settings, progress, completed)
-        messages = completed()
+        elapsed, messages = await _measured(reactor, settings, progress, [x.checker for x in loops])
         for loop in loops:
             loop.running = False
         await _sleep(reactor, settings.timeout)  # echoes of the last datagrams still count

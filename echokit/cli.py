@@ -22,7 +22,7 @@ from echokit import __version__
 from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.errors import EchokitError, InputError
 from echokit.grammar import EndpointSpec, parse_client, parse_server
-from echokit.policy import ServerPolicy
+from echokit.policy import LIMIT_OPTIONS, ServerPolicy
 
 Job = Callable[[Any], Coroutine[Any, Any, object]]
 
@@ -131,6 +131,20 @@ cert_dir_option = click.option(
 )
 
 
+def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """serve's limits and timeouts, from the table twistd's plugin uses too."""
+    for option, field, kind, help_text in reversed(LIMIT_OPTIONS):
+        f = click.option(
+            f"--{option}",
+            field,
+            type=click.IntRange(min=0) if kind is int else click.FloatRange(min=0),
+            default=getattr(ServerPolicy, field),
+            show_default=True,
+            help=help_text,
+        )(f)
+    return f
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="echokit")
 @click.option("-v", "--verbose", count=True, help="Log more: every message echoed, tracebacks.")
@@ -182,55 +196,7 @@ def main(
 
 @main.command()
 @click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
-@click.option(
-    "--idle-timeout",
-    type=click.FloatRange(min=0),
-    default=ServerPolicy.idle_timeout,
-    show_default=True,
-    help="Close a stream connection silent for this many seconds (0: never).",
-)
-@click.option(
-    "--handshake-timeout",
-    type=click.FloatRange(min=0),
-    default=ServerPolicy.handshake_timeout,
-    show_default=True,
-    help="Abort a TLS connection whose handshake takes longer (0: never).",
-)
-@click.option(
-    "--max-connections",
-    type=click.IntRange(min=0),
-    default=ServerPolicy.max_connections,
-    show_default=True,
-    help="Open stream connections allowed, all listeners together (0: no limit).",
-)
-@click.option(
-    "--max-per-peer",
-    type=click.IntRange(min=0),
-    default=ServerPolicy.max_per_peer,
-    show_default=True,
-    help="Open stream connections allowed from one IP address (0: no limit).",
-)
-@click.option(
-    "--drain",
-    type=click.FloatRange(min=0),
-    default=ServerPolicy.drain,
-    show_default=True,
-    help="On SIGINT/SIGTERM, seconds to let open echoes finish before closing.",
-)
-@click.option(
-    "--udp-repeat-burst",
-    type=click.IntRange(min=0),
-    default=ServerPolicy.udp_repeat_burst,
-    show_default=True,
-    help="Repeats of its recent datagrams one UDP source may send before being limited (0: no guard).",
-)
-@click.option(
-    "--udp-repeat-rate",
-    type=click.FloatRange(min=0),
-    default=ServerPolicy.udp_repeat_rate,
-    show_default=True,
-    help="Repeats per second answered once the burst is spent.",
-)
+@limit_options
 @click.option(
     "--workers",
     default="1",
@@ -252,18 +218,13 @@ def main(
 @click.pass_context
 def serve(
     ctx: click.Context,
+    /,
     descriptions: tuple[str, ...],
-    idle_timeout: float,
-    handshake_timeout: float,
-    max_connections: int,
-    max_per_peer: int,
-    drain: float,
-    udp_repeat_burst: int,
-    udp_repeat_rate: float,
     workers: str,
     require_client_cert: bool,
     client_ca: Path | None,
     cert_dir: Path | None,
+    **limits: Any,
 ) -> None:
     """Echo on every endpoint given, in one process.
 
@@ -287,17 +248,7 @@ def serve(
         fail(e)
     if client_ca is not None and not require_client_cert:
         fail(InputError("--client-ca only applies with --require-client-cert: add it"))
-    policy = ServerPolicy(
-        idle_timeout=idle_timeout,
-        handshake_timeout=handshake_timeout,
-        max_connections=max_connections,
-        max_per_peer=max_per_peer,
-        drain=drain,
-        udp_repeat_burst=udp_repeat_burst,
-        udp_repeat_rate=udp_repeat_rate,
-        require_client_cert=require_client_cert,
-        client_ca=client_ca,
-    )
+    policy = ServerPolicy(require_client_cert=require_client_cert, client_ca=client_ca, **limits)
 
     async def job(reactor: Any) -> None:
         from echokit.serve import serve_until_signalled

@@ -51,6 +51,55 @@ class ServerPolicy:
     client_ca: Path | None = None
 
 
+#: The limits C{echokit serve} and C{twistd echokit} both take as options, from one table:
+#: (option name, L{ServerPolicy} field, C{int} or C{float}, help). Each must be >= 0.
+LIMIT_OPTIONS: list[tuple[str, str, type[int] | type[float], str]] = [
+    (
+        "idle-timeout",
+        "idle_timeout",
+        float,
+        "Close a stream connection silent for this many seconds (0: never).",
+    ),
+    (
+        "handshake-timeout",
+        "handshake_timeout",
+        float,
+        "Abort a TLS connection whose handshake takes longer (0: never).",
+    ),
+    (
+        "max-connections",
+        "max_connections",
+        int,
+        "Open stream connections allowed, all listeners of a process together (0: no limit).",
+    ),
+    (
+        "max-per-peer",
+        "max_per_peer",
+        int,
+        "Open stream connections allowed from one IP address (0: no limit).",
+    ),
+    (
+        "drain",
+        "drain",
+        float,
+        "On SIGINT/SIGTERM, seconds to let open echoes finish before closing.",
+    ),
+    (
+        "udp-repeat-burst",
+        "udp_repeat_burst",
+        int,
+        "Repeats of its recent datagrams one UDP source may send before being limited "
+        "(0: no guard).",
+    ),
+    (
+        "udp-repeat-rate",
+        "udp_repeat_rate",
+        float,
+        "Repeats per second answered once the burst is spent.",
+    ),
+]
+
+
 @dataclass
 class ConnectionLimiter:
     """

@@ -51,57 +51,12 @@ from twisted.python.failure import Failure
 from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.errors import EchokitError
 from echokit.grammar import EndpointSpec
-from echokit.policy import ServerPolicy
+from echokit.policy import LIMIT_OPTIONS, ServerPolicy
 from echokit.serve import EchoService
 
 _log = Logger(namespace="echokit.serve")
 
-#: The limits: (option, ServerPolicy field, int or float, help).
-_LIMITS: list[tuple[str, str, type[int] | type[float], str]] = [
-    (
-        "idle-timeout",
-        "idle_timeout",
-        float,
-        "Close a stream connection silent for this many seconds (0: never).",
-    ),
-    (
-        "handshake-timeout",
-        "handshake_timeout",
-        float,
-        "Abort a TLS connection whose handshake takes longer (0: never).",
-    ),
-    (
-        "max-connections",
-        "max_connections",
-        int,
-        "Open stream connections allowed, all listeners together (0: no limit).",
-    ),
-    (
-        "max-per-peer",
-        "max_per_peer",
-        int,
-        "Open stream connections allowed from one IP address (0: no limit).",
-    ),
-    (
-        "drain",
-        "drain",
-        float,
-        "On SIGINT/SIGTERM, seconds to let open echoes finish before closing.",
-    ),
-    (
-        "udp-repeat-burst",
-        "udp_repeat_burst",
-        int,
-        "Identical datagrams in a row one UDP source may repeat before being limited "
-        "(0: no guard).",
-    ),
-    (
-        "udp-repeat-rate",
-        "udp_repeat_rate",
-        float,
-        "Repeats per second answered once the burst is spent.",
-    ),
-]
+_LIMITS = LIMIT_OPTIONS
 
 
 def _default(field: str) -> str:

@@ -20,14 +20,12 @@ exactly the same bytes come back; it reads while it sends.
 
 from __future__ import annotations
 
-import socket
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer, error, tcp, unix
+from twisted.internet import defer, error
 from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import (
     IAddress,
@@ -44,6 +42,12 @@ from zope.interface import implementer
 
 from echokit.echo import EchoVerifier, looks_like_tls
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
+from echokit.fastpath import (
+    SocketWriter,
+    read_in_large_chunks,
+    read_without_ancillary_data,
+    writer_for,
+)
 from echokit.policy import ConnectionLimiter, EveryInterval, ServerPolicy
 from echokit.tls import tls_failure_text
 
@@ -89,36 +93,6 @@ def describe_address(address: IAddress) -> str:
     return "unix peer" if type(address).__name__ == "UNIXAddress" else str(address)
 
 
-#: Bytes read per recv on stream connections (see L{EchoServerProtocol.connectionMade}).
-READ_SIZE = 256 * 1024
-
-
-def _plain_socket(transport: object) -> socket.socket | None:
-    """
-    The socket under a plain tcp or unix transport, for writing through; C{None} for
-    anything else (TLS, PROXY wrappers, or a Twisted whose transport looks different).
-    """
-    if not isinstance(transport, tcp.Connection):
-        return None
-    if not all(hasattr(transport, name) for name in ("dataBuffer", "_tempDataLen", "socket")):
-        return None
-    sock = transport.socket
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _read_without_ancillary_data(transport: object) -> None:
-    """
-    Let a unix-socket transport read with C{recv} rather than C{recvmsg}.
-
-    Twisted's unix transports read with C{recvmsg} so that protocols can receive file
-    descriptors; echokit never does, and C{recvmsg} costs noticeably more per read than
-    C{recv} (measured: about a tenth of the server's time at 1 KiB). Twisted's TCP read
-    is exactly that plain C{recv}, so the transport gets that method.
-    """
-    if isinstance(transport, unix.Server) and hasattr(tcp.Connection, "doRead"):
-        transport.doRead = types.MethodType(tcp.Connection.doRead, transport)  # type: ignore[method-assign]
-
-
 def peer_host(address: IAddress) -> str:
     """The peer's IP address, the key for per-peer limits (C{"unix"} for unix sockets)."""
     return str(getattr(address, "host", "unix"))
@@ -140,7 +114,7 @@ class EchoServerProtocol(Protocol):
     factory: EchoServerFactory
     transport: StreamTransport  # type: ignore[assignment]
     bytes_echoed = 0
-    _socket: socket.socket | None = None
+    _writer: SocketWriter | None = None
     admitted = False
     peer_finished = False
     handshake_done = False
@@ -163,12 +137,9 @@ class EchoServerProtocol(Protocol):
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None and not isinstance(self.transport.getHost(), UNIXAddress):
             no_delay(True)  # no Nagle stalls: an echo is a small write awaited by its peer
-        self._socket = _plain_socket(self.transport)
-        _read_without_ancillary_data(self.transport)
-        if hasattr(self.transport, "bufferSize"):
-            # Read (and buffer before pausing) 256 KiB at a time, as asyncio does, not
-            # Twisted's 64 KiB: a 1 MiB message then takes 4 reads instead of 16.
-            self.transport.bufferSize = READ_SIZE
+        self._writer = writer_for(self.transport)
+        read_without_ancillary_data(self.transport)
+        read_in_large_chunks(self.transport)
         factory.connection_opened(self, log=not factory.is_tls)
         policy = factory.policy
         if factory.is_tls and policy.handshake_timeout:
@@ -196,8 +167,8 @@ class EchoServerProtocol(Protocol):
                 transport=self.factory.transport_name,
                 peer=self.peer,
             )
-        if self._socket is not None and not self._transport_buffered():
-            self._write_through(data)
+        if self._writer is not None:
+            self._writer.write(data)
         else:
             self.transport.write(data)
         self.bytes_echoed += len(data)
@@ -211,32 +182,6 @@ class EchoServerProtocol(Protocol):
                 size=len(data),
                 peer=self.peer,
             )
-
-    def _transport_buffered(self) -> bool:
-        """Has the transport anything queued (or is it closing)? Then write through it."""
-        t: Any = self.transport
-        return bool(t.dataBuffer) or bool(t._tempDataLen) or t.disconnecting
-
-    def _write_through(self, data: bytes) -> None:
-        """
-        Send at once, as asyncio does, instead of queueing for the next reactor turn.
-
-        Twisted's C{write} only queues bytes and registers for writability, so every echo
-        costs an extra epoll registration and a loop turn (Twisted issue #5303). When
-        nothing is queued, one C{send} usually takes it all; whatever the kernel does
-        not take goes through C{transport.write} as usual, which keeps ordering,
-        backpressure and half-close exactly as they were.
-        """
-        assert self._socket is not None
-        try:
-            sent = self._socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.transport.write(data)  # let Twisted see and report the error
-            return
-        if sent < len(data):
-            self.transport.write(data[sent:])
 
     def readConnectionLost(self) -> None:
         """The peer sent all it will send: close once the echo is flushed."""

@@ -27,6 +27,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from echokit.errors import InputError
+from echokit.fastpath import SocketWriter, read_in_large_chunks, writer_for
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -178,11 +179,31 @@ class EchoTLSProtocol(TLSMemoryBIOProtocol):
       writes until the next reactor turn; when a client's close_notify arrives in the
       same read as its last data, the held echo is dropped. Writing each echo at once
       delivers everything written before the close_notify.
+    - Writing through: the ciphertext of each echo goes straight to the socket when
+      nothing is queued there, as for plain connections (L{echokit.fastpath}).
     - TCP half-close. A client that ends with a TCP FIN but no close_notify (ncat
       --ssl does) has sent all it will send; without L{IHalfCloseableProtocol} the
       connection would be torn down at once, dropping the echo still on its way.
       Here it is closed the TLS way (close_notify, then TCP) once the echo is out.
     """
+
+    _writer: SocketWriter | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        # Ciphertext goes through to the socket when nothing is queued (see fastpath).
+        self._writer = writer_for(transport)
+        read_in_large_chunks(transport)
+        TLSMemoryBIOProtocol.makeConnection(self, transport)
+
+    def _flushSendBIO(self) -> None:
+        try:
+            ciphertext = self._tlsConnection.bio_read(2**15)
+        except SSL.WantReadError:
+            return  # nothing to send
+        if self._writer is not None:
+            self._writer.write(ciphertext)
+        elif self.transport is not None:
+            self.transport.write(ciphertext)
 
     def readConnectionLost(self) -> None:
         # Pass the half-close on: the echo protocol finishes its echo, then closes.

@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from echokit.fastpath import SocketWriter
 from echokit.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
 from tests.support import ECHOKIT, echokit_server, run_echokit
@@ -56,8 +57,8 @@ class WriteThroughTests(SynchronousTestCase):
         protocol = EchoServerProtocol()
         protocol.factory = EchoServerFactory("tcp:0", "tcp", Clock())
         sock, transport = PartialSocket(limit), RecordingTransport()
-        protocol._socket = sock  # type: ignore[assignment]
         protocol.transport = transport  # type: ignore[assignment]
+        protocol._writer = SocketWriter(transport, sock)  # type: ignore[arg-type]
         return protocol, sock, transport
 
     def test_what_the_kernel_does_not_take_is_queued_in_order(self) -> None:
@@ -84,11 +85,11 @@ class WriteThroughTests(SynchronousTestCase):
 
 
 class FastPathEngagementTests(TestCase):
-    """On real sockets the fast path is on for tcp and unix, off for TLS."""
+    """On real sockets the fast path is on for tcp, unix, and under TLS."""
 
     @deferred_test
     async def test_engaged_where_it_applies(self) -> None:
-        """tcp and unix server connections write through; ssl ones do not."""
+        """tcp and unix server connections write through, and so does ssl's TLS layer."""
         session = EchoSession(self)
         listeners = await session.serve(
             "tcp:0:interface=127.0.0.1", f"unix:{self.mktemp()}.sock", "ssl:0:interface=127.0.0.1"
@@ -100,7 +101,10 @@ class FastPathEngagementTests(TestCase):
             assert isinstance(factory, EchoServerFactory)
             await eventually(lambda: bool(factory.open_protocols))  # noqa: B023
             [server_side] = list(factory.open_protocols)
-            engaged[listener.plan.spec.kind] = server_side._socket is not None
+            writer = server_side._writer
+            if listener.plan.spec.kind == "ssl":  # the TLS layer writes its ciphertext through
+                writer = server_side.transport._writer  # type: ignore[attr-defined]
+            engaged[listener.plan.spec.kind] = writer is not None
             if listener.plan.spec.kind == "unix":
                 read: Any = getattr(server_side.transport, "doRead")  # noqa: B009
                 self.assertEqual(read.__func__.__qualname__, "Connection.doRead")
@@ -109,7 +113,7 @@ class FastPathEngagementTests(TestCase):
             connection.protocol.finish()
             await connection.protocol.done
             self.assertEqual(connection.protocol.verifier.bytes_received, len(payload))
-        self.assertEqual(engaged, {"tcp": True, "unix": True, "ssl": False})
+        self.assertEqual(engaged, {"tcp": True, "unix": True, "ssl": True})
 
 
 class ReactorChoiceTests:

@@ -116,6 +116,20 @@ def _global_argv(ctx: click.Context) -> list[str]:
     return argv
 
 
+def _client_certificate(store: CertStore, wanted: bool) -> tuple[Path, Path | None] | None:
+    """echokit's client certificate and key, if C{--client-cert} asked for them."""
+    if not wanted:
+        return None
+    if not store.client_cert.is_file():
+        fail(
+            InputError(
+                f"--client-cert: no client certificate in {store.directory}: "
+                "run `echokit certs` first"
+            )
+        )
+    return (store.client_cert, store.client_key)
+
+
 def _level(ctx: click.Context, default: str) -> str:
     verbosity = ctx.obj["verbosity"]
     if verbosity < 0:
@@ -318,17 +332,7 @@ def connect(
 
     spec = _checked(parse_client, description, "client")
     store = _cert_store(cert_dir)
-    certificate = None
-    if client_cert:
-        if not store.client_cert.is_file():
-            fail(
-                InputError(
-                    f"--client-cert: no client certificate in {store.directory}: "
-                    "run `echokit certs` first"
-                )
-            )
-        certificate = (store.client_cert, store.client_key)
-    options = ClientOptions(store, insecure, certificate, timeout)
+    options = ClientOptions(store, insecure, _client_certificate(store, client_cert), timeout)
     if insecure and spec.kind in ("ssl", "tls"):
         click.echo(
             "echokit: warning: --insecure: the server's certificate is NOT verified", err=True
@@ -476,17 +480,14 @@ def _bench_setup(
         fail(e)
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         fail(InputError(f"--plot writes .png or .svg files, not '{plot.name}'"))
-    store = _cert_store(cert_dir)
-    certificate = None
-    if client_cert:
-        if not store.client_cert.is_file():
+    for flag, path in (("--save", save), ("--plot", plot)):
+        # Checked now, so that a long run is not measured for nothing.
+        if path is not None and not os.access(path.absolute().parent, os.W_OK):
             fail(
-                InputError(
-                    f"--client-cert: no client certificate in {store.directory}: run `echokit certs` first"
-                )
+                InputError(f"{flag}: cannot write '{path}': its directory is missing or read-only")
             )
-        certificate = (store.client_cert, store.client_key)
-    options = ClientOptions(store, insecure, certificate, timeout)
+    store = _cert_store(cert_dir)
+    options = ClientOptions(store, insecure, _client_certificate(store, client_cert), timeout)
     if insecure:
         click.echo(
             "echokit: warning: --insecure: TLS servers' certificates are NOT verified", err=True

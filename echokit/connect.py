@@ -306,8 +306,11 @@ class _Lines:
         self._wake()
 
     def _wake(self) -> None:
-        while self.wake:
-            self.wake.pop().callback(None)
+        # Take the waiters first: a woken reader that finds no complete line yet adds
+        # a new waiter, which must wait for more input, not be woken again at once.
+        waiters, self.wake = self.wake, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     async def next(self) -> bytes | None:
         while not self.pending:

@@ -131,11 +131,6 @@ class DatagramLedger:
     _waiting: bytes | None = field(default=None, repr=False)
 
     @property
-    def sent_count(self) -> int:
-        """How many datagrams were sent and settled (answered or lost), plus one in flight."""
-        return self.answered + self.lost + (self._waiting is not None)
-
-    @property
     def waiting(self) -> bool:
         """C{True} while a datagram is in flight."""
         return self._waiting is not None

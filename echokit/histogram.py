@@ -65,17 +65,6 @@ class LatencyHistogram:
         for value in values:
             self.record(value)
 
-    def merge(self, other: LatencyHistogram) -> None:
-        """Add every value counted by C{other} (of the same precision)."""
-        assert other.precision_bits == self.precision_bits
-        for index, n in other._counts.items():
-            self._counts[index] = self._counts.get(index, 0) + n
-        if other.count:
-            self.min = other.min if self.count == 0 else min(self.min, other.min)
-            self.max = max(self.max, other.max)
-        self.count += other.count
-        self.total += other.total
-
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0

@@ -107,7 +107,8 @@ def render_table(results: Sequence[EndpointResult]) -> str:
                 f"{r.lost}/{r.duplicated}/{r.reordered}/{r.corrupted}",
             )
         )
-    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(len(header))]
+    measured = [row for row in rows if not row[1].startswith("error: ")]
+    widths = [max(len(row[i]) for row in measured) for i in range(len(header))]
     lines = []
     for row in rows:
         if row[1].startswith("error: "):

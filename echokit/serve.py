@@ -183,8 +183,9 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 @dataclass
 class _Stopping:
-    """Signals seen so far, and a Deferred that fires on the first."""
+    """Signals seen so far, and a Deferred that fires (on C{reactor}) on the first."""
 
+    reactor: Any
     requested: defer.Deferred[int] = field(default_factory=defer.Deferred)
     count: int = 0
 
@@ -192,9 +193,7 @@ class _Stopping:
         self.count += 1
         if self.count > 1:
             os._exit(128 + signum)  # a second signal: exit at once, as promised
-        from twisted.internet import reactor
-
-        reactor.callFromThread(self.requested.callback, signum)  # type: ignore[attr-defined]
+        self.reactor.callFromThread(self.requested.callback, signum)
 
 
 async def serve(
@@ -326,7 +325,7 @@ async def serve_until_signalled(
     # for that, replace them with the graceful ones, and only then listen and announce,
     # so that a signal sent once the listeners are announced is always graceful.
     await task.deferLater(reactor, 0, lambda: None)
-    stopping = _Stopping()
+    stopping = _Stopping(reactor)
     for each in (signal.SIGINT, signal.SIGTERM):
         signal.signal(each, stopping)
     service.startService()

@@ -56,8 +56,6 @@ from echokit.serve import EchoService
 
 _log = Logger(namespace="echokit.serve")
 
-_LIMITS = LIMIT_OPTIONS
-
 
 def _default(field: str) -> str:
     value = getattr(ServerPolicy, field)
@@ -94,7 +92,7 @@ class Options(usage.Options):
         ["verbose", "v", "Log every message echoed, not only connections."],
     ]
     optParameters = [
-        [option, None, _default(field), help_text] for option, field, _, help_text in _LIMITS
+        [option, None, _default(field), help_text] for option, field, _, help_text in LIMIT_OPTIONS
     ] + [
         [
             "client-ca",
@@ -139,7 +137,7 @@ class Options(usage.Options):
                 "give at least one --listen DESCRIPTION, e.g. --listen tcp:16000"
             )
         limits: dict[str, Any] = {
-            field: _number(option, self[option], kind) for option, field, kind, _ in _LIMITS
+            field: _number(option, self[option], kind) for option, field, kind, _ in LIMIT_OPTIONS
         }
         client_ca = Path(self["client-ca"]) if self["client-ca"] else None
         require = bool(self["require-client-cert"])
@@ -258,10 +256,9 @@ class TwistdEchoService(MultiService):
             raise SystemExit(_startup_failed(outcome[0]))
 
     def _failed_later(self, failure: Failure) -> None:
-        from twisted.internet import reactor
-
         self.failed = True
         atexit.register(_exit_with, _startup_failed(failure))
+        reactor = self.echo.reactor
         reactor.callWhenRunning(reactor.stop)
 
     def stopService(self) -> Any:
@@ -313,6 +310,8 @@ def _exit_with(status: int) -> None:
 
 def makeService(options: Options) -> IService:
     """Build C{twistd echokit}'s service: L{EchoService} under L{TwistdEchoService}."""
+    # The one place besides echokit.cli that takes the global reactor: twistd has
+    # installed and will run it, and a service maker receives no reactor argument.
     from twisted.internet import reactor
 
     out = announcement_stream(options)

@@ -724,3 +724,24 @@ class InteractiveTests:
         assert b"Traceback" not in stderr
         assert stderr == b""
         assert f"connected to {target}".encode() in seen
+
+
+class PartialLineTests:
+    """Input that ends (or pauses) in the middle of a line is handled, never spun on."""
+
+    def test_udp_pipe_last_line_without_newline(self, tmp_path: Path) -> None:
+        """printf abc | connect udp: sends 'abc' as one datagram and exits 0 (no hang)."""
+        with echokit_server(["udp:0"], tmp_path) as server:
+            result = run_echokit(["connect", server.connect_strings[0]], stdin=b"abc", timeout=20)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"abc"
+
+    def test_udp_pipe_lines_split_across_reads(self, tmp_path: Path) -> None:
+        """Long lines arriving in several reads are still one datagram each."""
+        lines = [os.urandom(20_000).replace(b"\n", b"x") + b"\n" for _ in range(5)]
+        with echokit_server(["udp:0"], tmp_path) as server:
+            result = run_echokit(
+                ["connect", server.connect_strings[0]], stdin=b"".join(lines), timeout=30
+            )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"".join(lines)

@@ -20,7 +20,8 @@ these fields, all always present (C{null} where not measured):
     latency_client        which client measured latency
     messages_per_s        throughput: echoed messages per second
     mb_per_s              throughput: echoed megabytes (10^6 bytes) per second
-    sent, received        messages sent, and echoed intact
+    sent, received        messages sent, and echoed intact, over the whole run (latency
+                          phase, warm-up and throughput phase)
     lost, duplicated,     messages that never came back, came back twice, came back
     reordered, corrupted  out of order, or came back damaged
     error                 why the endpoint could not be measured (null if it was)

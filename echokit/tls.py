@@ -173,7 +173,7 @@ def client_options(
 @implementer(IHalfCloseableProtocol)
 class EchoTLSProtocol(TLSMemoryBIOProtocol):
     """
-    The TLS layer of echokit's TLS listeners: Twisted's, with two changes for an echo.
+    The TLS layer of echokit's TLS listeners: Twisted's, with three changes for an echo.
 
     - No write aggregation. Twisted's default (C{BufferingTLSTransport}) holds small
       writes until the next reactor turn; when a client's close_notify arrives in the

@@ -16,7 +16,7 @@ the connection fails; the CLI turns that into a message and an exit status.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -188,16 +188,41 @@ async def send_messages(
             out.write(_rtt_line(result.echo, result.rtt))
             out.flush()
         return
+    remaining = count
+
+    async def next_message() -> bytes | None:
+        nonlocal remaining
+        remaining -= 1
+        return message if remaining >= 0 else None
+
+    def show(line: bytes) -> None:
+        out.write(line)
+        out.flush()
+
+    await _round_trips(reactor, spec, options, next_message, show, "the message")
+
+
+async def _round_trips(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    next_message: Callable[[], Awaitable[bytes | None]],
+    show: Callable[[bytes], object],
+    what: str,
+) -> None:
+    """
+    Over a stream: send each message C{next_message} gives (until C{None}), one at a
+    time, and C{show} its echo with the round-trip time; then half-close and wait.
+    """
     echoed: list[bytes] = []
     connection = await open_stream(reactor, spec, options, echoed.append)
     protocol = connection.protocol
     try:
-        for _ in range(count):
+        while (message := await next_message()) is not None:
             started = reactor.seconds()
             protocol.send(message)
-            await _echoed_within(reactor, protocol, options.timeout, "the message")
-            out.write(_rtt_line(b"".join(echoed), reactor.seconds() - started))
-            out.flush()
+            await _echoed_within(reactor, protocol, options.timeout, what)
+            show(_rtt_line(b"".join(echoed), reactor.seconds() - started))
             echoed.clear()
         protocol.finish()
         await protocol.done
@@ -364,21 +389,6 @@ async def interactive(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
                 else:
                     stdio.write(_rtt_line(result.echo, result.rtt))
             return
-        echoed: list[bytes] = []
-        connection = await open_stream(reactor, spec, options, echoed.append)
-        protocol = connection.protocol
-        try:
-            while (line := await lines.next()) is not None:
-                started = reactor.seconds()
-                protocol.send(line)
-                await _echoed_within(reactor, protocol, options.timeout, "the line")
-                stdio.write(_rtt_line(b"".join(echoed), reactor.seconds() - started))
-                echoed.clear()
-            protocol.finish()
-            await protocol.done
-        finally:
-            protocol.done.addErrback(lambda _: None)  # its failure, if any, was raised already
-            protocol.transport.loseConnection()
-            await protocol.closed
+        await _round_trips(reactor, spec, options, lines.next, stdio.write, "the line")
     finally:
         await _close_stdio(stdio, bridge)

@@ -674,7 +674,17 @@ class ConnectTests:
 class InteractiveTests:
     """At a terminal, connect sends each typed line and shows its round-trip time."""
 
-    def test_type_a_line_then_ctrl_d(self, servers: Servers) -> None:
+    @pytest.mark.parametrize(
+        ("typed", "echo"),
+        [
+            (b"hello\n", rb"hello  \((\d+\.\d{3}) ms\)\r?\n"),
+            # A line ended by Ctrl-D rather than Enter arrives without its newline: it is
+            # sent when the terminal ends (and must not make the client spin meanwhile).
+            (b"abc\x04", rb"abc  \((\d+\.\d{3}) ms\)\r?\n"),
+        ],
+        ids=["line", "unterminated"],
+    )
+    def test_type_a_line_then_ctrl_d(self, servers: Servers, typed: bytes, echo: bytes) -> None:
         """A typed line comes back with '(N ms)'; Ctrl-D ends the session with status 0."""
         master, slave = pty.openpty()
         env = dict(os.environ, ECHOKIT_CERT_DIR=str(servers.cert_dir))
@@ -707,10 +717,15 @@ class InteractiveTests:
 
         try:
             read_until(rb"connected to .*Ctrl-D to quit")
-            os.write(master, b"hello\n")
-            match = read_until(rb"hello  \((\d+\.\d{3}) ms\)\r?\n")
+            os.write(master, typed)
+            if typed.endswith(b"\n"):
+                match = read_until(echo)
+                os.write(master, b"\x04")
+            else:
+                time.sleep(0.3)
+                os.write(master, b"\x04")
+                match = read_until(echo)
             assert float(match[1]) >= 0
-            os.write(master, b"\x04")
             status = process.wait(timeout=15)
         finally:
             if process.poll() is None:

@@ -13,11 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -125,3 +127,43 @@ def echokit_server(
 def port_of(connect_string: str) -> int:
     """The port number in a C{...:port=N} connect string."""
     return int(connect_string.rsplit("port=", 1)[1])
+
+
+class CollectedProcess:
+    """
+    A child process whose stdout and stderr are collected line by line.
+
+    Reader threads keep both pipes drained (a busy server logs thousands of lines);
+    L{wait_for} waits, bounded, for a condition on what was read so far.
+    """
+
+    def __init__(self, argv: Sequence[str], **popen: Any) -> None:
+        self.argv = list(argv)
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **popen,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._changed = threading.Condition()
+        self._open_streams = 2
+        assert self.process.stdout is not None and self.process.stderr is not None
+        for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True).start()
+
+    def _read(self, stream: IO[bytes], lines: list[str]) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._changed:
+                lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._open_streams -= 1
+            self._changed.notify_all()
+
+    def wait_for(self, condition: Callable[[], bool], seconds: float) -> bool:
+        """Wait up to C{seconds} for C{condition()}; say whether it held."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout=seconds)

@@ -29,15 +29,14 @@ import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 import pytest
 from twisted.python import usage
 
 from echokit.policy import ServerPolicy
-from tests.support import ECHOKIT, port_of
+from tests.support import ECHOKIT, CollectedProcess, port_of
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -67,13 +66,8 @@ PROXY_V2 = proxy_v2("192.0.2.20", "198.51.100.1", 50000, 443)
 # --- child processes ---------------------------------------------------------------
 
 
-class Child:
-    """
-    A server child process, its stdout and stderr collected line by line.
-
-    Reader threads keep both pipes drained; L{wait_for} waits, bounded, for a condition
-    on what was read so far.
-    """
+class Child(CollectedProcess):
+    """A server child process, its stdout and stderr collected line by line."""
 
     def __init__(
         self,
@@ -82,37 +76,7 @@ class Child:
         env: Mapping[str, str],
         pass_fds: Sequence[int] = (),
     ) -> None:
-        self.argv = list(argv)
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._changed = threading.Condition()
-        self._open_streams = 2
-        assert self.process.stdout is not None and self.process.stderr is not None
-        for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err)):
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True).start()
-
-    def _read(self, stream: IO[bytes], lines: list[str]) -> None:
-        for raw in iter(stream.readline, b""):
-            with self._changed:
-                lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._open_streams -= 1
-            self._changed.notify_all()
-
-    def wait_for(self, condition: Callable[[], bool], seconds: float) -> bool:
-        """Wait up to C{seconds} for C{condition()}; say whether it held."""
-        with self._changed:
-            return self._changed.wait_for(condition, timeout=seconds)
+        super().__init__(argv, cwd=cwd, env=dict(env), pass_fds=tuple(pass_fds))
 
     def text(self) -> str:
         """Everything read so far, stdout then stderr."""

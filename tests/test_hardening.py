@@ -31,12 +31,10 @@ import stat
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 import pytest
 from twisted.internet import reactor, task
@@ -49,7 +47,7 @@ from echokit.datagram import EchoDatagramServer
 from echokit.policy import ServerPolicy
 from echokit.stream import EchoServerFactory
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually
-from tests.support import ECHOKIT, port_of
+from tests.support import ECHOKIT, CollectedProcess, port_of
 
 LOOPBACK = "127.0.0.1"
 TCP = "tcp:0:interface=127.0.0.1"
@@ -67,13 +65,8 @@ def report(test: str, **figures: object) -> None:
 # --- a real `echokit serve` child ---------------------------------------------------
 
 
-class Server:
-    """
-    An C{echokit serve DESCRIPTIONS FLAGS} child, its output collected line by line.
-
-    Reader threads keep both pipes drained (thousands of connections log thousands of
-    lines); L{wait_for} waits, bounded, for a condition on what was read so far.
-    """
+class Server(CollectedProcess):
+    """An C{echokit serve DESCRIPTIONS FLAGS} child, its output collected line by line."""
 
     def __init__(
         self,
@@ -82,45 +75,13 @@ class Server:
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         env = dict(os.environ, ECHOKIT_CERT_DIR=str(cert_store().directory), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [*ECHOKIT, "serve", *descriptions, *flags],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            preexec_fn=preexec_fn,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._changed = threading.Condition()
-        self._open_streams = 2
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err))
-        ]
-        for reader in self._readers:
-            reader.start()
+        super().__init__([*ECHOKIT, "serve", *descriptions, *flags], env=env, preexec_fn=preexec_fn)
         announced = self.wait_for(
             lambda: len(self.announcements) >= len(descriptions) or not self._open_streams, 30
         )
         if not announced or len(self.announcements) < len(descriptions):
             self.close()
             raise AssertionError(f"echokit serve did not announce its listeners: {self.err_text()}")
-
-    def _read(self, stream: IO[bytes], lines: list[str]) -> None:
-        for raw in iter(stream.readline, b""):
-            with self._changed:
-                lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._open_streams -= 1
-            self._changed.notify_all()
-
-    def wait_for(self, condition: Callable[[], bool], seconds: float) -> bool:
-        """Wait up to C{seconds} for C{condition()}; say whether it held."""
-        with self._changed:
-            return self._changed.wait_for(condition, timeout=seconds)
 
     @property
     def announcements(self) -> list[str]:
@@ -1173,11 +1134,11 @@ def _readable(sock: socket.socket) -> bool:
 
 
 class UDPReflectionTests(TestCase):
-    @deferred_test
-    async def test_one_spoofed_datagram_does_not_loop_forever(self) -> None:
+    async def bounce(self, *spoofed: bytes) -> tuple[int, int, int]:
         """
-        Two UDP echo servers aimed at each other by one spoofed datagram stop bouncing
-        it: fewer than 100 echoes in all, and no more after the first second.
+        Start two UDP servers A and B, make A act on C{spoofed} datagrams "from" B (so A
+        sends each to B from its own port and they bounce), and count the echoes after
+        1 s and after 1.3 s, and the datagrams dropped.
         """
         session = EchoSession(self)
         a, b = await session.serve("udp:0", "udp:0")
@@ -1185,12 +1146,21 @@ class UDPReflectionTests(TestCase):
         assert isinstance(b.server, EchoDatagramServer)
         servers = (a.server, b.server)
         b_address = (LOOPBACK, b.port.getHost().port)  # type: ignore[attr-defined]
-        a.server.datagramReceived(b"spoof", b_address)
+        for datagram in spoofed:
+            a.server.datagramReceived(datagram, b_address)
         await task.deferLater(reactor, 1.0, lambda: None)
         first = sum(s.stats.datagrams for s in servers)
         await task.deferLater(reactor, 0.3, lambda: None)
         second = sum(s.stats.datagrams for s in servers)
-        dropped = sum(s.stats.dropped for s in servers)
+        return first, second, sum(s.stats.dropped for s in servers)
+
+    @deferred_test
+    async def test_one_spoofed_datagram_does_not_loop_forever(self) -> None:
+        """
+        Two UDP echo servers aimed at each other by one spoofed datagram stop bouncing
+        it: fewer than 100 echoes in all, and no more after the first second.
+        """
+        first, second, dropped = await self.bounce(b"spoof")
         report("UDP reflection", echoes_after_1s=first, echoes_after_1_3s=second, dropped=dropped)
         self.assertLess(second, 100)
         self.assertEqual(first, second)
@@ -1202,18 +1172,7 @@ class UDPReflectionTests(TestCase):
         Two distinct spoofed datagrams aimed at a pair of UDP echo servers stop bouncing
         too: fewer than 1000 echoes in all, and no more after the first second.
         """
-        session = EchoSession(self)
-        a, b = await session.serve("udp:0", "udp:0")
-        assert isinstance(a.server, EchoDatagramServer)
-        assert isinstance(b.server, EchoDatagramServer)
-        servers = (a.server, b.server)
-        b_address = (LOOPBACK, b.port.getHost().port)  # type: ignore[attr-defined]
-        a.server.datagramReceived(b"spoof one", b_address)
-        a.server.datagramReceived(b"spoof two", b_address)
-        await task.deferLater(reactor, 1.0, lambda: None)
-        first = sum(s.stats.datagrams for s in servers)
-        await task.deferLater(reactor, 0.3, lambda: None)
-        second = sum(s.stats.datagrams for s in servers)
+        first, second, _ = await self.bounce(b"spoof one", b"spoof two")
         report("UDP reflection, two datagrams", echoes_after_1s=first, after_1_3s=second)
         self.assertLess(second, 1000)
         self.assertEqual(first, second)

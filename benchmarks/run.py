@@ -639,6 +639,27 @@ def honest(settings: Settings, report: Report, workdir: Path) -> None:
 def make_servers(workdir: Path, certs: Path, with_uvloop: bool) -> list[Server]:
     """echokit serve, asyncio (and uvloop), native: each on tcp, unix and udp (+TLS)."""
     key, cert = str(certs / "server.key"), str(certs / "server.pem")
+
+    def asyncio_argv(unix_name: str, *extra: str) -> list[str]:
+        """The reference asyncio server on every transport (uvloop's with --uvloop)."""
+        return [
+            PYTHON,
+            str(ASYNCIO_SERVER),
+            *extra,
+            "--tcp",
+            "127.0.0.1:0",
+            "--unix",
+            str(workdir / unix_name),
+            "--udp",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ]
+
     servers = [
         Server(
             "echokit serve",
@@ -656,52 +677,11 @@ def make_servers(workdir: Path, certs: Path, with_uvloop: bool) -> list[Server]:
             4,
             workdir,
         ),
-        Server(
-            "asyncio",
-            [
-                PYTHON,
-                str(ASYNCIO_SERVER),
-                "--tcp",
-                "127.0.0.1:0",
-                "--unix",
-                str(workdir / "asyncio.sock"),
-                "--udp",
-                "127.0.0.1:0",
-                "--tls",
-                "127.0.0.1:0",
-                "--cert",
-                cert,
-                "--key",
-                key,
-            ],
-            4,
-            workdir,
-        ),
+        Server("asyncio", asyncio_argv("asyncio.sock"), 4, workdir),
     ]
     if with_uvloop:
         servers.append(
-            Server(
-                "asyncio+uvloop",
-                [
-                    PYTHON,
-                    str(ASYNCIO_SERVER),
-                    "--uvloop",
-                    "--tcp",
-                    "127.0.0.1:0",
-                    "--unix",
-                    str(workdir / "uvloop.sock"),
-                    "--udp",
-                    "127.0.0.1:0",
-                    "--tls",
-                    "127.0.0.1:0",
-                    "--cert",
-                    cert,
-                    "--key",
-                    key,
-                ],
-                4,
-                workdir,
-            )
+            Server("asyncio+uvloop", asyncio_argv("uvloop.sock", "--uvloop"), 4, workdir)
         )
     servers.append(
         Server(

@@ -36,15 +36,21 @@ fuzz: venv
 test: lint typecheck fuzz unit
 
 # Benchmarks (benchmarks/README.md): compile the native helpers into benchmarks/native/build/
-# (git-ignored), then run every section; `make bench BENCH_ARGS=--quick` for a smoke test.
+# (git-ignored; loadgen's TLS needs OpenSSL's headers, installed here if missing), add uvloop
+# for the asyncio+uvloop reference server, then run every section;
+# `make bench BENCH_ARGS=--quick` for a smoke test.
 BENCH_BUILD := benchmarks/native/build
 BENCH_ARGS ?=
 
 bench: venv
+	@test -f /usr/include/openssl/ssl.h || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libssl-dev; } || \
+		{ echo "make bench: OpenSSL headers missing: install libssl-dev (Debian/Ubuntu)" >&2; exit 2; }
+	$(BIN)/pip install --quiet 'uvloop>=0.19'
 	mkdir -p $(BENCH_BUILD)
 	gcc -O2 -Wall -o $(BENCH_BUILD)/echo_server benchmarks/native/echo_server.c
 	gcc -O2 -Wall -o $(BENCH_BUILD)/pingpong benchmarks/native/pingpong.c
-	gcc -O2 -Wall -o $(BENCH_BUILD)/loadgen benchmarks/native/loadgen.c
+	gcc -O2 -Wall -o $(BENCH_BUILD)/loadgen benchmarks/native/loadgen.c -lssl -lcrypto
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:

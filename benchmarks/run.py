@@ -13,7 +13,7 @@ C{benchmarks/native/build/} (this script builds nothing). Three sections:
     servers  C{echokit serve} (default flags), asyncio's echo server (and on uvloop, if
              importable) and the native echo server, all driven by the same native
              loadgen (10 connections, 1 KiB, 64 KiB, 1 MiB, tcp and unix; udp at 1 KiB),
-             TLS through one Python client (tls_load.py) at 1 KiB and 100 KiB, and
+             TLS (loadgen --tls, OpenSSL) at 1 KiB and 100 KiB, and
              latency with one message in flight (pingpong, 64 B, tcp and unix)
     extras   server memory per idle TCP connection, and C{echokit --help} start-up time
 
@@ -53,7 +53,6 @@ ECHO_SERVER = BUILD / "echo_server"
 PINGPONG = BUILD / "pingpong"
 LOADGEN = BUILD / "loadgen"
 ASYNCIO_SERVER = HERE / "servers" / "asyncio_echo.py"
-TLS_LOAD = HERE / "tls_load.py"
 PYTHON = sys.executable
 
 KIB = 1024
@@ -884,27 +883,9 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
         ]
 
     def tls_load(address: str, size: int) -> list[str]:
-        host, port = address.rsplit(":", 1)
-        return [
-            PYTHON,
-            str(TLS_LOAD),
-            "--host",
-            host,
-            "--port",
-            port,
-            "--hostname",
-            "localhost",
-            "--ca",
-            str(certs / "ca.pem"),
-            "--connections",
-            str(conns),
-            "--size",
-            str(size),
-            "--duration",
-            f"{seconds:g}",
-            "--warmup",
-            f"{warmup:g}",
-        ]
+        """loadgen over TLS, verifying the server against the bench's own CA."""
+        ca = str(certs / "ca.pem")
+        return [*loadgen("tls", address, size), "--ca", ca, "--hostname", "localhost"]
 
     retries = {"runs": 0, "seconds": 0.0}
 
@@ -1035,9 +1016,8 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
         }
     )
     say(
-        f"\nTLS: one Python asyncio client (tls_load.py) for every server, {conns} connections; "
-        "same certificate (echokit certs).\nThe client is Python: compare these servers with "
-        "each other, not with the plaintext rows."
+        f"\nTLS: native loadgen --tls (OpenSSL, verifies the server), {conns} connections, one "
+        "message in flight each; same certificate (echokit certs) for every server."
     )
     say(f"client: {example['tls']}")
     for line in versions:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from echokit.certs import CertStore
 from echokit.datagram import UDPClientEndpoint, UDPServerEndpoint
 from echokit.errors import EndpointError
 from echokit.grammar import EndpointSpec, escape
+from echokit.tlslayer import TLSServerEndpoint
 
 #: Transports whose connections are TLS.
 TLS_KINDS = frozenset({"ssl", "tls"})
@@ -112,14 +114,14 @@ def server_endpoint(
             ),
         )
     if kind == "ssl":
-        options, created = ssl_server_options(spec, certs, client_ca)
+        context, created = ssl_server_context(spec, certs, client_ca)
         return ServerPlan(
             spec,
-            tls.TLSServerEndpoint(
+            TLSServerEndpoint(
                 endpoints.TCP4ServerEndpoint(
                     reactor, _int(spec, "port", 0), backlog, _str(spec, "interface")
                 ),
-                options,
+                context,
             ),
             created,
         )
@@ -193,9 +195,9 @@ def _proxied(
     return ServerPlan(spec, ProxyHeaderEndpoint(inner.endpoint, reactor), inner.created_certs)
 
 
-def ssl_server_options(
+def ssl_server_context(
     spec: EndpointSpec, certs: CertStore, client_ca: Path | None = None
-) -> tuple[Any, Path | None]:
+) -> tuple[ssl.SSLContext, Path | None]:
     """
     The TLS settings of an C{ssl:} server string, and where certificates were generated
     for it (echokit's own, when the string names no key), if they were.
@@ -210,10 +212,10 @@ def ssl_server_options(
         # Twisted's convention: privateKey alone names a file holding key and certificate.
         cert = key
     assert cert is not None
-    options = tls.server_options(
+    context = tls.server_context(
         cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca
     )
-    return options, created
+    return context, created
 
 
 def client_endpoint(

@@ -96,7 +96,7 @@ def install(name: str) -> Any:
                 raise ReactorUnavailable(
                     "--reactor uvloop needs uvloop: pip install uvloop"
                 ) from None
-            loop = uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         else:
             loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)

@@ -300,9 +300,8 @@ class EchoServerFactory(Factory):
             )
 
     def handshake_completed(self, protocol: EchoServerProtocol) -> None:
-        handle = getattr(protocol.transport, "getHandle", lambda: None)()
-        version = handle.get_protocol_version_name() if handle is not None else "TLS"
-        cipher = handle.get_cipher_name() if handle is not None else "?"
+        negotiated = getattr(protocol.transport, "negotiated", None)  # echokit.tlslayer's
+        version, cipher = negotiated() if negotiated is not None else ("TLS", "?")
         _log.info(
             "{transport} connection from {peer} opened on {listener} ({version}, {cipher})",
             transport=self.transport_name,

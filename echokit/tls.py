@@ -1,7 +1,8 @@
 """
 TLS settings for echokit's servers and clients, in one place.
 
-Servers speak TLS 1.2 or newer. Clients verify the server's certificate chain and its
+Servers speak TLS 1.2 or newer, through the standard library's C{ssl} (L{server_context},
+used by L{echokit.tlslayer}); clients through Twisted's TLS on pyOpenSSL. Clients verify the server's certificate chain and its
 name (DNS name or IP address) against a trust root by default: echokit's own CA if its
 certificate directory has one, else the platform's trust store; C{trustRoots=} (tls) or
 C{caCertsDir=} (ssl) replace that default. C{--insecure} is the only way to skip it.
@@ -10,24 +11,17 @@ C{caCertsDir=} (ssl) replace that default. C{--insecure} is the only way to skip
 from __future__ import annotations
 
 import re
+import ssl as stdlib_ssl
+import tempfile
 from pathlib import Path
-from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.interfaces import (
-    IHalfCloseableProtocol,
-    IOpenSSLClientConnectionCreator,
-    IStreamServerEndpoint,
-)
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
-from twisted.python.filepath import FilePath
-from zope.interface import implementer
 
 from echokit.errors import InputError
-from echokit.fastpath import SocketWriter, read_in_large_chunks, writer_for
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -42,10 +36,14 @@ def _read(path: Path, what: str) -> bytes:
 
 def tls_failure_text(reason: Failure) -> str:
     """
-    OpenSSL's reasons for a failed TLS connection, in a few words.
+    OpenSSL's reasons for a failed TLS connection, in a few words, whichever TLS
+    library reported them (pyOpenSSL's C{SSL.Error} or the stdlib's C{ssl.SSLError}).
 
         >>> from OpenSSL import SSL
         >>> tls_failure_text(Failure(SSL.Error([("SSL routines", "", "wrong version number")])))
+        'wrong version number'
+        >>> import ssl
+        >>> tls_failure_text(Failure(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")))
         'wrong version number'
     """
     value = reason.value
@@ -53,6 +51,10 @@ def tls_failure_text(reason: Failure) -> str:
         reasons = [str(entry[-1]) for entry in value.args[0] if entry and entry[-1]]
         if reasons:
             return "; ".join(reasons)
+    if isinstance(value, stdlib_ssl.SSLError):
+        text = re.sub(r"^\[[^]]*\] | \(_ssl\.c:\d+\)$", "", str(value.args[-1]))
+        verify = getattr(value, "verify_message", None)
+        return f"{text} ({verify})" if verify else text
     return reason.getErrorMessage()
 
 
@@ -62,11 +64,18 @@ def load_certificates(path: Path) -> list[ssl.Certificate]:
 
     @raise InputError: if there is none.
     """
+    return [ssl.Certificate.loadPEM(block) for block in pem_certificates(path)]
+
+
+def pem_certificates(path: Path) -> list[bytes]:
+    """
+    The PEM certificate blocks in a file, or in the C{*.pem} files of a directory.
+
+    @raise InputError: if there is none.
+    """
     files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
     found = [
-        ssl.Certificate.loadPEM(block)
-        for file in files
-        for block in _PEM_CERT.findall(_read(file, "certificate file"))
+        block for file in files for block in _PEM_CERT.findall(_read(file, "certificate file"))
     ]
     if not found:
         raise InputError(f"no PEM certificate found in '{path}': give a CA certificate file")
@@ -95,45 +104,46 @@ def load_private_certificate(cert: Path, key: Path | None) -> ssl.PrivateCertifi
         ) from None
 
 
-def server_options(
+def server_context(
     cert: Path,
     key: Path | None,
     extra_chain: Path | None = None,
     dh_parameters: Path | None = None,
     client_ca: Path | None = None,
-) -> ssl.CertificateOptions:
+) -> stdlib_ssl.SSLContext:
     """
-    The TLS settings of an echokit server: this certificate, TLS 1.2 or newer.
+    The TLS settings of an echokit server: this certificate, TLS 1.2 or newer, no
+    renegotiation, the stdlib's default ciphers.
 
+    @param key: the private key's file; C{None} if C{cert} holds the key too.
+    @param extra_chain: intermediate certificates to send after C{cert}.
     @param client_ca: if given, demand a client certificate signed by this CA (mutual TLS).
 
     @raise InputError: if the files do not load.
     """
-    private = load_private_certificate(cert, key)
-    chain = (
-        [c.original.to_cryptography() for c in load_certificates(extra_chain)]
-        if extra_chain
-        else None
-    )
-    dh = (
-        ssl.DiffieHellmanParameters.fromFile(FilePath(str(dh_parameters)))
-        if dh_parameters
-        else None
-    )
+    load_private_certificate(cert, key)  # for its clear errors; the context loads the files
+    context = stdlib_ssl.SSLContext(stdlib_ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = stdlib_ssl.TLSVersion.TLSv1_2
+    context.options |= stdlib_ssl.OP_NO_RENEGOTIATION
     try:
-        return ssl.CertificateOptions(
-            # cryptography objects: pyOpenSSL deprecates passing its own PKey and X509.
-            privateKey=private.privateKey.original.to_cryptography_key(),
-            certificate=private.original.to_cryptography(),
-            extraCertChain=chain,
-            dhParameters=dh,
-            raiseMinimumTo=MINIMUM_VERSION,
-            verify=client_ca is not None,
-            requireCertificate=client_ca is not None,
-            caCerts=[c.original for c in load_certificates(client_ca)] if client_ca else None,
-        )
-    except (crypto.Error, ValueError) as e:
+        if extra_chain is None:
+            context.load_cert_chain(cert, key or cert)
+        else:
+            # The context reads a chain from one file: the certificate, then the chain.
+            with tempfile.TemporaryDirectory(prefix="echokit-chain-") as scratch:
+                chain = Path(scratch, "chain.pem")
+                chain.write_bytes(b"\n".join([cert.read_bytes(), *pem_certificates(extra_chain)]))
+                context.load_cert_chain(chain, key or cert)
+        if dh_parameters is not None:
+            context.load_dh_params(str(dh_parameters))
+        if client_ca is not None:
+            context.verify_mode = stdlib_ssl.CERT_REQUIRED
+            context.load_verify_locations(
+                cadata=b"\n".join(pem_certificates(client_ca)).decode("ascii")
+            )
+    except (stdlib_ssl.SSLError, OSError, ValueError) as e:
         raise InputError(f"cannot use certificate '{cert}': {e}") from None
+    return context
 
 
 def trust_root(path: Path | None) -> IOpenSSLTrustRoot:
@@ -168,75 +178,3 @@ def client_options(
             raiseMinimumTo=MINIMUM_VERSION,
         )
     return ssl.optionsForClientTLS(hostname, trustRoot=trust_root(trust), clientCertificate=private)
-
-
-@implementer(IHalfCloseableProtocol)
-class EchoTLSProtocol(TLSMemoryBIOProtocol):
-    """
-    The TLS layer of echokit's TLS listeners: Twisted's, with three changes for an echo.
-
-    - No write aggregation. Twisted's default (C{BufferingTLSTransport}) holds small
-      writes until the next reactor turn; when a client's close_notify arrives in the
-      same read as its last data, the held echo is dropped. Writing each echo at once
-      delivers everything written before the close_notify.
-    - Writing through: the ciphertext of each echo goes straight to the socket when
-      nothing is queued there, as for plain connections (L{echokit.fastpath}).
-    - TCP half-close. A client that ends with a TCP FIN but no close_notify (ncat
-      --ssl does) has sent all it will send; without L{IHalfCloseableProtocol} the
-      connection would be torn down at once, dropping the echo still on its way.
-      Here it is closed the TLS way (close_notify, then TCP) once the echo is out.
-    """
-
-    _writer: SocketWriter | None = None
-
-    def makeConnection(self, transport: Any) -> None:
-        # Ciphertext goes through to the socket when nothing is queued (see fastpath).
-        self._writer = writer_for(transport)
-        read_in_large_chunks(transport)
-        TLSMemoryBIOProtocol.makeConnection(self, transport)
-
-    def _flushSendBIO(self) -> None:
-        try:
-            ciphertext = self._tlsConnection.bio_read(2**15)
-        except SSL.WantReadError:
-            return  # nothing to send
-        if self._writer is not None:
-            self._writer.write(ciphertext)
-        elif self.transport is not None:
-            self.transport.write(ciphertext)
-
-    def readConnectionLost(self) -> None:
-        # Pass the half-close on: the echo protocol finishes its echo, then closes.
-        wrapped = self.wrappedProtocol
-        if IHalfCloseableProtocol.providedBy(wrapped):
-            wrapped.readConnectionLost()
-        else:
-            TLSMemoryBIOProtocol.loseConnection(self)
-
-    def writeConnectionLost(self) -> None:
-        wrapped = self.wrappedProtocol
-        if IHalfCloseableProtocol.providedBy(wrapped):
-            wrapped.writeConnectionLost()
-        else:
-            TLSMemoryBIOProtocol.loseConnection(self)
-
-
-class EchoTLSFactory(TLSMemoryBIOFactory):
-    """Wrap a server factory in TLS with L{EchoTLSProtocol}."""
-
-    protocol = EchoTLSProtocol
-
-
-@implementer(IStreamServerEndpoint)
-class TLSServerEndpoint:
-    """
-    Listen with C{wrapped} (a TCP server endpoint) and speak TLS with C{options}:
-    Twisted's C{SSL4ServerEndpoint}, with L{EchoTLSFactory} as the TLS layer.
-    """
-
-    def __init__(self, wrapped: Any, options: Any) -> None:
-        self.wrapped = wrapped
-        self.options = options
-
-    def listen(self, factory: Any) -> Any:
-        return self.wrapped.listen(EchoTLSFactory(self.options, False, factory))

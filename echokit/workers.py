@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,12 +33,12 @@ from twisted.python.failure import Failure
 
 from echokit.certs import CertStore
 from echokit.datagram import READ_SIZE
-from echokit.endpoints import ServerPlan, ssl_server_options
+from echokit.endpoints import ServerPlan, ssl_server_context
 from echokit.errors import InputError
 from echokit.grammar import parse_server
 from echokit.policy import ServerPolicy
 from echokit.serve import Listener
-from echokit.tls import EchoTLSFactory
+from echokit.tlslayer import TLSServerFactory
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
@@ -151,12 +152,14 @@ def stop_workers(workers: Sequence[_Worker]) -> None:
 class AdoptedStreamEndpoint:
     """A server "endpoint" that serves an inherited listening socket."""
 
-    def __init__(self, reactor: Any, fd: int, family: int, tls_options: Any = None) -> None:
-        self.reactor, self.fd, self.family, self.tls_options = reactor, fd, family, tls_options
+    def __init__(
+        self, reactor: Any, fd: int, family: int, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.reactor, self.fd, self.family, self.tls_context = reactor, fd, family, tls_context
 
     def listen(self, factory: Any) -> defer.Deferred[Any]:
-        if self.tls_options is not None:
-            factory = EchoTLSFactory(self.tls_options, False, factory)
+        if self.tls_context is not None:
+            factory = TLSServerFactory(self.tls_context, factory)
         return defer.execute(self.reactor.adoptStreamPort, self.fd, self.family, factory)
 
 
@@ -191,7 +194,7 @@ def worker_plans(
         if spec.kind in ("udp", "udp6"):
             endpoint: Any = AdoptedDatagramEndpoint(reactor, item["fd"], family)
         else:
-            options = ssl_server_options(spec, certs, client_ca)[0] if spec.kind == "ssl" else None
+            options = ssl_server_context(spec, certs, client_ca)[0] if spec.kind == "ssl" else None
             endpoint = AdoptedStreamEndpoint(reactor, item["fd"], family, options)
         plans.append(ServerPlan(spec, endpoint))
     return plans, policy

@@ -1,9 +1,9 @@
 /*
  * loadgen: a native closed-loop throughput client, the same load for every server.
  *
- *   loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT)
+ *   loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT | --tls HOST:PORT --ca FILE)
  *           [--connections C] [--size BYTES] [--duration SECONDS] [--warmup SECONDS]
- *           [--timeout MS]
+ *           [--timeout MS] [--hostname NAME]
  *
  * C connections (or, for UDP, C connected UDP sockets), each with exactly one message
  * of SIZE bytes in flight: as soon as all of a message has come back, the next is sent.
@@ -12,6 +12,11 @@
  * server that echoes while it reads never deadlocks the client). Every echoed byte is
  * compared with what was sent; a mismatch or a closed connection counts as an error and
  * that connection stops.
+ *
+ * TLS (OpenSSL): TCP plus TLS 1.2 or newer; the handshake is done before the load
+ * starts, verifying the server's certificate against --ca and its name against
+ * --hostname (default localhost). The JSON also names the version and cipher:
+ * "tls_version", "tls_cipher".
  *
  * UDP: each datagram carries its socket's sequence number; one with no echo within
  * --timeout milliseconds (default 200) counts as lost and the next is sent; late
@@ -26,6 +31,8 @@
  */
 #include "common.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 
 #define SCRATCH (256 * 1024)
@@ -33,6 +40,7 @@
 struct conn {
     int fd;
     int dead;
+    SSL *tls;              /* TLS: the connection's OpenSSL state; NULL otherwise */
     size_t sent, recvd;    /* bytes of the current message written, and echoed */
     uint64_t seq;          /* UDP: number of the datagram in flight */
     uint64_t sent_at;      /* UDP: when it was sent */
@@ -46,8 +54,9 @@ static int measuring, alive;
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [--connections C]\n"
-            "               [--size BYTES] [--duration SECONDS] [--warmup SECONDS] [--timeout MS]\n");
+            "usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT | --tls HOST:PORT --ca FILE)\n"
+            "               [--connections C] [--size BYTES] [--duration SECONDS] [--warmup SECONDS]\n"
+            "               [--timeout MS] [--hostname NAME]\n");
     exit(2);
 }
 
@@ -59,7 +68,81 @@ static void kill_conn(int epfd, struct conn *c, const char *why) {
     c->dead = 1;
     alive--;
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->tls) SSL_free(c->tls);
+    c->tls = NULL;
     close(c->fd);
+}
+
+/* One TLS call's outcome: 0 = go on, 1 = wait for the socket, -1 = the connection died. */
+static int tls_status(int epfd, struct conn *c, int ret) {
+    int err = SSL_get_error(c->tls, ret);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return 1;
+    char why[256];
+    if (err == SSL_ERROR_ZERO_RETURN) snprintf(why, sizeof why, "the server closed TLS");
+    else if (err == SSL_ERROR_SYSCALL) snprintf(why, sizeof why, "TLS: %s", errno ? strerror(errno) : "EOF");
+    else ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    kill_conn(epfd, c, why);
+    return -1;
+}
+
+/* TLS: as stream_progress, through OpenSSL (partial writes on, so sent counts records out). */
+static void tls_progress(int epfd, struct conn *c) {
+    for (;;) {
+        while (c->sent < size) {
+            int n = SSL_write(c->tls, msg + c->sent, (int)(size - c->sent));
+            if (n <= 0) {
+                if (tls_status(epfd, c, n) < 0) return;
+                break;
+            }
+            c->sent += (size_t)n;
+        }
+        while (c->recvd < c->sent) {
+            size_t want = c->sent - c->recvd;
+            if (want > SCRATCH) want = SCRATCH;
+            int n = SSL_read(c->tls, scratch, (int)want);
+            if (n <= 0) {
+                if (tls_status(epfd, c, n) < 0) return;
+                break;
+            }
+            if (memcmp(scratch, msg + c->recvd, (size_t)n)) {
+                kill_conn(epfd, c, "the echo differs from what was sent");
+                return;
+            }
+            c->recvd += (size_t)n;
+        }
+        if (c->recvd < size) return;
+        if (measuring) {
+            messages++;
+            c->done++;
+        }
+        c->sent = c->recvd = 0;
+    }
+}
+
+/* A client TLS context: TLS 1.2 or newer, the server verified against ca_file. */
+static SSL_CTX *tls_context(const char *ca_file) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        fprintf(stderr, "loadgen: cannot load CA file %s\n", ca_file);
+        exit(2);
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return ctx;
+}
+
+/* Handshake on a blocking socket; the TLS state, or NULL (reason on stderr). */
+static SSL *tls_connect(SSL_CTX *ctx, int fd, const char *hostname) {
+    SSL *tls = SSL_new(ctx);
+    if (tls && SSL_set_fd(tls, fd) == 1 && SSL_set_tlsext_host_name(tls, hostname) == 1 &&
+        SSL_set1_host(tls, hostname) == 1 && SSL_connect(tls) == 1)
+        return tls;
+    char why[256];
+    ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    fprintf(stderr, "loadgen: TLS handshake failed: %s\n", why);
+    if (tls) SSL_free(tls);
+    return NULL;
 }
 
 /* Stream: push the current message out and read its echo, as far as the socket allows. */
@@ -139,12 +222,22 @@ int main(int argc, char **argv) {
     int nconns = 10;
     double duration = 2.0, warmup = 0.5;
     long timeout_ms = 200;
+    const char *ca_file = NULL, *hostname = "localhost";
+    int use_tls = 0;
     size = 1024;
 
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) usage();
         const char *opt = argv[i], *value = argv[++i];
+        if (!strcmp(opt, "--tls")) {
+            parse_target("--tcp", value, &t);
+            use_tls = 1;
+            continue;
+        }
         if (parse_target(opt, value, &t)) continue;
+        if (!strcmp(opt, "--ca")) ca_file = value;
+        else if (!strcmp(opt, "--hostname")) hostname = value;
+        else
         if (!strcmp(opt, "--connections")) nconns = atoi(value);
         else if (!strcmp(opt, "--size")) size = strtoull(value, NULL, 10);
         else if (!strcmp(opt, "--duration")) duration = atof(value);
@@ -153,6 +246,8 @@ int main(int argc, char **argv) {
         else usage();
     }
     if (t.transport == T_NONE || nconns < 1 || nconns > 100000) usage();
+    if (use_tls && !ca_file) usage();
+    SSL_CTX *ctx = use_tls ? tls_context(ca_file) : NULL;
     if (size < 8) size = 8;
     if (size > 64u * 1024 * 1024) size = 64u * 1024 * 1024;
     if (t.transport == T_UDP && size > 65507) {
@@ -175,7 +270,16 @@ int main(int argc, char **argv) {
     int epfd = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < nconns; i++) {
         struct conn *c = &conns[i];
-        c->fd = connect_target(&t, SOCK_NONBLOCK);
+        c->fd = connect_target(&t, use_tls ? 0 : SOCK_NONBLOCK);
+        if (c->fd >= 0 && use_tls) {
+            c->tls = tls_connect(ctx, c->fd, hostname);
+            if (!c->tls || fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0) {
+                close(c->fd);
+                c->dead = 1;
+                errors++;
+                continue;
+            }
+        }
         if (c->fd < 0) {
             fprintf(stderr, "loadgen: cannot connect to %s %s: %s\n", transport_name(t.transport),
                     t.text, strerror(errno));
@@ -198,6 +302,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nconns; i++) {
         if (conns[i].dead) continue;
         if (t.transport == T_UDP) udp_send(&conns[i]);
+        else if (use_tls) tls_progress(epfd, &conns[i]);
         else stream_progress(epfd, &conns[i]);
     }
 
@@ -220,6 +325,7 @@ int main(int argc, char **argv) {
             struct conn *c = events[i].data.ptr;
             if (c->dead) continue;
             if (t.transport == T_UDP) udp_readable(c);
+            else if (use_tls) tls_progress(epfd, c);
             else stream_progress(epfd, c);
         }
         if (t.transport == T_UDP) {
@@ -236,8 +342,14 @@ int main(int argc, char **argv) {
     }
     now = now_ns();
     double seconds = measured_from && now > measured_from ? (double)(now - measured_from) / 1e9 : 0;
-    for (int i = 0; i < nconns; i++)
+    const char *version = NULL, *cipher = NULL;
+    for (int i = 0; i < nconns; i++) {
+        if (conns[i].tls && !version) {
+            version = SSL_get_version(conns[i].tls);
+            cipher = SSL_get_cipher_name(conns[i].tls);
+        }
         if (!conns[i].dead) close(conns[i].fd);
+    }
 
     /* Fairness: the least and most served connections (all equal ideally). */
     uint64_t least = UINT64_MAX, most = 0;
@@ -248,9 +360,12 @@ int main(int argc, char **argv) {
     double rate = seconds > 0 ? (double)messages / seconds : 0;
     printf("{\"transport\":\"%s\",\"size\":%zu,\"connections\":%d,\"seconds\":%.3f,"
            "\"messages\":%llu,\"messages_per_s\":%.1f,\"mb_per_s\":%.3f,\"errors\":%llu,"
-           "\"lost\":%llu,\"least_per_connection\":%llu,\"most_per_connection\":%llu}\n",
-           transport_name(t.transport), size, nconns, seconds, (unsigned long long)messages,
+           "\"lost\":%llu,\"least_per_connection\":%llu,\"most_per_connection\":%llu",
+           use_tls ? "tls" : transport_name(t.transport), size, nconns, seconds, (unsigned long long)messages,
            rate, rate * (double)size / 1e6, (unsigned long long)errors, (unsigned long long)lost,
            (unsigned long long)least, (unsigned long long)most);
+    if (use_tls) printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", version ? version : "",
+                        cipher ? cipher : "");
+    printf("}\n");
     return 0;
 }

@@ -1,0 +1,285 @@
+"""
+The TLS layer of echokit's TLS listeners, on the standard library's C{ssl.MemoryBIO}.
+
+L{TLSServerProtocol} is the protocol of a listener's TCP connection (ciphertext in and
+out) and the transport of the protocol it wraps (plaintext), as Twisted's
+C{twisted.protocols.tls.TLSMemoryBIOProtocol} is; echokit's TLS I{clients} still use
+Twisted's. The server has its own because its TLS costs per record decide the echo
+rate: pyOpenSSL goes through cffi for every call, the stdlib's C{ssl} module is C
+(measured: 8.9 us against 4.4 us to decrypt a 1 KiB record and encrypt its echo).
+
+What it does, for an echo server:
+
+    - All plaintext decrypted from one read is handed to the wrapped protocol at once,
+      and all ciphertext produced meanwhile leaves in one write at the end of the read
+      (written through to the socket when nothing is queued: L{echokit.fastpath}).
+    - The peer's close_notify, and a TCP FIN without one (C{ncat --ssl} ends so), both
+      mean the peer has sent all it will: the wrapped protocol's C{readConnectionLost}
+      (L{IHalfCloseableProtocol}), so the echo still on its way is delivered.
+    - C{loseConnection} sends everything written, then close_notify, then closes TCP
+      once that is flushed; it does not wait for the peer's close_notify.
+    - A TLS error (a failed handshake, a bad record) sends OpenSSL's alert, closes, and
+      reaches the wrapped protocol's C{connectionLost} as the C{ssl.SSLError}.
+    - Backpressure passes straight through: the wrapped protocol's producer is
+      registered on the TCP connection, and pausing this transport pauses its reads.
+
+Use it through L{TLSServerEndpoint} or L{TLSServerFactory}, with a context from
+L{echokit.tls.server_context}:
+
+    endpoint = TLSServerEndpoint(TCP4ServerEndpoint(reactor, 16000), context)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from typing import Any
+
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamServerEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from echokit.fastpath import READ_SIZE, SocketWriter, read_in_large_chunks, writer_for
+from echokit.stream import StreamTransport
+
+
+@implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableProtocol)
+class TLSServerProtocol(Protocol):
+    """
+    Server-side TLS between a TCP connection and the protocol it wraps.
+
+    @ivar wrapped: the plaintext protocol; this object is its transport.
+    @ivar disconnecting: C{True} once the connection is being closed.
+    """
+
+    transport: StreamTransport  # type: ignore[assignment]  # the TCP connection
+    disconnecting = False
+    _handshake_done = False
+    _receiving = False
+    _aborted = False
+    _failure: Failure | None = None
+    _writer: SocketWriter | None = None
+
+    def __init__(self, context: ssl.SSLContext, wrapped: IProtocol) -> None:
+        self.wrapped = wrapped
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._pending: list[bytes] = []  # written before the handshake completed
+
+    # -- the TCP connection's protocol ----------------------------------------------
+
+    def makeConnection(self, transport: Any) -> None:
+        self._writer = writer_for(transport)
+        read_in_large_chunks(transport)
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)  # each record is awaited by the peer: no Nagle stalls
+        Protocol.makeConnection(self, transport)
+
+    def connectionMade(self) -> None:
+        self.wrapped.makeConnection(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.disconnecting:
+            return  # closing (the TCP connection reads no more), aborted or failed
+        self._incoming.write(data)
+        self._receiving = True
+        try:
+            if self._handshake_done or self._handshake():
+                self._deliver()
+        finally:
+            self._receiving = False
+            self._flush()
+
+    def readConnectionLost(self) -> None:
+        """A TCP FIN: the peer has sent all it will, even without a close_notify."""
+        self._peer_finished()
+
+    def writeConnectionLost(self) -> None:
+        half = IHalfCloseableProtocol(self.wrapped, None)
+        if half is not None:
+            half.writeConnectionLost()
+        else:
+            self.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        self.disconnecting = True
+        self.wrapped.connectionLost(self._failure or reason)
+
+    # -- TLS ----------------------------------------------------------------------------
+
+    def _handshake(self) -> bool:
+        """Go on with the handshake; C{True} once it has completed."""
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as e:
+            self._fail(e)
+            return False
+        self._handshake_done = True
+        listener = IHandshakeListener(self.wrapped, None)
+        if listener is not None:
+            listener.handshakeCompleted()
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self.write(data)
+        return not self._aborted
+
+    def _deliver(self) -> None:
+        """Decrypt everything readable and hand it over in one piece."""
+        read, chunks, finished = self._tls.read, [], False
+        while True:
+            try:
+                chunk = read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                finished = True
+                break
+            except ssl.SSLError as e:
+                self._fail(e)
+                break
+            if not chunk:  # the peer's close_notify
+                finished = True
+                break
+            chunks.append(chunk)
+        if chunks and not self._aborted:
+            self.wrapped.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if finished:
+            self._peer_finished()
+
+    def _peer_finished(self) -> None:
+        half = IHalfCloseableProtocol(self.wrapped, None)
+        if half is not None:
+            half.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def _fail(self, error: ssl.SSLError) -> None:
+        """TLS cannot go on: send the alert OpenSSL wrote, close, report C{error}."""
+        if self._failure is None:
+            self._failure = Failure(error)
+        self.disconnecting = True
+        self._flush()
+        self.transport.loseConnection()
+
+    def _flush(self) -> None:
+        """Send the ciphertext that is waiting, in one write."""
+        if self._outgoing.pending and self.connected:
+            data = self._outgoing.read()
+            if self._writer is not None:
+                self._writer.write(data)
+            else:
+                self.transport.write(data)
+
+    def negotiated(self) -> tuple[str, str]:
+        """The TLS version and cipher, once the handshake has completed."""
+        cipher = self._tls.cipher()
+        return self._tls.version() or "TLS", cipher[0] if cipher else "?"
+
+    # -- the wrapped protocol's transport ---------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.disconnecting or not self.connected:
+            return
+        if not self._handshake_done:
+            self._pending.append(data)
+            return
+        try:
+            self._tls.write(data)
+        except ssl.SSLError as e:
+            self._fail(e)
+            return
+        if not self._receiving:
+            self._flush()
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """Send what is written, then close_notify; close TCP once that is out."""
+        if self.disconnecting or not self.connected:
+            return
+        self.disconnecting = True
+        if self._handshake_done:
+            # Writes our close_notify; SSLWantReadError says the peer's has not come: no wait.
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()
+        self._flush()
+        self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        self._aborted = self.disconnecting = True
+        self.transport.abortConnection()
+
+    def getPeer(self) -> IAddress:
+        peer: IAddress = self.transport.getPeer()
+        return peer
+
+    def getHost(self) -> IAddress:
+        host: IAddress = self.transport.getHost()
+        return host
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+
+class TLSServerFactory(ServerFactory):
+    """Wrap each connection of C{wrapped} in a L{TLSServerProtocol} with C{context}."""
+
+    noisy = False
+
+    def __init__(self, context: ssl.SSLContext, wrapped: IProtocolFactory) -> None:
+        self.context = context
+        self.wrapped = wrapped
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr: IAddress) -> TLSServerProtocol | None:  # type: ignore[override]
+        inner = self.wrapped.buildProtocol(addr)
+        return None if inner is None else TLSServerProtocol(self.context, inner)
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    Listen with C{wrapped} (a TCP server endpoint) and speak TLS with C{context}:
+    Twisted's C{SSL4ServerEndpoint}, with L{TLSServerProtocol} as the TLS layer.
+    """
+
+    def __init__(self, wrapped: IStreamServerEndpoint, context: ssl.SSLContext) -> None:
+        self.wrapped = wrapped
+        self.context = context
+
+    def listen(self, factory: IProtocolFactory) -> Any:
+        return self.wrapped.listen(TLSServerFactory(self.context, factory))

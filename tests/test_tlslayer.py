@@ -1,0 +1,311 @@
+"""
+Tests for L{echokit.tlslayer}: echokit's TLS server layer on C{ssl.MemoryBIO}.
+
+The unit tests talk to it in memory, with a stdlib C{ssl} client on memory BIOs and
+Twisted's C{StringTransport} as the TCP connection. The real-socket tests serve
+C{echokit serve ssl:0} and check backpressure with a peer that stops reading;
+test_interop.py and test_hardening.py cover the rest
+(socat, ncat, s_client, mutual TLS, close_notify with the last data, garbage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import ssl
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from echokit.certs import CertStore
+from echokit.tls import server_context, tls_failure_text
+from echokit.tlslayer import TLSServerProtocol
+from tests.test_hardening import (
+    SSL,
+    connect,
+    roundtrip,
+    serving,
+    tls_context,
+    tls_echo,
+)
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
+class Recorder(Protocol):
+    """Records what the TLS layer tells it; echoes if C{echo}; writes C{early} at once."""
+
+    def __init__(self, echo: bool = True, early: bytes = b"") -> None:
+        self.echo, self.early = echo, early
+        self.received: list[bytes] = []
+        self.events: list[str] = []
+        self.lost: Failure | None = None
+
+    def connectionMade(self) -> None:
+        if self.early:
+            self.transport.write(self.early)  # type: ignore[union-attr]
+
+    def handshakeCompleted(self) -> None:
+        self.events.append("handshake")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        if self.echo:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        self.events.append("read closed")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        self.events.append("write closed")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = reason
+
+
+class CountingTransport(StringTransport):
+    """A C{StringTransport} that counts its writes."""
+
+    writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+class MemoryClient:
+    """A stdlib TLS client on memory BIOs, verifying the server against C{ca}."""
+
+    def __init__(self, ca: Path) -> None:
+        context = ssl.create_default_context(cafile=str(ca))
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+
+    def handshake(self) -> bool:
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
+
+    def take(self) -> bytes:
+        """The ciphertext waiting to go to the server."""
+        return self.outgoing.read()
+
+    def read_all(self, data: bytes) -> tuple[bytes, bool]:
+        """Feed the server's C{data}; the plaintext, and whether close_notify came."""
+        self.incoming.write(data)
+        out = b""
+        while True:
+            try:
+                chunk = self.tls.read(1 << 20)
+            except ssl.SSLWantReadError:
+                return out, False
+            except ssl.SSLZeroReturnError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+
+
+class TLSServerProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        scratch = tempfile.mkdtemp(prefix="echokit-tlslayer-")
+        self.addCleanup(shutil.rmtree, scratch)
+        store = CertStore(Path(scratch))
+        store.ensure()
+        self.ca = store.ca_cert
+        self.context = server_context(store.server_cert, store.server_key)
+
+    def connect(
+        self, recorder: Recorder | None = None
+    ) -> tuple[TLSServerProtocol, Recorder, CountingTransport, MemoryClient]:
+        """A server layer and a client that have completed their handshake."""
+        recorder = recorder or Recorder()
+        server, transport = TLSServerProtocol(self.context, recorder), CountingTransport()
+        server.makeConnection(transport)
+        client = MemoryClient(self.ca)
+        self.assertEqual(transport.value(), b"")  # the client speaks first
+        self.handshake_plaintext = b""
+        for _ in range(10):
+            done = client.handshake()
+            server.dataReceived(client.take())
+            self.handshake_plaintext += client.read_all(transport.value())[0]
+            transport.clear()
+            if done and "handshake" in recorder.events:
+                break
+        self.assertEqual(recorder.events, ["handshake"])
+        return server, recorder, transport, client
+
+    def test_handshake_then_echo(self) -> None:
+        """After the handshake, what the client sends reaches the wrapped protocol and its
+        writes reach the client, encrypted."""
+        server, recorder, transport, client = self.connect()
+        client.tls.write(b"hello")
+        server.dataReceived(client.take())
+        self.assertEqual(recorder.received, [b"hello"])
+        self.assertNotIn(b"hello", transport.value())
+        self.assertEqual(client.read_all(transport.value()), (b"hello", False))
+
+    def test_one_read_is_one_delivery_and_one_write(self) -> None:
+        """Several records that arrive in one read are handed over as one piece, and the
+        ciphertext of the answer leaves in one write."""
+        server, recorder, transport, client = self.connect()
+        for part in (b"one ", b"two ", b"three"):
+            client.tls.write(part)
+        transport.writes = 0
+        server.dataReceived(client.take())
+        self.assertEqual(recorder.received, [b"one two three"])
+        self.assertEqual(transport.writes, 1)
+        self.assertEqual(client.read_all(transport.value())[0], b"one two three")
+
+    def test_large_message_is_exact(self) -> None:
+        """A 1 MiB message sent as 64 records comes back byte for byte."""
+        server, recorder, transport, client = self.connect()
+        payload = os.urandom(1 << 20)
+        client.tls.write(payload)
+        server.dataReceived(client.take())
+        self.assertEqual(b"".join(recorder.received), payload)
+        self.assertEqual(client.read_all(transport.value())[0], payload)
+
+    def test_close_notify_is_a_half_close_after_the_data(self) -> None:
+        """A close_notify arriving with the last data: the data is delivered and echoed
+        first, then the wrapped protocol hears the half-close; its close sends the echo,
+        then close_notify."""
+        server, recorder, transport, client = self.connect()
+        client.tls.write(b"last words")
+        with contextlib.suppress(ssl.SSLWantReadError):  # the server's comes later
+            client.tls.unwrap()
+        server.dataReceived(client.take())
+        self.assertEqual(recorder.received, [b"last words"])
+        self.assertEqual(recorder.events, ["handshake", "read closed"])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(client.read_all(transport.value()), (b"last words", True))
+
+    def test_tcp_fin_is_a_half_close(self) -> None:
+        """The TCP connection's half-close reaches the wrapped protocol as one."""
+        server, recorder, _transport, _client = self.connect()
+        server.readConnectionLost()
+        self.assertEqual(recorder.events, ["handshake", "read closed"])
+        server.writeConnectionLost()
+        self.assertEqual(recorder.events, ["handshake", "read closed", "write closed"])
+
+    def test_lose_connection_sends_close_notify_and_drops_later_writes(self) -> None:
+        """loseConnection sends what was written, then close_notify, and closes TCP;
+        a write after it is dropped."""
+        server, _recorder, transport, client = self.connect()
+        server.write(b"bye")
+        server.loseConnection()
+        server.write(b"too late")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(client.read_all(transport.value()), (b"bye", True))
+
+    def test_writes_before_the_handshake_wait_for_it(self) -> None:
+        """What the wrapped protocol writes before the handshake completes is sent, in
+        order, once it has completed."""
+        recorder = Recorder(early=b"welcome")
+        self.connect(recorder)
+        self.assertEqual(self.handshake_plaintext, b"welcome")
+
+    def test_plaintext_fails_the_handshake(self) -> None:
+        """Plaintext where a ClientHello should be: the connection closes and the wrapped
+        protocol's connectionLost gets the TLS error, in OpenSSL's words."""
+        recorder = Recorder()
+        server, transport = TLSServerProtocol(self.context, recorder), StringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        server.connectionLost(Failure(Exception("connection done")))
+        assert recorder.lost is not None
+        self.assertIsInstance(recorder.lost.value, ssl.SSLError)
+        self.assertEqual(recorder.events, [])
+        text = tls_failure_text(recorder.lost)
+        self.assertNotIn("_ssl.c", text)
+        self.assertNotIn("[SSL", text)
+        self.assertTrue(text)
+
+    def test_backpressure_reaches_the_tcp_connection(self) -> None:
+        """A producer registered on the TLS layer is registered on the TCP connection,
+        and pausing the TLS layer pauses the TCP connection's reading."""
+        server, _recorder, transport, _client = self.connect()
+        server.registerProducer(server, True)
+        self.assertIs(transport.producer, server)
+        server.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        server.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        server.unregisterProducer()
+        self.assertIsNone(transport.producer)
+
+    def test_negotiated_names_version_and_cipher(self) -> None:
+        """negotiated() gives the TLS version and cipher (for the connection's log line)."""
+        server, _recorder, _transport, client = self.connect()
+        version, cipher = server.negotiated()
+        self.assertEqual(version, client.tls.version())
+        self.assertEqual(cipher, client.tls.cipher()[0])  # type: ignore[index]
+
+    def test_abort_closes_at_once_and_ignores_what_follows(self) -> None:
+        """abortConnection aborts the TCP connection; data arriving after is not delivered."""
+        server, recorder, transport, client = self.connect()
+        server.abortConnection()
+        self.assertTrue(transport.disconnected)
+        client.tls.write(b"ignored")
+        server.dataReceived(client.take())
+        self.assertEqual(recorder.received, [])
+
+
+class TLSLayerRealSocketTests:
+    def test_peer_that_stops_reading_is_not_read_from(self) -> None:
+        """
+        A TLS client that sends and never reads is throttled: its sends stall within
+        4 s, the server's RSS grows by less than 16 MB, another TLS client's echoes
+        stay exact meanwhile, and once the pusher reads, all it sent comes back exactly.
+        """
+        with serving([SSL]) as server:
+            port = server.port()
+            assert tls_echo(port, b"warm-up", tls_context())[0] == b"warm-up"
+            rss_before = server.rss_kib()
+            pusher = tls_context().wrap_socket(connect(port), server_hostname="localhost")
+            checker = tls_context().wrap_socket(connect(port), server_hostname="localhost")
+            pusher.setblocking(False)
+            chunk, sent, checks = os.urandom(1 << 16), 0, 0
+            started = last_progress = time.monotonic()
+            while time.monotonic() - started < 4.0:
+                try:
+                    pusher.send(chunk)  # all or nothing: a would-block is retried whole
+                    sent += len(chunk)
+                    last_progress = time.monotonic()
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    select.select([], [pusher], [], 0.05)
+                    payload = b"check %d:" % checks + os.urandom(1000)
+                    assert roundtrip(checker, payload) == payload
+                    checks += 1
+            stalled_for = time.monotonic() - last_progress
+            growth_mb = (server.rss_kib() - rss_before) / 1024
+            assert stalled_for > 2.0, "the server kept reading from a peer that does not read"
+            assert growth_mb < 16
+            assert checks > 0
+
+            pusher.setblocking(True)
+            pusher.settimeout(10)
+            received = bytearray()
+            for _ in range(100_000):
+                if len(received) >= sent:
+                    break
+                data = pusher.recv(1 << 20)
+                if not data:
+                    break
+                received += data
+            assert len(received) == sent
+            assert bytes(received) == chunk * (sent // len(chunk))
+            pusher.close()
+            checker.close()

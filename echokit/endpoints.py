@@ -60,6 +60,11 @@ class ServerPlan:
     def is_datagram(self) -> bool:
         return self.spec.kind in DATAGRAM_KINDS
 
+    @property
+    def is_tls(self) -> bool:
+        """Whether its connections speak TLS (C{ssl:}, and C{haproxy:ssl:})."""
+        return self.spec.kind == "ssl" or isinstance(self.endpoint, TLSServerEndpoint)
+
 
 def _path(spec: EndpointSpec, name: str) -> Path | None:
     value = spec.get(name)
@@ -192,6 +197,13 @@ def _proxied(
         )
     inner = server_endpoint(reactor, inner_spec, certs, client_ca)
     assert not isinstance(inner.endpoint, UDPServerEndpoint)
+    if isinstance(inner.endpoint, TLSServerEndpoint):
+        # HAProxy sends its header before the TLS handshake (send-proxy on an ssl server
+        # line): the PROXY layer goes under TLS, not inside it.
+        proxied = ProxyHeaderEndpoint(inner.endpoint.wrapped, reactor)
+        return ServerPlan(
+            spec, TLSServerEndpoint(proxied, inner.endpoint.context), inner.created_certs
+        )
     return ServerPlan(spec, ProxyHeaderEndpoint(inner.endpoint, reactor), inner.created_certs)
 
 

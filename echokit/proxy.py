@@ -125,7 +125,9 @@ class ProxyHeaderFactory(HAProxyWrappingFactory):
     def __init__(self, wrappedFactory: IProtocolFactory, clock: IReactorTime) -> None:
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]  # Twisted's
         self.clock = clock
-        policy = getattr(wrappedFactory, "policy", None)
+        # The echo factory's policy, also from under a TLS layer (haproxy:ssl:...).
+        inner = getattr(wrappedFactory, "wrapped", wrappedFactory)
+        policy = getattr(wrappedFactory, "policy", getattr(inner, "policy", None))
         self.header_timeout = getattr(policy, "handshake_timeout", HEADER_TIMEOUT)
 
 

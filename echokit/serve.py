@@ -129,7 +129,7 @@ async def start_listeners(
             server = EchoDatagramServer(plan.spec.text, reactor, policy, verbose)
         else:
             server = EchoServerFactory(
-                plan.spec.text, plan.spec.kind, reactor, policy, limiter, verbose
+                plan.spec.text, plan.spec.kind, reactor, policy, limiter, verbose, plan.is_tls
             )
         try:
             port = await plan.endpoint.listen(server)  # type: ignore[arg-type]

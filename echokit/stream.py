@@ -248,6 +248,7 @@ class EchoServerFactory(Factory):
 
     @ivar listener: the endpoint string this factory serves, named in every log line.
     @ivar transport_name: the transport's kind (C{tcp}, C{unix}, C{ssl}, ...).
+    @ivar is_tls: whether connections speak TLS (by default: C{ssl} and C{tls}).
     @ivar clock: the reactor's time, for timeouts.
     @ivar policy: limits and timeouts.
     @ivar limiter: the connection counts, shared by every listener of one server.
@@ -266,10 +267,11 @@ class EchoServerFactory(Factory):
         policy: ServerPolicy | None = None,
         limiter: ConnectionLimiter | None = None,
         verbose: bool = False,
+        is_tls: bool | None = None,
     ) -> None:
         self.listener = listener
         self.transport_name = transport_name
-        self.is_tls = transport_name in ("ssl", "tls")
+        self.is_tls = transport_name in ("ssl", "tls") if is_tls is None else is_tls
         self.clock = clock
         self.policy = policy or ServerPolicy()
         self.limiter = limiter or ConnectionLimiter(

@@ -22,6 +22,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -577,6 +578,27 @@ class HAProxyTests:
             opened = f"haproxy connection from {client} opened on {HAPROXY}"
             assert any(opened in line for line in lines), "\n".join(lines)
             assert any(f"from {client} closed on" in line for line in lines), "\n".join(lines)
+
+    def test_tls_behind_proxy_reads_the_header_before_the_handshake(self, tmp_path: Path) -> None:
+        """
+        C{haproxy:ssl:...} is what HAProxy's C{server ... ssl send-proxy} talks to: the
+        PROXY header comes in clear, then the TLS handshake. The echo is exact and the
+        log names the client from the header, with the negotiated TLS version.
+        """
+        listener = "haproxy:ssl:0:interface=127.0.0.1"
+        with serve(tmp_path, listener) as server:
+            (connect_string,) = server.wait_announced(1)
+            context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.pem"))
+            with connect(port_of(connect_string), timeout=5) as raw:
+                raw.sendall(PROXY_V1)
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    payload = os.urandom(100_000)
+                    tls.sendall(payload)
+                    assert read_exactly(tls, len(payload)) == payload
+            assert wait_closed(server, 1), server.text()
+        opened = [line for line in server.err if " opened on " in line]
+        assert len(opened) == 1, server.text()
+        assert f"connection from 192.0.2.10:56324 opened on {listener} (TLSv1." in opened[0]
 
     def test_per_peer_limit_behind_proxy_releases_closed_connections(self, tmp_path: Path) -> None:
         """

@@ -565,10 +565,13 @@ def compare(
 
 @main.command(hidden=True)
 @click.option("--index", type=int, required=True)
+@click.option("--ready-fd", type=int, default=None)
 @cert_dir_option
 @click.argument("config")
 @click.pass_context
-def worker(ctx: click.Context, index: int, cert_dir: Path | None, config: str) -> None:
+def worker(
+    ctx: click.Context, index: int, ready_fd: int | None, cert_dir: Path | None, config: str
+) -> None:
     """Internal: one of `echokit serve --workers N`'s processes (see echokit.workers)."""
     store = _cert_store(cert_dir)
 
@@ -585,6 +588,7 @@ def worker(ctx: click.Context, index: int, cert_dir: Path | None, config: str) -
             policy,
             ctx.obj["verbosity"] > 0,
             name=f"worker {index} (pid {os.getpid()})",
+            ready_fd=ready_fd,
         )
 
     run(job, ctx, "info")

@@ -181,30 +181,39 @@ def _proxied(
     reactor: Any, spec: EndpointSpec, certs: CertStore, client_ca: Path | None
 ) -> ServerPlan:
     """C{haproxy:ENDPOINT}: ENDPOINT (any stream server string), behind a PROXY header."""
-    from echokit.grammar import parse_server
-    from echokit.proxy import ProxyHeaderEndpoint
-
     inner_text = spec.text.split(":", 1)[1] if ":" in spec.text else ""
     if not inner_text:
         raise EndpointError(
             f"'{spec.text}' names no endpoint to wrap: write haproxy:tcp:PORT (or any "
             "stream server string after haproxy:)"
         )
-    inner_spec = parse_server(inner_text)
+    inner_spec = proxied_spec(spec)
     if inner_spec.kind in DATAGRAM_KINDS:
         raise EndpointError(
             f"'{spec.text}': the PROXY protocol is for streams, not {inner_spec.kind}"
         )
     inner = server_endpoint(reactor, inner_spec, certs, client_ca)
     assert not isinstance(inner.endpoint, UDPServerEndpoint)
-    if isinstance(inner.endpoint, TLSServerEndpoint):
-        # HAProxy sends its header before the TLS handshake (send-proxy on an ssl server
-        # line): the PROXY layer goes under TLS, not inside it.
-        proxied = ProxyHeaderEndpoint(inner.endpoint.wrapped, reactor)
-        return ServerPlan(
-            spec, TLSServerEndpoint(proxied, inner.endpoint.context), inner.created_certs
-        )
-    return ServerPlan(spec, ProxyHeaderEndpoint(inner.endpoint, reactor), inner.created_certs)
+    return ServerPlan(spec, behind_proxy(reactor, inner.endpoint), inner.created_certs)
+
+
+def proxied_spec(spec: EndpointSpec) -> EndpointSpec:
+    """The endpoint a C{haproxy:ENDPOINT} string wraps."""
+    from echokit.grammar import parse_server
+
+    return parse_server(spec.text.split(":", 1)[1])
+
+
+def behind_proxy(reactor: Any, endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
+    """
+    C{endpoint} with every connection starting with a PROXY header. Under TLS, the header
+    comes before the handshake, as HAProxy sends it (C{ssl ... send-proxy}).
+    """
+    from echokit.proxy import ProxyHeaderEndpoint
+
+    if isinstance(endpoint, TLSServerEndpoint):
+        return TLSServerEndpoint(ProxyHeaderEndpoint(endpoint.wrapped, reactor), endpoint.context)
+    return ProxyHeaderEndpoint(endpoint, reactor)
 
 
 def ssl_server_context(

@@ -56,7 +56,8 @@ class Listener:
     @property
     def connect_string(self) -> str:
         """The client endpoint string that reaches this listener."""
-        return connect_string(self.plan.spec.kind, self.port.getHost())
+        kind = "ssl" if self.plan.is_tls else self.plan.spec.kind
+        return connect_string(kind, self.port.getHost())
 
     def announcement(self) -> str:
         """The line C{serve} prints for this listener."""
@@ -310,6 +311,7 @@ async def serve_until_signalled(
     workers: int = 1,
     worker_argv: Sequence[str] = (),
     name: str = "",
+    ready_fd: int | None = None,
 ) -> None:
     """
     C{echokit serve}: run an L{EchoService} until SIGINT or SIGTERM, then stop it.
@@ -318,6 +320,7 @@ async def serve_until_signalled(
         the same listening sockets (see L{echokit.workers}); they stop with this one.
     @param worker_argv: the global command-line options for those processes.
     @param name: how the summary names this process (workers say which they are).
+    @param ready_fd: a worker's pipe to its parent: one byte on it says "serving".
     """
     announce = not name  # a worker shares its parent's (announced) sockets
     service = EchoService(reactor, descriptions, certs, out, policy, verbose, announce, name)
@@ -330,6 +333,9 @@ async def serve_until_signalled(
         signal.signal(each, stopping)
     service.startService()
     listeners = await service.ready
+    if ready_fd is not None:
+        os.write(ready_fd, b"+")
+        os.close(ready_fd)
     children = []
     if workers > 1:
         from echokit.workers import spawn_workers, stop_workers
@@ -337,9 +343,11 @@ async def serve_until_signalled(
         children = spawn_workers(
             reactor, workers - 1, listeners, service.policy, certs, worker_argv
         )
+        # Announce them once they serve (a signal before that would find them defenceless).
+        serving = [await child.ready for child in children]
         out.write(
-            f"{workers} worker processes share these listeners (pids: this one, "
-            f"{', '.join(str(c.pid) for c in children)})\n"
+            f"{1 + sum(serving)} worker processes share these listeners (pids: this one, "
+            f"{', '.join(str(c.pid) for c, ok in zip(children, serving, strict=True) if ok)})\n"
         )
         out.flush()
     signum = await stopping.requested

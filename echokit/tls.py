@@ -10,14 +10,17 @@ C{caCertsDir=} (ssl) replace that default. C{--insecure} is the only way to skip
 
 from __future__ import annotations
 
+import getpass
 import re
 import ssl as stdlib_ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 
@@ -54,7 +57,7 @@ def tls_failure_text(reason: Failure) -> str:
     if isinstance(value, stdlib_ssl.SSLError):
         text = re.sub(r"^\[[^]]*\] | \(_ssl\.c:\d+\)$", "", str(value.args[-1]))
         verify = getattr(value, "verify_message", None)
-        return f"{text} ({verify})" if verify else text
+        return f"{text} ({verify})" if verify and verify not in text else text
     return reason.getErrorMessage()
 
 
@@ -82,9 +85,13 @@ def pem_certificates(path: Path) -> list[bytes]:
     return found
 
 
-def load_private_certificate(cert: Path, key: Path | None) -> ssl.PrivateCertificate:
+def load_private_certificate(
+    cert: Path, key: Path | None, passphrase: Callable[..., bytes] | None = None
+) -> ssl.PrivateCertificate:
     """
     Load a certificate and its private key (from C{key}, or from C{cert} itself if C{None}).
+
+    @param passphrase: called for the passphrase of an encrypted key (else OpenSSL asks).
 
     @raise InputError: if either does not parse or they do not belong together.
     """
@@ -92,12 +99,16 @@ def load_private_certificate(cert: Path, key: Path | None) -> ssl.PrivateCertifi
     key_pem = _read(key, "private key") if key else cert_pem
     try:
         certificate = ssl.Certificate.loadPEM(cert_pem)
-        key_pair = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
+        pkey = (
+            crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem, passphrase)
+            if passphrase is not None
+            else crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+        )
         private: ssl.PrivateCertificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-            certificate, key_pair
+            certificate, ssl.KeyPair(pkey)
         )
         return private
-    except (crypto.Error, ValueError) as e:
+    except (crypto.Error, ValueError, VerifyError) as e:
         raise InputError(
             f"cannot load certificate '{cert}' with key '{key or cert}': {e}; "
             "give PEM files (run `echokit certs` to make a pair)"
@@ -121,28 +132,47 @@ def server_context(
 
     @raise InputError: if the files do not load.
     """
-    load_private_certificate(cert, key)  # for its clear errors; the context loads the files
+    typed: list[bytes] = []
+
+    def passphrase(*_: object) -> bytes:
+        if not typed:  # asked once, used for both loads below
+            typed.append(getpass.getpass(f"passphrase for private key '{key or cert}': ").encode())
+        return typed[0]
+
+    load_private_certificate(cert, key, passphrase)  # for its clear errors
     context = stdlib_ssl.SSLContext(stdlib_ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = stdlib_ssl.TLSVersion.TLSv1_2
     context.options |= stdlib_ssl.OP_NO_RENEGOTIATION
+    password = typed[0] if typed else None
     try:
         if extra_chain is None:
-            context.load_cert_chain(cert, key or cert)
+            context.load_cert_chain(cert, key or cert, password)
         else:
-            # The context reads a chain from one file: the certificate, then the chain.
+            # The context reads a chain from one file: the certificate, then the chain
+            # (certificates only: never a copy of a key that shares the certificate's file).
+            blocks = [*pem_certificates(cert)[:1], *pem_certificates(extra_chain)]
             with tempfile.TemporaryDirectory(prefix="echokit-chain-") as scratch:
                 chain = Path(scratch, "chain.pem")
-                chain.write_bytes(b"\n".join([cert.read_bytes(), *pem_certificates(extra_chain)]))
-                context.load_cert_chain(chain, key or cert)
-        if dh_parameters is not None:
+                chain.write_bytes(b"\n".join(blocks) + b"\n")
+                context.load_cert_chain(chain, key or cert, password)
+    except (stdlib_ssl.SSLError, OSError, ValueError) as e:
+        raise InputError(f"cannot use certificate '{cert}': {e}") from None
+    if dh_parameters is not None:
+        try:
             context.load_dh_params(str(dh_parameters))
-        if client_ca is not None:
-            context.verify_mode = stdlib_ssl.CERT_REQUIRED
+        except (stdlib_ssl.SSLError, OSError, ValueError) as e:
+            raise InputError(
+                f"cannot use DH parameters '{dh_parameters}': {e}; give a PEM file "
+                "(openssl dhparam -out dh.pem 2048)"
+            ) from None
+    if client_ca is not None:
+        context.verify_mode = stdlib_ssl.CERT_REQUIRED
+        try:
             context.load_verify_locations(
                 cadata=b"\n".join(pem_certificates(client_ca)).decode("ascii")
             )
-    except (stdlib_ssl.SSLError, OSError, ValueError) as e:
-        raise InputError(f"cannot use certificate '{cert}': {e}") from None
+        except (stdlib_ssl.SSLError, ValueError) as e:
+            raise InputError(f"cannot use client CA '{client_ca}': {e}") from None
     return context
 
 

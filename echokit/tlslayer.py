@@ -68,6 +68,8 @@ class TLSServerProtocol(Protocol):
     _handshake_done = False
     _receiving = False
     _aborted = False
+    _close_requested = False  # loseConnection was called (maybe waiting for the handshake)
+    _peer_done = False  # the wrapped protocol has heard that the peer sent all it will
     _failure: Failure | None = None
     _writer: SocketWriter | None = None
 
@@ -101,7 +103,8 @@ class TLSServerProtocol(Protocol):
                 self._deliver()
         finally:
             self._receiving = False
-            self._flush()
+            if not self._aborted:
+                self._flush()
 
     def readConnectionLost(self) -> None:
         """A TCP FIN: the peer has sent all it will, even without a close_notify."""
@@ -131,13 +134,16 @@ class TLSServerProtocol(Protocol):
             self._fail(e)
             return False
         self._handshake_done = True
+        pending, self._pending = self._pending, []
+        for data in pending:  # first what was written before, in order
+            self._tls.write(data)
+        if self._close_requested:
+            self._close()  # loseConnection waited for the handshake to send those
+            return False
         listener = IHandshakeListener(self.wrapped, None)
         if listener is not None:
             listener.handshakeCompleted()
-        pending, self._pending = self._pending, []
-        for data in pending:
-            self.write(data)
-        return not self._aborted
+        return not (self._aborted or self.disconnecting)
 
     def _deliver(self) -> None:
         """Decrypt everything readable and hand it over in one piece."""
@@ -159,10 +165,13 @@ class TLSServerProtocol(Protocol):
             chunks.append(chunk)
         if chunks and not self._aborted:
             self.wrapped.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if finished:
+        if finished and not self._aborted:
             self._peer_finished()
 
     def _peer_finished(self) -> None:
+        if self._peer_done:
+            return  # a close_notify, then the FIN: the wrapped protocol hears it once
+        self._peer_done = True
         half = IHalfCloseableProtocol(self.wrapped, None)
         if half is not None:
             half.readConnectionLost()
@@ -194,7 +203,7 @@ class TLSServerProtocol(Protocol):
     # -- the wrapped protocol's transport ---------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.disconnecting or not self.connected:
+        if self._close_requested or self.disconnecting or not self.connected:
             return
         if not self._handshake_done:
             self._pending.append(data)
@@ -211,9 +220,18 @@ class TLSServerProtocol(Protocol):
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
-        """Send what is written, then close_notify; close TCP once that is out."""
-        if self.disconnecting or not self.connected:
+        """
+        Send what is written, then close_notify; close TCP once that is out. Before the
+        handshake has completed, what was written waits for it (then the close follows);
+        with nothing written, TCP is closed at once.
+        """
+        if self._close_requested or self.disconnecting or not self.connected:
             return
+        self._close_requested = True
+        if self._handshake_done or not self._pending:
+            self._close()
+
+    def _close(self) -> None:
         self.disconnecting = True
         if self._handshake_done:
             # Writes our close_notify; SSLWantReadError says the peer's has not come: no wait.
@@ -247,7 +265,7 @@ class TLSServerProtocol(Protocol):
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
-        self.loseConnection()
+        self.abortConnection()  # the consumer is gone: nothing more can be sent
 
 
 class TLSServerFactory(ServerFactory):

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import socket
-import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,16 +28,23 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echokit.certs import CertStore
 from echokit.datagram import READ_SIZE
-from echokit.endpoints import ServerPlan, ssl_server_context
+from echokit.endpoints import (
+    ServerPlan,
+    behind_proxy,
+    proxied_spec,
+    ssl_server_context,
+)
 from echokit.errors import InputError
-from echokit.grammar import parse_server
+from echokit.grammar import EndpointSpec, parse_server
 from echokit.policy import ServerPolicy
 from echokit.serve import Listener
-from echokit.tlslayer import TLSServerFactory
+from echokit.tlslayer import TLSServerEndpoint
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
@@ -86,14 +92,26 @@ def inheritable(listeners: Sequence[Listener]) -> list[Inherited]:
 
 
 class _Worker(protocol.ProcessProtocol):
-    """One worker process; C{ended} fires when it has exited."""
+    """
+    One worker process. C{ready} fires with C{True} once it serves (it writes a byte to
+    C{ready_fd} when it listens with its signal handlers in place), or with C{False} if it
+    exits first; C{ended} fires when it has exited.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, ready_fd: int) -> None:
+        self.ready_fd = ready_fd
+        self.ready: defer.Deferred[bool] = defer.Deferred()
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.pid = 0
         self.process: Any = None
 
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == self.ready_fd and not self.ready.called:
+            self.ready.callback(True)
+
     def processEnded(self, reason: Failure) -> None:
+        if not self.ready.called:
+            self.ready.callback(False)
         self.ended.callback(None)
 
 
@@ -117,9 +135,10 @@ def spawn_workers(
         }
     )
     workers = []
+    ready_fd = max([2, *(s.fd for s in shared)]) + 1  # a pipe the worker says "ready" on
     for index in range(1, count + 1):
-        worker = _Worker()
-        fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        worker = _Worker(ready_fd)
+        fds: dict[int, Any] = {0: "w", 1: 1, 2: 2, ready_fd: "r"}
         fds.update({s.fd: s.fd for s in shared})
         argv = [
             sys.executable,
@@ -129,6 +148,8 @@ def spawn_workers(
             "worker",
             "--index",
             str(index),
+            "--ready-fd",
+            str(ready_fd),
             "--cert-dir",
             str(certs.directory),
             config,
@@ -149,17 +170,14 @@ def stop_workers(workers: Sequence[_Worker]) -> None:
                 worker.process.signalProcess("TERM")
 
 
+@implementer(IStreamServerEndpoint)
 class AdoptedStreamEndpoint:
-    """A server "endpoint" that serves an inherited listening socket."""
+    """A server endpoint that serves an inherited listening socket."""
 
-    def __init__(
-        self, reactor: Any, fd: int, family: int, tls_context: ssl.SSLContext | None = None
-    ) -> None:
-        self.reactor, self.fd, self.family, self.tls_context = reactor, fd, family, tls_context
+    def __init__(self, reactor: Any, fd: int, family: int) -> None:
+        self.reactor, self.fd, self.family = reactor, fd, family
 
     def listen(self, factory: Any) -> defer.Deferred[Any]:
-        if self.tls_context is not None:
-            factory = TLSServerFactory(self.tls_context, factory)
         return defer.execute(self.reactor.adoptStreamPort, self.fd, self.family, factory)
 
 
@@ -194,7 +212,25 @@ def worker_plans(
         if spec.kind in ("udp", "udp6"):
             endpoint: Any = AdoptedDatagramEndpoint(reactor, item["fd"], family)
         else:
-            options = ssl_server_context(spec, certs, client_ca)[0] if spec.kind == "ssl" else None
-            endpoint = AdoptedStreamEndpoint(reactor, item["fd"], family, options)
+            endpoint = adopted_stream(reactor, spec, item["fd"], family, certs, client_ca)
         plans.append(ServerPlan(spec, endpoint))
     return plans, policy
+
+
+def adopted_stream(
+    reactor: Any,
+    spec: EndpointSpec,
+    fd: int,
+    family: int,
+    certs: CertStore,
+    client_ca: Path | None,
+) -> IStreamServerEndpoint:
+    """The worker's endpoint for C{spec} on the socket C{fd}: with the parent's layers
+    (TLS for C{ssl:}, a PROXY header for C{haproxy:}, both for C{haproxy:ssl:})."""
+    if spec.kind == "haproxy":
+        inner = adopted_stream(reactor, proxied_spec(spec), fd, family, certs, client_ca)
+        return behind_proxy(reactor, inner)
+    adopted = AdoptedStreamEndpoint(reactor, fd, family)
+    if spec.kind == "ssl":
+        return TLSServerEndpoint(adopted, ssl_server_context(spec, certs, client_ca)[0])
+    return adopted

@@ -11,12 +11,14 @@ test_interop.py and test_hardening.py cover the rest
 from __future__ import annotations
 
 import contextlib
+import getpass as getpass_module
 import os
 import select
 import shutil
 import ssl
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
@@ -27,6 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from echokit.certs import CertStore
+from echokit.errors import InputError
 from echokit.tls import server_context, tls_failure_text
 from echokit.tlslayer import TLSServerProtocol
 from tests.test_hardening import (
@@ -43,8 +46,13 @@ from tests.test_hardening import (
 class Recorder(Protocol):
     """Records what the TLS layer tells it; echoes if C{echo}; writes C{early} at once."""
 
-    def __init__(self, echo: bool = True, early: bytes = b"") -> None:
-        self.echo, self.early = echo, early
+    def __init__(
+        self,
+        echo: bool = True,
+        early: bytes = b"",
+        on_handshake: Callable[[Recorder], None] | None = None,
+    ) -> None:
+        self.echo, self.early, self.on_handshake = echo, early, on_handshake
         self.received: list[bytes] = []
         self.events: list[str] = []
         self.lost: Failure | None = None
@@ -55,6 +63,8 @@ class Recorder(Protocol):
 
     def handshakeCompleted(self) -> None:
         self.events.append("handshake")
+        if self.on_handshake is not None:
+            self.on_handshake(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
@@ -216,6 +226,77 @@ class TLSServerProtocolTests(SynchronousTestCase):
         self.connect(recorder)
         self.assertEqual(self.handshake_plaintext, b"welcome")
 
+    def test_writes_before_and_at_the_handshake_keep_their_order(self) -> None:
+        """A write made before the handshake goes out before one made when it completes."""
+
+        def write_second(recorder: Recorder) -> None:
+            assert recorder.transport is not None
+            recorder.transport.write(b"second")
+
+        recorder = Recorder(early=b"first,", on_handshake=write_second)
+        self.connect(recorder)
+        self.assertEqual(self.handshake_plaintext, b"first,second")
+
+    def test_close_before_the_handshake_still_sends_what_was_written(self) -> None:
+        """loseConnection before the handshake completes: what was written is sent once it
+        has, then close_notify; nothing written later is."""
+        recorder = Recorder(early=b"goodbye")
+        server, transport = TLSServerProtocol(self.context, recorder), StringTransport()
+        server.makeConnection(transport)
+        server.loseConnection()
+        server.write(b"too late")
+        self.assertFalse(transport.disconnecting)  # waiting for the handshake
+        client, received, closed = MemoryClient(self.ca), b"", False
+        for _ in range(10):
+            done = client.handshake()
+            server.dataReceived(client.take())
+            data, closed = client.read_all(transport.value())
+            received += data
+            transport.clear()
+            if done and closed:
+                break
+        self.assertEqual((received, closed), (b"goodbye", True))
+        self.assertTrue(transport.disconnecting)
+
+    def test_close_before_the_handshake_with_nothing_written_closes_tcp(self) -> None:
+        """loseConnection before the handshake, with nothing written: TCP closes at once."""
+        server, transport = TLSServerProtocol(self.context, Recorder()), StringTransport()
+        server.makeConnection(transport)
+        server.loseConnection()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
+    def test_peer_finished_is_told_once(self) -> None:
+        """A close_notify followed by a TCP FIN: readConnectionLost is called once."""
+        recorder = Recorder()
+        recorder.readConnectionLost = lambda: recorder.events.append("read closed")  # type: ignore[method-assign]
+        server, recorder, _transport, client = self.connect(recorder)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.tls.unwrap()
+        server.dataReceived(client.take())
+        server.readConnectionLost()
+        self.assertEqual(recorder.events, ["handshake", "read closed"])
+
+    def test_abort_while_receiving_sends_nothing_more(self) -> None:
+        """A protocol that writes, then aborts, from dataReceived: nothing is sent after
+        the abort, and a close_notify in the same read is not delivered."""
+        recorder = Recorder()
+
+        def write_then_abort(data: bytes) -> None:
+            recorder.received.append(data)
+            server.write(b"never sent")
+            server.abortConnection()
+
+        recorder.dataReceived = write_then_abort  # type: ignore[method-assign]
+        server, recorder, transport, client = self.connect(recorder)
+        client.tls.write(b"boom")
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.tls.unwrap()
+        server.dataReceived(client.take())
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(recorder.events, ["handshake"])
+        self.assertTrue(transport.disconnected)
+
     def test_plaintext_fails_the_handshake(self) -> None:
         """Plaintext where a ClientHello should be: the connection closes and the wrapped
         protocol's connectionLost gets the TLS error, in OpenSSL's words."""
@@ -309,3 +390,95 @@ class TLSLayerRealSocketTests:
             assert bytes(received) == chunk * (sent // len(chunk))
             pusher.close()
             checker.close()
+
+
+class ServerContextTests(SynchronousTestCase):
+    """L{server_context}: the certificate options of C{ssl:} listeners."""
+
+    def setUp(self) -> None:
+        self.scratch = Path(tempfile.mkdtemp(prefix="echokit-context-"))
+        self.addCleanup(shutil.rmtree, self.scratch)
+        self.store = CertStore(self.scratch / "certs")
+        self.store.ensure()
+
+    def handshake(self, context: ssl.SSLContext) -> MemoryClient:
+        """Complete a handshake with C{context}; the client, to look at."""
+        server = TLSServerProtocol(context, Recorder())
+        transport = StringTransport()
+        server.makeConnection(transport)
+        client = MemoryClient(self.store.ca_cert)
+        for _ in range(10):
+            done = client.handshake()
+            server.dataReceived(client.take())
+            client.read_all(transport.value())
+            transport.clear()
+            if done:
+                return client
+        raise AssertionError("no handshake")
+
+    def test_key_and_certificate_in_one_file(self) -> None:
+        """privateKey= alone may name one file holding the key and the certificate."""
+        both = self.scratch / "both.pem"
+        both.write_bytes(self.store.server_key.read_bytes() + self.store.server_cert.read_bytes())
+        client = self.handshake(server_context(both, None))
+        self.assertIsNotNone(client.tls.version())
+
+    def test_extra_chain_is_sent_and_its_file_holds_no_key(self) -> None:
+        """extraCertChain= certificates follow the server's; the file the context reads
+        them from holds certificates only, even when the key shares the server's file."""
+        both = self.scratch / "both.pem"
+        both.write_bytes(self.store.server_key.read_bytes() + self.store.server_cert.read_bytes())
+        kept = self.scratch / "kept"
+        kept.mkdir()
+
+        @contextlib.contextmanager
+        def keep(prefix: str = "") -> Iterator[str]:
+            yield str(kept)
+
+        self.patch(tempfile, "TemporaryDirectory", keep)
+        server_context(both, None, extra_chain=self.store.ca_cert)
+        chain = (kept / "chain.pem").read_bytes()
+        self.assertEqual(chain.count(b"-----BEGIN CERTIFICATE-----"), 2)
+        self.assertNotIn(b"PRIVATE KEY", chain)
+
+    def test_encrypted_key_asks_its_passphrase_once(self) -> None:
+        """An encrypted private key's passphrase is asked once, and it works."""
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(self.store.server_key.read_bytes(), None)
+        encrypted = self.scratch / "encrypted.key"
+        encrypted.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"open sesame"),
+            )
+        )
+        asked: list[str] = []
+
+        def getpass(prompt: str) -> str:
+            asked.append(prompt)
+            return "open sesame"
+
+        self.patch(getpass_module, "getpass", getpass)
+        client = self.handshake(server_context(self.store.server_cert, encrypted))
+        self.assertIsNotNone(client.tls.version())
+        self.assertEqual(len(asked), 1)
+        self.assertIn(str(encrypted), asked[0])
+
+    def test_key_of_another_certificate_is_a_clear_error(self) -> None:
+        """A key that does not belong to the certificate: InputError naming both files."""
+        with self.assertRaises(InputError) as raised:
+            server_context(self.store.server_cert, self.store.client_key)
+        message = str(raised.exception)
+        self.assertIn(str(self.store.server_cert), message)
+        self.assertIn(str(self.store.client_key), message)
+        self.assertIn("do not match", message)
+
+    def test_bad_dh_parameters_name_their_file(self) -> None:
+        """dhParameters= naming a file that is not DH parameters: InputError naming it."""
+        bad = self.scratch / "dh.pem"
+        bad.write_text("not DH parameters\n")
+        with self.assertRaises(InputError) as raised:
+            server_context(self.store.server_cert, self.store.server_key, dh_parameters=bad)
+        self.assertIn(f"cannot use DH parameters '{bad}'", str(raised.exception))

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -91,6 +92,54 @@ class WorkersTests:
         assert len(served) == 2 and sum(served) == 100, summaries
         with pytest.raises(ProcessLookupError):
             os.kill(worker, 0)
+
+    def test_workers_keep_the_tls_and_proxy_layers(self, tmp_path: Path) -> None:
+        """
+        With --workers 2, C{ssl:} and C{haproxy:ssl:} listeners speak TLS in every
+        process, the latter after a PROXY header: 40 connections to each get exact
+        echoes, wherever the kernel sends them.
+        """
+        env = dict(os.environ, ECHOKIT_CERT_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+        listeners = ["ssl:0:interface=127.0.0.1", "haproxy:ssl:0:interface=127.0.0.1"]
+        server = subprocess.Popen(
+            [*ECHOKIT, "-q", "serve", "--workers", "2", *listeners],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert server.stdout is not None
+        lines = [server.stdout.readline().decode() for _ in range(4)]  # certificates made
+        try:
+            ports = [int(p) for p in re.findall(r"listening on 127\.0\.0\.1:(\d+)", "".join(lines))]
+            pids = re.search(r"pids: this one, (\d+)", lines[3])
+            assert len(ports) == 2 and pids, lines
+            worker = int(pids.group(1))
+            deadline = time.monotonic() + 20
+            while listening_inode(ports[1]) not in socket_inodes(worker):
+                assert time.monotonic() < deadline, "the worker never held the listening socket"
+                time.sleep(0.05)
+            context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+            proxy_header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 443\r\n"
+            for port, prefix in zip(ports, [b"", proxy_header], strict=True):
+                for i in range(40):
+                    payload = os.urandom(1000 + i)
+                    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                        raw.sendall(prefix)
+                        with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                            conn.sendall(payload)
+                            echoed = b""
+                            while len(echoed) < len(payload) and (chunk := conn.recv(65536)):
+                                echoed += chunk
+                    assert echoed == payload, (port, i)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            out, err = server.communicate(timeout=30)
+        summaries = out.decode()
+        assert server.returncode == 0, err.decode()
+        for listener in listeners:
+            served = [int(n) for n in re.findall(rf"\n  {listener}: (\d+) connections", summaries)]
+            assert len(served) == 2 and sum(served) == 40, summaries
+            assert min(served) > 0, summaries  # both processes served (odds of not: 2**-39)
 
     def test_bad_worker_count_is_a_usage_error(self, tmp_path: Path) -> None:
         """--workers must be a number from 1 to 256 or auto: exit 2, one line."""

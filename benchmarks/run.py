@@ -1,11 +1,11 @@
 """
 echokit's benchmarks: honest latency numbers, echokit serve against asyncio, and extras.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only honest|servers|extras]...
+    .venv/bin/python benchmarks/run.py [--quick] [--only honest|servers|workers|extras]...
         [--rounds N] [--seconds S] [--no-pin] [--json FILE]
 
 Run it through C{make bench}, which first compiles the native programs into
-C{benchmarks/native/build/} (this script builds nothing). Three sections:
+C{benchmarks/native/build/} (this script builds nothing). Four sections:
 
     honest   the native echo server, measured by the native pingpong client and by
              C{echokit bench} (64-byte messages, one in flight), over tcp, unix and udp:
@@ -15,6 +15,8 @@ C{benchmarks/native/build/} (this script builds nothing). Three sections:
              loadgen (10 connections, 1 KiB, 64 KiB, 1 MiB, tcp and unix; udp at 1 KiB),
              TLS (loadgen --tls, OpenSSL) at 1 KiB and 100 KiB, and
              latency with one message in flight (pingpong, 64 B, tcp and unix)
+    workers  C{echokit serve} with one process and with C{--workers 2}, tcp and TLS, driven
+             by loadgen with 20 connections: what a second process adds on this machine
     extras   server memory per idle TCP connection, and C{echokit --help} start-up time
 
 Measurements are interleaved: every round visits every server (in a rotated order) before
@@ -344,9 +346,13 @@ class Server:
             raise BenchError(f"{self.name} is not running: {self.stderr_tail()}")
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the server has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User plus system CPU time the server (and its workers, if any) used so far."""
+        total = 0.0
+        for pid in (self.pid, *child_pids(self.pid)):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -380,6 +386,18 @@ class Server:
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is C{pid} (echokit serve --workers' workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry))
+    return found
 
 
 @contextlib.contextmanager
@@ -1093,7 +1111,108 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
     }
 
 
-# --- c) extras -------------------------------------------------------------------------
+# --- c) workers ------------------------------------------------------------------------
+
+
+def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
+    """echokit serve with one process and with --workers 2: tcp and TLS, the same loadgen."""
+    say("== c) workers: echokit serve --workers 2 against one process ==")
+    certs = make_certs(workdir)
+    conns = settings.connections * 2
+
+    def echokit(name: str, *flags: str) -> Server:
+        argv = [ECHOKIT, "-q", "serve", *flags, "--cert-dir", str(certs)]
+        listeners = ["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1"]
+        return Server(name, [*argv, *listeners], 2, workdir)
+
+    servers = [echokit("1 process"), echokit("2 processes", "--workers", "2")]
+    cases = [("tcp", 1 * KIB), ("tcp", 64 * KIB), ("tls", 1 * KIB)]
+    results: dict[tuple[str, str], dict[str, list[Load]]] = {}
+    timeout = settings.load_seconds + settings.load_warmup + 60
+
+    def argv(server: Server, transport: str, size: int) -> list[str]:
+        line = [
+            str(LOADGEN),
+            *target_args(transport, server.addresses[transport]),
+            *("--connections", str(conns), "--size", str(size)),
+            *("--duration", f"{settings.load_seconds:g}", "--warmup", f"{settings.load_warmup:g}"),
+        ]
+        if transport == "tls":
+            line += ["--ca", str(certs / "ca.pem"), "--hostname", "localhost"]
+        return line
+
+    with running(servers):
+        for round_ in range(settings.rounds):
+            for transport, size in cases:
+                for server in rotated(servers, round_):
+                    try:
+                        load = measure_load(server, argv(server, transport, size), timeout)
+                    except BenchError as e:
+                        report.problems.append(f"workers {transport} {server.name}: {e}")
+                        continue
+                    group = (transport, size_name(size))
+                    results.setdefault(group, {}).setdefault(server.name, []).append(load)
+    rows, summary = [], []
+    for transport, size in cases:
+        group = (transport, size_name(size))
+        runs = results.get(group, {})
+        one = median([r.messages_per_s for r in runs.get("1 process", [])])
+        for server in servers:
+            loads = runs.get(server.name, [])
+            rate = median([r.messages_per_s for r in loads])
+            rows.append(
+                [
+                    *group,
+                    server.name,
+                    number(rate),
+                    ratio(rate, one),
+                    percent(median([r.server_cpu for r in loads])),
+                    percent(median([r.client_cpu for r in loads])),
+                    percent(median([r.softirq_cpu for r in loads])),
+                    str(sum(r.errors for r in loads)) if loads else "-",
+                ]
+            )
+            summary.append(
+                {
+                    "transport": group[0],
+                    "size": group[1],
+                    "server": server.name,
+                    "messages_per_s": rate,
+                    "ratio_to_one_process": rate / one if rate and one else None,
+                    "runs": [asdict(r) for r in loads],
+                }
+            )
+        rows.append([""] * 9)
+    say(
+        f"\nnative loadgen, {conns} connections, one message in flight each, "
+        f"{settings.load_seconds:g} s; median of {settings.rounds} round(s). server CPU counts "
+        "every process\n(% of one core). On this machine's "
+        f"{os.cpu_count()} CPUs the client needs a core too, so a second worker can only take "
+        "what the\nclient leaves: compare the CPU columns before reading the ratio as scaling."
+    )
+    say(f"  1 process:   {command_text(servers[0].argv)}")
+    say(f"  2 processes: {command_text(servers[1].argv)}\n")
+    say(
+        render(
+            [
+                "transport",
+                "size",
+                "server",
+                "msg/s",
+                "vs 1 process",
+                "server CPU",
+                "client CPU",
+                "softirq",
+                "errors",
+            ],
+            rows[:-1],
+            left=3,
+        )
+    )
+    report.sections["workers"] = {"results": summary}
+
+
+# --- d) extras -------------------------------------------------------------------------
 
 
 def raise_open_files_limit() -> int:
@@ -1229,7 +1348,7 @@ def startup_times(runs: int) -> dict[str, Any]:
 
 
 def extras(settings: Settings, report: Report, workdir: Path) -> None:
-    say("== c) extras: memory per idle connection, start-up time ==")
+    say("== d) extras: memory per idle connection, start-up time ==")
     limit = raise_open_files_limit()
     wanted = settings.idle_connections
     connections = min(wanted, limit - 200)
@@ -1304,7 +1423,12 @@ def extras(settings: Settings, report: Report, workdir: Path) -> None:
 # --- main ------------------------------------------------------------------------------
 
 
-SECTIONS = {"honest": honest, "servers": servers_section, "extras": extras}
+SECTIONS = {
+    "honest": honest,
+    "servers": servers_section,
+    "workers": workers_section,
+    "extras": extras,
+}
 
 
 def check_built() -> None:

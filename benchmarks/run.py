@@ -88,7 +88,7 @@ class BenchError(Exception):
 class Settings:
     """How long and how often to measure (see --quick)."""
 
-    rounds: int = 3
+    rounds: int = 5
     honest_seconds: float = 2.0
     load_seconds: float = 1.5
     load_warmup: float = 0.25
@@ -1452,7 +1452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(SECTIONS),
         help="run only this section (repeatable)",
     )
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     parser.add_argument(
         "--seconds", type=float, help="seconds per throughput run (default 1.5, quick 0.5)"
     )

@@ -490,6 +490,41 @@ def rotated(items: Sequence[Any], by: int) -> list[Any]:
 # --- a) honest numbers -----------------------------------------------------------------
 
 
+SERVER_CPU = min(ALL_CPUS)
+
+
+@contextlib.contextmanager
+def split_cpus(server: Server, enabled: bool) -> Iterator[set[int] | None]:
+    """
+    For a throughput run: the server on one CPU, the client on the others; yield the
+    client's CPU set (None when off, or on a 1-CPU machine).
+
+    Unpinned, the scheduler moves client, server and the kernel's loopback work between
+    the two CPUs, and a run's rate depends on where they happen to land: single 1 MiB
+    runs varied by up to 40%. Split, each has its own CPU in every run.
+    """
+    others = ALL_CPUS - {SERVER_CPU}
+    if not enabled or not others:
+        yield None
+        return
+    try:
+        server.set_affinity({SERVER_CPU})
+        yield others
+    finally:
+        if server.alive():
+            server.set_affinity(ALL_CPUS)
+
+
+def split_note(settings: Settings) -> str:
+    if settings.pin and ALL_CPUS - {SERVER_CPU}:
+        others = ",".join(str(c) for c in sorted(ALL_CPUS - {SERVER_CPU}))
+        return (
+            f"Throughput runs: the server on CPU {SERVER_CPU}, the client on CPU {others} "
+            "(--no-pin: wherever the scheduler puts them)."
+        )
+    return "Throughput runs: not pinned (--no-pin): the scheduler places client and server."
+
+
 def pin_note(settings: Settings) -> str:
     if settings.pin:
         return (
@@ -749,12 +784,17 @@ class Load:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def measure_load(server: Server, argv: Sequence[str], timeout: float) -> Load:
-    """Run a load client against C{server}, with both sides' CPU use over the run."""
+def measure_load(server: Server, argv: Sequence[str], timeout: float, split: bool = False) -> Load:
+    """
+    Run a load client against C{server}, with both sides' CPU use over the run.
+
+    @param split: server on one CPU, client on the others (see L{split_cpus}).
+    """
     server.check()
-    watch = CPUWatch(server)
-    data, client_cpu = run_json(argv, timeout)
-    cpu = watch.stop(client_cpu)
+    with split_cpus(server, split) as client_cpus:
+        watch = CPUWatch(server)
+        data, client_cpu = run_json(argv, timeout, client_cpus)
+        cpu = watch.stop(client_cpu)
     keys = ("tls_version", "tls_cipher", "least_per_connection", "most_per_connection")
     return Load(
         server.name,
@@ -918,7 +958,7 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
         for attempt in range(3):
             t0 = time.monotonic()
             try:
-                load = measure_load(server, argv, timeout)
+                load = measure_load(server, argv, timeout, settings.pin)
             except BenchError as e:
                 report.problems.append(f"servers {group[0]} {group[1]} {server.name}: {e}")
                 break
@@ -1010,6 +1050,7 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
         "softirqs (loopback TCP/UDP processing, not charged to any process) and every other "
         "process\n(other CPU: background load that skews the numbers; high: run again)."
     )
+    say(split_note(settings))
     say(f"client: {example['stream']}\n")
     say(text)
 
@@ -1459,7 +1500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-pin",
         action="store_true",
-        help="latency runs: do not put client and server on one CPU",
+        help="do not pin: latency runs put client and server on one CPU, throughput runs "
+        "the server on one CPU and the client on the others",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="save the raw numbers here")
     args = parser.parse_args(argv)

@@ -1121,7 +1121,16 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
         )
     )
 
-    say("\nSummary: echokit serve msg/s as a multiple of asyncio's (>= 1.00x: at least as fast)")
+    say(
+        "\nSummary: echokit serve msg/s as a multiple of asyncio's (>= 1.00x: at least as "
+        "fast), from the medians above,\nand round by round (each round measures both "
+        "servers back to back, so a drift of the machine cancels out)"
+    )
+    reference = {
+        (e["transport"], e["size"]): e["runs"]
+        for e in stream_summary + udp_summary + tls_summary
+        if e["server"] == "asyncio"
+    }
     verdicts = []
     for entry in stream_summary + udp_summary + tls_summary:
         if entry["server"] != "echokit serve":
@@ -1135,10 +1144,34 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
             verdict = "within 5% (noise?)"
         else:
             verdict = "NO"
-        verdicts.append(
-            [entry["transport"], entry["size"], "-" if value is None else f"{value:.2f}x", verdict]
+        ours, theirs = entry["runs"], reference.get((entry["transport"], entry["size"]), [])
+        paired = sorted(
+            a["messages_per_s"] / b["messages_per_s"]
+            for a, b in zip(ours, theirs, strict=False)
+            if b["messages_per_s"]
         )
-    say(render(["transport", "size", "echokit / asyncio", "as fast?"], verdicts, left=2))
+        rounds = (
+            f"{statistics.median(paired):.2f}x [{paired[0]:.2f}-{paired[-1]:.2f}]"
+            if paired and len(ours) == len(theirs)
+            else "-"
+        )
+        entry["round_ratios"] = paired if len(ours) == len(theirs) else None
+        verdicts.append(
+            [
+                entry["transport"],
+                entry["size"],
+                "-" if value is None else f"{value:.2f}x",
+                verdict,
+                rounds,
+            ]
+        )
+    say(
+        render(
+            ["transport", "size", "echokit / asyncio", "as fast?", "per round: median [min-max]"],
+            verdicts,
+            left=2,
+        )
+    )
     report.sections["servers"] = {
         "servers": {s.name: command_text(s.argv) for s in servers},
         "uvloop": with_uvloop,

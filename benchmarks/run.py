@@ -361,10 +361,11 @@ class Server:
         raise BenchError(f"{self.name}: no VmRSS")
 
     def set_affinity(self, cpus: set[int]) -> None:
-        """Run every thread of the server on C{cpus}."""
-        for tid in os.listdir(f"/proc/{self.pid}/task"):
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(int(tid), cpus)
+        """Run every thread of the server on C{cpus} (nothing if it has just exited)."""
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -1123,8 +1124,8 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
 
     say(
         "\nSummary: echokit serve msg/s as a multiple of asyncio's (>= 1.00x: at least as "
-        "fast), from the medians above,\nand round by round (each round measures both "
-        "servers back to back, so a drift of the machine cancels out)"
+        "fast), from the medians above,\nand round by round (each round measures every "
+        "server once, so a slow drift of the machine mostly cancels out)"
     )
     reference = {
         (e["transport"], e["size"]): e["runs"]

@@ -217,11 +217,13 @@ def behind_proxy(reactor: Any, endpoint: IStreamServerEndpoint) -> IStreamServer
 
 
 def ssl_server_context(
-    spec: EndpointSpec, certs: CertStore, client_ca: Path | None = None
+    spec: EndpointSpec, certs: CertStore, client_ca: Path | None = None, prompt: bool = True
 ) -> tuple[ssl.SSLContext, Path | None]:
     """
     The TLS settings of an C{ssl:} server string, and where certificates were generated
     for it (echokit's own, when the string names no key), if they were.
+
+    @param prompt: whether an encrypted key's passphrase may be asked (see L{tls.server_context}).
     """
     created = None
     cert, key = _path(spec, "certKey"), _path(spec, "privateKey")
@@ -234,7 +236,7 @@ def ssl_server_context(
         cert = key
     assert cert is not None
     context = tls.server_context(
-        cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca
+        cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca, prompt
     )
     return context, created
 

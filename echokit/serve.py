@@ -18,6 +18,7 @@ import os
 import resource
 import shlex
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -338,17 +339,24 @@ async def serve_until_signalled(
         os.close(ready_fd)
     children = []
     if workers > 1:
-        from echokit.workers import spawn_workers, stop_workers
+        from echokit.workers import spawn_workers, stop_workers, wait_until_serving
 
         children = spawn_workers(
             reactor, workers - 1, listeners, service.policy, certs, worker_argv
         )
         # Announce them once they serve (a signal before that would find them defenceless).
-        serving = [await child.ready for child in children]
-        out.write(
-            f"{1 + sum(serving)} worker processes share these listeners (pids: this one, "
-            f"{', '.join(str(c.pid) for c, ok in zip(children, serving, strict=True) if ok)})\n"
-        )
+        serving = await wait_until_serving(reactor, children, stopping.requested)
+        for child in children:
+            if child not in serving and not stopping.requested.called:
+                sys.stderr.write(
+                    f"echokit: worker {child.index} (pid {child.pid}) did not start serving "
+                    "(its message, if any, is above); serving without it\n"
+                )
+        if serving:
+            out.write(
+                f"{1 + len(serving)} worker processes share these listeners (pids: this one, "
+                f"{', '.join(str(c.pid) for c in serving)})\n"
+            )
         out.flush()
     signum = await stopping.requested
     if children:

@@ -121,6 +121,7 @@ def server_context(
     extra_chain: Path | None = None,
     dh_parameters: Path | None = None,
     client_ca: Path | None = None,
+    prompt: bool = True,
 ) -> stdlib_ssl.SSLContext:
     """
     The TLS settings of an echokit server: this certificate, TLS 1.2 or newer, no
@@ -129,6 +130,8 @@ def server_context(
     @param key: the private key's file; C{None} if C{cert} holds the key too.
     @param extra_chain: intermediate certificates to send after C{cert}.
     @param client_ca: if given, demand a client certificate signed by this CA (mutual TLS).
+    @param prompt: ask for the passphrase of an encrypted key on the terminal (once); if
+        C{False}, an encrypted key is an error (a worker process cannot ask).
 
     @raise InputError: if the files do not load.
     """
@@ -136,7 +139,19 @@ def server_context(
 
     def passphrase(*_: object) -> bytes:
         if not typed:  # asked once, used for both loads below
-            typed.append(getpass.getpass(f"passphrase for private key '{key or cert}': ").encode())
+            where = key or cert
+            if not prompt:
+                raise InputError(
+                    f"private key '{where}' is encrypted and this process cannot ask for its "
+                    "passphrase (--workers): decrypt it (openssl pkey -in KEY -out PLAIN)"
+                )
+            try:
+                typed.append(getpass.getpass(f"passphrase for private key '{where}': ").encode())
+            except (EOFError, KeyboardInterrupt):
+                raise InputError(
+                    f"private key '{where}' is encrypted and no passphrase was given: run "
+                    "on a terminal, or decrypt it (openssl pkey -in KEY -out PLAIN)"
+                ) from None
         return typed[0]
 
     load_private_certificate(cert, key, passphrase)  # for its clear errors

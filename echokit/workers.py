@@ -98,15 +98,18 @@ class _Worker(protocol.ProcessProtocol):
     exits first; C{ended} fires when it has exited.
     """
 
-    def __init__(self, ready_fd: int) -> None:
+    def __init__(self, index: int, ready_fd: int) -> None:
+        self.index = index
         self.ready_fd = ready_fd
         self.ready: defer.Deferred[bool] = defer.Deferred()
         self.ended: defer.Deferred[None] = defer.Deferred()
+        self.serving = False
         self.pid = 0
         self.process: Any = None
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == self.ready_fd and not self.ready.called:
+            self.serving = True
             self.ready.callback(True)
 
     def processEnded(self, reason: Failure) -> None:
@@ -137,7 +140,7 @@ def spawn_workers(
     workers = []
     ready_fd = max([2, *(s.fd for s in shared)]) + 1  # a pipe the worker says "ready" on
     for index in range(1, count + 1):
-        worker = _Worker(ready_fd)
+        worker = _Worker(index, ready_fd)
         fds: dict[int, Any] = {0: "w", 1: 1, 2: 2, ready_fd: "r"}
         fds.update({s.fd: s.fd for s in shared})
         argv = [
@@ -160,6 +163,36 @@ def spawn_workers(
         worker.pid = worker.process.pid
         workers.append(worker)
     return workers
+
+
+#: Seconds a worker may take to start serving before it is given up (and stopped).
+READY_TIMEOUT = 30.0
+
+
+async def wait_until_serving(
+    reactor: Any, workers: Sequence[_Worker], stop: defer.Deferred[Any]
+) -> list[_Worker]:
+    """
+    Wait until every worker serves, has exited, or took over L{READY_TIMEOUT} seconds,
+    or until C{stop} fires (a signal); stop the workers that do not serve. The serving ones.
+    """
+    stopped: defer.Deferred[None] = defer.Deferred()
+
+    def seen(result: Any) -> Any:
+        if not stopped.called:
+            stopped.callback(None)
+        return result  # C{stop} keeps its result for whoever awaits it next
+
+    stop.addBoth(seen)
+    for worker in workers:
+        worker.ready.addTimeout(READY_TIMEOUT, reactor, onTimeoutCancel=lambda *_: False)
+    everyone: defer.Deferred[None] = defer.DeferredList(
+        [w.ready for w in workers], consumeErrors=True
+    ).addCallback(lambda _: None)
+    await defer.DeferredList([everyone, stopped], fireOnOneCallback=True, consumeErrors=True)
+    failed = [w for w in workers if not w.serving]
+    stop_workers(failed)
+    return [w for w in workers if w.serving]
 
 
 def stop_workers(workers: Sequence[_Worker]) -> None:
@@ -232,5 +265,6 @@ def adopted_stream(
         return behind_proxy(reactor, inner)
     adopted = AdoptedStreamEndpoint(reactor, fd, family)
     if spec.kind == "ssl":
-        return TLSServerEndpoint(adopted, ssl_server_context(spec, certs, client_ca)[0])
+        context = ssl_server_context(spec, certs, client_ca, prompt=False)[0]
+        return TLSServerEndpoint(adopted, context)
     return adopted

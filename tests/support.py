@@ -137,11 +137,11 @@ class CollectedProcess:
     L{wait_for} waits, bounded, for a condition on what was read so far.
     """
 
-    def __init__(self, argv: Sequence[str], **popen: Any) -> None:
+    def __init__(self, argv: Sequence[str], stdin: Any = subprocess.DEVNULL, **popen: Any) -> None:
         self.argv = list(argv)
         self.process = subprocess.Popen(
             self.argv,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             **popen,

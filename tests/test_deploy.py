@@ -600,6 +600,20 @@ class HAProxyTests:
         assert len(opened) == 1, server.text()
         assert f"connection from 192.0.2.10:56324 opened on {listener} (TLSv1." in opened[0]
 
+    def test_header_timeout_applies_under_tls_too(self, tmp_path: Path) -> None:
+        """
+        Behind C{haproxy:ssl:...}, a connection that sends no PROXY header is closed after
+        --handshake-timeout (0.5 s here), as behind C{haproxy:tcp:...}.
+        """
+        listener = "haproxy:ssl:0:interface=127.0.0.1"
+        with serve(tmp_path, "--handshake-timeout", "0.5", listener) as server:
+            (connect_string,) = server.wait_announced(1)
+            with connect(port_of(connect_string), timeout=5) as sock:
+                started = time.monotonic()
+                with contextlib.suppress(ConnectionResetError):  # aborted: a reset
+                    assert sock.recv(100) == b""
+                assert time.monotonic() - started < 3.0
+
     def test_per_peer_limit_behind_proxy_releases_closed_connections(self, tmp_path: Path) -> None:
         """
         With C{--max-per-peer 1}, one client reaching echokit through a PROXY proxy

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import Protocol, connectionDone
@@ -392,6 +393,71 @@ class TLSLayerRealSocketTests:
             checker.close()
 
 
+def encrypt_key(key: Path, to: Path, passphrase: bytes = b"open sesame") -> Path:
+    """Write C{key} to C{to}, encrypted with C{passphrase}."""
+    from cryptography.hazmat.primitives import serialization
+
+    loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+    to.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        )
+    )
+    return to
+
+
+def intermediate_chain(directory: Path) -> tuple[Path, Path, Path, Path]:
+    """A root CA, an intermediate CA it signed, and a localhost certificate the
+    intermediate signed (with its key): their PEM files in C{directory}."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+            builder = builder.add_extension(usage, critical=True)
+        else:
+            names = x509.SubjectAlternativeName([x509.DNSName("localhost")])
+            builder = builder.add_extension(names, critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key, middle_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = issue("test root", root_key, "test root", root_key, True)
+    middle = issue("test intermediate", middle_key, "test root", root_key, True)
+    leaf = issue("localhost", leaf_key, "test intermediate", middle_key, False)
+    paths = [directory / name for name in ("root.pem", "middle.pem", "leaf.pem", "leaf.key")]
+    for path, cert in zip(paths, (root, middle, leaf), strict=False):
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[3].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths[0], paths[1], paths[2], paths[3]
+
+
 class ServerContextTests(SynchronousTestCase):
     """L{server_context}: the certificate options of C{ssl:} listeners."""
 
@@ -401,12 +467,13 @@ class ServerContextTests(SynchronousTestCase):
         self.store = CertStore(self.scratch / "certs")
         self.store.ensure()
 
-    def handshake(self, context: ssl.SSLContext) -> MemoryClient:
-        """Complete a handshake with C{context}; the client, to look at."""
+    def handshake(self, context: ssl.SSLContext, trust: Path | None = None) -> MemoryClient:
+        """Complete a handshake with C{context} (the client trusts C{trust}, else
+        echokit's CA); the client, to look at."""
         server = TLSServerProtocol(context, Recorder())
         transport = StringTransport()
         server.makeConnection(transport)
-        client = MemoryClient(self.store.ca_cert)
+        client = MemoryClient(trust or self.store.ca_cert)
         for _ in range(10):
             done = client.handshake()
             server.dataReceived(client.take())
@@ -423,9 +490,20 @@ class ServerContextTests(SynchronousTestCase):
         client = self.handshake(server_context(both, None))
         self.assertIsNotNone(client.tls.version())
 
-    def test_extra_chain_is_sent_and_its_file_holds_no_key(self) -> None:
-        """extraCertChain= certificates follow the server's; the file the context reads
-        them from holds certificates only, even when the key shares the server's file."""
+    def test_extra_chain_completes_the_path_to_the_root(self) -> None:
+        """A server certificate signed by an intermediate CA: with extraCertChain= naming
+        the intermediate, a client that trusts only the root verifies the server;
+        without it, the same client refuses."""
+        root, intermediate, leaf, leaf_key = intermediate_chain(self.scratch)
+        chained = server_context(leaf, leaf_key, extra_chain=intermediate)
+        client = self.handshake(chained, trust=root)
+        self.assertIsNotNone(client.tls.version())
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            self.handshake(server_context(leaf, leaf_key), trust=root)
+
+    def test_extra_chain_file_holds_no_key(self) -> None:
+        """The file the context reads the chain from holds certificates only, even when
+        the key shares the server certificate's file."""
         both = self.scratch / "both.pem"
         both.write_bytes(self.store.server_key.read_bytes() + self.store.server_cert.read_bytes())
         kept = self.scratch / "kept"
@@ -443,17 +521,7 @@ class ServerContextTests(SynchronousTestCase):
 
     def test_encrypted_key_asks_its_passphrase_once(self) -> None:
         """An encrypted private key's passphrase is asked once, and it works."""
-        from cryptography.hazmat.primitives import serialization
-
-        key = serialization.load_pem_private_key(self.store.server_key.read_bytes(), None)
-        encrypted = self.scratch / "encrypted.key"
-        encrypted.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(b"open sesame"),
-            )
-        )
+        encrypted = encrypt_key(self.store.server_key, self.scratch / "encrypted.key")
         asked: list[str] = []
 
         def getpass(prompt: str) -> str:
@@ -465,6 +533,22 @@ class ServerContextTests(SynchronousTestCase):
         self.assertIsNotNone(client.tls.version())
         self.assertEqual(len(asked), 1)
         self.assertIn(str(encrypted), asked[0])
+
+    def test_encrypted_key_without_a_passphrase_is_a_clear_error(self) -> None:
+        """No terminal and no input to read a passphrase from: InputError, not a crash;
+        and a worker (prompt=False) never asks."""
+        encrypted = encrypt_key(self.store.server_key, self.scratch / "encrypted.key")
+
+        def no_input(prompt: str) -> str:
+            raise EOFError()
+
+        self.patch(getpass_module, "getpass", no_input)
+        with self.assertRaises(InputError) as raised:
+            server_context(self.store.server_cert, encrypted)
+        self.assertIn("is encrypted and no passphrase was given", str(raised.exception))
+        with self.assertRaises(InputError) as raised:
+            server_context(self.store.server_cert, encrypted, prompt=False)
+        self.assertIn("cannot ask for its passphrase (--workers)", str(raised.exception))
 
     def test_key_of_another_certificate_is_a_clear_error(self) -> None:
         """A key that does not belong to the certificate: InputError naming both files."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ECHOKIT, run_echokit
+from tests.support import ECHOKIT, CollectedProcess, run_echokit
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -139,7 +139,85 @@ class WorkersTests:
         for listener in listeners:
             served = [int(n) for n in re.findall(rf"\n  {listener}: (\d+) connections", summaries)]
             assert len(served) == 2 and sum(served) == 40, summaries
-            assert min(served) > 0, summaries  # both processes served (odds of not: 2**-39)
+            assert min(served) > 0, summaries  # both processes served some (both accept)
+
+    def test_workers_are_announced_once_they_serve(self, tmp_path: Path) -> None:
+        """
+        The line announcing the workers comes once each serves, signal handlers in place:
+        a SIGTERM sent the moment it appears still gets every process's summary.
+        """
+        env = dict(os.environ, ECHOKIT_CERT_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+        server = subprocess.Popen(
+            [*ECHOKIT, "-q", "serve", "--workers", "3", "ssl:0:interface=127.0.0.1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert server.stdout is not None
+        for _ in range(5):
+            line = server.stdout.readline().decode()
+            if "worker processes share" in line or not line:
+                break
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+        assert line.startswith("3 worker processes share these listeners"), line
+        assert server.returncode == 0, err.decode()
+        assert "summary of worker 1" in out.decode() and "summary of worker 2" in out.decode()
+
+    def test_worker_that_cannot_start_is_named_and_the_rest_serve(self, tmp_path: Path) -> None:
+        """
+        A worker that cannot start (here: an encrypted key, whose passphrase only the
+        first process can ask) says why in one line; the first process names it, serves
+        alone, and stops cleanly.
+        """
+        from cryptography.hazmat.primitives import serialization
+
+        from echokit.certs import CertStore
+
+        store = CertStore(tmp_path / "certs")
+        store.ensure()
+        key = serialization.load_pem_private_key(store.server_key.read_bytes(), None)
+        encrypted = tmp_path / "encrypted.key"
+        encrypted.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"open sesame"),
+            )
+        )
+        listener = f"ssl:0:interface=127.0.0.1:privateKey={encrypted}:certKey={store.server_cert}"
+        env = dict(os.environ, ECHOKIT_CERT_DIR=str(store.directory), PYTHONUNBUFFERED="1")
+        server = CollectedProcess(
+            [*ECHOKIT, "serve", "--workers", "2", listener], stdin=subprocess.PIPE, env=env
+        )
+        stdin = server.process.stdin
+        assert stdin is not None
+        stdin.write(b"open sesame\n")  # no terminal: getpass reads stdin
+        stdin.flush()
+        try:
+            assert server.wait_for(lambda: any("did not start" in line for line in server.err), 30)
+            announced = [line for line in server.out if " listening on " in line]
+            port = int(re.findall(r"127\.0\.0\.1:(\d+)", announced[0])[0])
+            context = ssl.create_default_context(cafile=str(store.ca_cert))
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as conn,
+            ):
+                conn.sendall(b"still served")
+                assert conn.recv(100) == b"still served"
+        finally:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=30)
+        server.wait_for(lambda: server._open_streams == 0, 10)
+        text = "\n".join(server.err)
+        assert server.process.returncode == 0, text
+        assert (
+            f"echokit: error: private key '{encrypted}' is encrypted and this process cannot "
+            "ask for its passphrase (--workers)" in text
+        ), text
+        assert re.search(r"echokit: worker 1 \(pid \d+\) did not start serving", text), text
+        assert "Traceback" not in text
+        assert not any("worker processes share" in line for line in server.out)
 
     def test_bad_worker_count_is_a_usage_error(self, tmp_path: Path) -> None:
         """--workers must be a number from 1 to 256 or auto: exit 2, one line."""

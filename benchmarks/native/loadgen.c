@@ -89,6 +89,7 @@ static int tls_status(int epfd, struct conn *c, int ret) {
 static void tls_progress(int epfd, struct conn *c) {
     for (;;) {
         while (c->sent < size) {
+            ERR_clear_error();  /* SSL_get_error reads the queue: start it empty */
             int n = SSL_write(c->tls, msg + c->sent, (int)(size - c->sent));
             if (n <= 0) {
                 if (tls_status(epfd, c, n) < 0) return;
@@ -99,6 +100,7 @@ static void tls_progress(int epfd, struct conn *c) {
         while (c->recvd < c->sent) {
             size_t want = c->sent - c->recvd;
             if (want > SCRATCH) want = SCRATCH;
+            ERR_clear_error();
             int n = SSL_read(c->tls, scratch, (int)want);
             if (n <= 0) {
                 if (tls_status(epfd, c, n) < 0) return;
@@ -134,12 +136,15 @@ static SSL_CTX *tls_context(const char *ca_file) {
 
 /* Handshake on a blocking socket; the TLS state, or NULL (reason on stderr). */
 static SSL *tls_connect(SSL_CTX *ctx, int fd, const char *hostname) {
+    ERR_clear_error();
     SSL *tls = SSL_new(ctx);
     if (tls && SSL_set_fd(tls, fd) == 1 && SSL_set_tlsext_host_name(tls, hostname) == 1 &&
         SSL_set1_host(tls, hostname) == 1 && SSL_connect(tls) == 1)
         return tls;
     char why[256];
-    ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    unsigned long code = ERR_get_error();
+    if (code) ERR_error_string_n(code, why, sizeof why);
+    else snprintf(why, sizeof why, "%s", errno ? strerror(errno) : "the server closed the connection");
     fprintf(stderr, "loadgen: TLS handshake failed: %s\n", why);
     if (tls) SSL_free(tls);
     return NULL;

@@ -475,6 +475,26 @@ def target_args(transport: str, address: str) -> list[str]:
     return [f"--{transport}", address]
 
 
+def loadgen_argv(
+    transport: str,
+    address: str,
+    size: int,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    ca: Path | None = None,
+) -> list[str]:
+    """The native loadgen's command line; over TLS it verifies the server against C{ca}."""
+    argv = [str(LOADGEN), *target_args(transport, address)]
+    argv += ["--connections", str(connections), "--size", str(size)]
+    argv += ["--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"]
+    if transport == "tls":
+        if ca is None:
+            raise BenchError("loadgen --tls needs the CA that signed the server's certificate")
+        argv += ["--ca", str(ca), "--hostname", "localhost"]
+    return argv
+
+
 def client_string(transport: str, address: str) -> str:
     """echokit's client endpoint string for a listener address."""
     if transport == "unix":
@@ -889,18 +909,7 @@ def warm_up(servers: Sequence[Server], report: Report) -> None:
         for transport in ("tcp", "unix", "udp"):
             if transport not in server.addresses:
                 continue
-            argv = [
-                str(LOADGEN),
-                *target_args(transport, server.addresses[transport]),
-                "--connections",
-                "4",
-                "--size",
-                str(4 * KIB),
-                "--duration",
-                "0.2",
-                "--warmup",
-                "0",
-            ]
+            argv = loadgen_argv(transport, server.addresses[transport], 4 * KIB, 4, 0.2, 0)
             try:
                 run_json(argv, 30)
             except BenchError as e:
@@ -928,23 +937,7 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
     latency: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
 
     def loadgen(transport: str, address: str, size: int) -> list[str]:
-        return [
-            str(LOADGEN),
-            *target_args(transport, address),
-            "--connections",
-            str(conns),
-            "--size",
-            str(size),
-            "--duration",
-            f"{seconds:g}",
-            "--warmup",
-            f"{warmup:g}",
-        ]
-
-    def tls_load(address: str, size: int) -> list[str]:
-        """loadgen over TLS, verifying the server against the bench's own CA."""
-        ca = str(certs / "ca.pem")
-        return [*loadgen("tls", address, size), "--ca", ca, "--hostname", "localhost"]
+        return loadgen_argv(transport, address, size, conns, seconds, warmup, certs / "ca.pem")
 
     retries = {"runs": 0, "seconds": 0.0}
 
@@ -994,7 +987,7 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
             for size in TLS_SIZES:
                 for server in order:
                     if "tls" in server.addresses:
-                        argv = tls_load(server.addresses["tls"], size)
+                        argv = loadgen("tls", server.addresses["tls"], size)
                         record(tls, ("tls", size_name(size)), server, argv)
             for transport in ("tcp", "unix"):
                 for server in order:
@@ -1020,7 +1013,7 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
         example = {
             "stream": command_text(loadgen("tcp", "127.0.0.1:PORT", 1 * KIB)),
             "udp": command_text([*loadgen("udp", "127.0.0.1:PORT", 1 * KIB), "--timeout", "200"]),
-            "tls": command_text(tls_load("127.0.0.1:PORT", 1 * KIB)),
+            "tls": command_text(loadgen("tls", "127.0.0.1:PORT", 1 * KIB)),
             "latency": command_text(
                 [
                     str(PINGPONG),
@@ -1206,15 +1199,9 @@ def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
     timeout = settings.load_seconds + settings.load_warmup + 60
 
     def argv(server: Server, transport: str, size: int) -> list[str]:
-        line = [
-            str(LOADGEN),
-            *target_args(transport, server.addresses[transport]),
-            *("--connections", str(conns), "--size", str(size)),
-            *("--duration", f"{settings.load_seconds:g}", "--warmup", f"{settings.load_warmup:g}"),
-        ]
-        if transport == "tls":
-            line += ["--ca", str(certs / "ca.pem"), "--hostname", "localhost"]
-        return line
+        address = server.addresses[transport]
+        seconds, warmup = settings.load_seconds, settings.load_warmup
+        return loadgen_argv(transport, address, size, conns, seconds, warmup, certs / "ca.pem")
 
     with running(servers):
         for round_ in range(settings.rounds):

@@ -73,7 +73,7 @@ static void kill_conn(int epfd, struct conn *c, const char *why) {
     close(c->fd);
 }
 
-/* One TLS call's outcome: 0 = go on, 1 = wait for the socket, -1 = the connection died. */
+/* A failed TLS call: 1 = wait for the socket, -1 = the connection died (closed, counted). */
 static int tls_status(int epfd, struct conn *c, int ret) {
     int err = SSL_get_error(c->tls, ret);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return 1;
@@ -83,42 +83,6 @@ static int tls_status(int epfd, struct conn *c, int ret) {
     else ERR_error_string_n(ERR_get_error(), why, sizeof why);
     kill_conn(epfd, c, why);
     return -1;
-}
-
-/* TLS: as stream_progress, through OpenSSL (partial writes on, so sent counts records out). */
-static void tls_progress(int epfd, struct conn *c) {
-    for (;;) {
-        while (c->sent < size) {
-            ERR_clear_error();  /* SSL_get_error reads the queue: start it empty */
-            int n = SSL_write(c->tls, msg + c->sent, (int)(size - c->sent));
-            if (n <= 0) {
-                if (tls_status(epfd, c, n) < 0) return;
-                break;
-            }
-            c->sent += (size_t)n;
-        }
-        while (c->recvd < c->sent) {
-            size_t want = c->sent - c->recvd;
-            if (want > SCRATCH) want = SCRATCH;
-            ERR_clear_error();
-            int n = SSL_read(c->tls, scratch, (int)want);
-            if (n <= 0) {
-                if (tls_status(epfd, c, n) < 0) return;
-                break;
-            }
-            if (memcmp(scratch, msg + c->recvd, (size_t)n)) {
-                kill_conn(epfd, c, "the echo differs from what was sent");
-                return;
-            }
-            c->recvd += (size_t)n;
-        }
-        if (c->recvd < size) return;
-        if (measuring) {
-            messages++;
-            c->done++;
-        }
-        c->sent = c->recvd = 0;
-    }
 }
 
 /* A client TLS context: TLS 1.2 or newer, the server verified against ca_file. */
@@ -150,33 +114,60 @@ static SSL *tls_connect(SSL_CTX *ctx, int fd, const char *hostname) {
     return NULL;
 }
 
+/* Stream I/O on c, plain or TLS: bytes moved (> 0), 0 to wait for the socket, or -1 when
+ * the connection died (it is closed and counted). With TLS, partial writes are on, so a
+ * write moves whole records of the message like send() moves bytes. */
+static ssize_t conn_send(int epfd, struct conn *c, const unsigned char *buf, size_t len) {
+    if (c->tls) {
+        ERR_clear_error();  /* SSL_get_error reads the queue: start it empty */
+        int n = SSL_write(c->tls, buf, (int)len);
+        return n > 0 ? n : tls_status(epfd, c, n) < 0 ? -1 : 0;
+    }
+    for (;;) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        kill_conn(epfd, c, strerror(errno));
+        return -1;
+    }
+}
+
+static ssize_t conn_recv(int epfd, struct conn *c, unsigned char *buf, size_t len) {
+    if (c->tls) {
+        ERR_clear_error();
+        int n = SSL_read(c->tls, buf, (int)len);
+        return n > 0 ? n : tls_status(epfd, c, n) < 0 ? -1 : 0;
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n > 0) return n;
+        if (n == 0) {
+            kill_conn(epfd, c, "the server closed the connection");
+            return -1;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        kill_conn(epfd, c, strerror(errno));
+        return -1;
+    }
+}
+
 /* Stream: push the current message out and read its echo, as far as the socket allows. */
 static void stream_progress(int epfd, struct conn *c) {
     for (;;) {
         while (c->sent < size) {
-            ssize_t n = send(c->fd, msg + c->sent, size - c->sent, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-                kill_conn(epfd, c, strerror(errno));
-                return;
-            }
+            ssize_t n = conn_send(epfd, c, msg + c->sent, size - c->sent);
+            if (n < 0) return;
+            if (n == 0) break;
             c->sent += (size_t)n;
         }
         while (c->recvd < c->sent) {
             size_t want = c->sent - c->recvd;
             if (want > SCRATCH) want = SCRATCH;
-            ssize_t n = recv(c->fd, scratch, want, 0);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-                kill_conn(epfd, c, strerror(errno));
-                return;
-            }
-            if (n == 0) {
-                kill_conn(epfd, c, "the server closed the connection");
-                return;
-            }
+            ssize_t n = conn_recv(epfd, c, scratch, want);
+            if (n < 0) return;
+            if (n == 0) break;
             if (memcmp(scratch, msg + c->recvd, (size_t)n)) {
                 kill_conn(epfd, c, "the echo differs from what was sent");
                 return;
@@ -307,7 +298,6 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nconns; i++) {
         if (conns[i].dead) continue;
         if (t.transport == T_UDP) udp_send(&conns[i]);
-        else if (use_tls) tls_progress(epfd, &conns[i]);
         else stream_progress(epfd, &conns[i]);
     }
 
@@ -330,7 +320,6 @@ int main(int argc, char **argv) {
             struct conn *c = events[i].data.ptr;
             if (c->dead) continue;
             if (t.transport == T_UDP) udp_readable(c);
-            else if (use_tls) tls_progress(epfd, c);
             else stream_progress(epfd, c);
         }
         if (t.transport == T_UDP) {

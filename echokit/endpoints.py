@@ -181,12 +181,6 @@ def _proxied(
     reactor: Any, spec: EndpointSpec, certs: CertStore, client_ca: Path | None
 ) -> ServerPlan:
     """C{haproxy:ENDPOINT}: ENDPOINT (any stream server string), behind a PROXY header."""
-    inner_text = spec.text.split(":", 1)[1] if ":" in spec.text else ""
-    if not inner_text:
-        raise EndpointError(
-            f"'{spec.text}' names no endpoint to wrap: write haproxy:tcp:PORT (or any "
-            "stream server string after haproxy:)"
-        )
     inner_spec = proxied_spec(spec)
     if inner_spec.kind in DATAGRAM_KINDS:
         raise EndpointError(
@@ -198,10 +192,20 @@ def _proxied(
 
 
 def proxied_spec(spec: EndpointSpec) -> EndpointSpec:
-    """The endpoint a C{haproxy:ENDPOINT} string wraps."""
+    """
+    The endpoint a C{haproxy:ENDPOINT} string wraps.
+
+    @raise EndpointError: if it names none, or one that does not parse.
+    """
     from echokit.grammar import parse_server
 
-    return parse_server(spec.text.split(":", 1)[1])
+    inner_text = spec.text.split(":", 1)[1] if ":" in spec.text else ""
+    if not inner_text:
+        raise EndpointError(
+            f"'{spec.text}' names no endpoint to wrap: write haproxy:tcp:PORT (or any "
+            "stream server string after haproxy:)"
+        )
+    return parse_server(inner_text)
 
 
 def behind_proxy(reactor: Any, endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:

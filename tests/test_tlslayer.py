@@ -128,6 +128,26 @@ class MemoryClient:
             out += chunk
 
 
+def shake(
+    server: TLSServerProtocol, transport: StringTransport, client: MemoryClient
+) -> tuple[bytes, bool]:
+    """
+    Carry the handshake between C{client} and C{server} (whose TCP connection is
+    C{transport}) until the client has completed it: the plaintext the client received
+    meanwhile, and whether a close_notify came with it.
+    """
+    plaintext, closed = b"", False
+    for _ in range(10):
+        done = client.handshake()
+        server.dataReceived(client.take())
+        data, closed = client.read_all(transport.value())
+        plaintext += data
+        transport.clear()
+        if done:
+            return plaintext, closed
+    raise AssertionError("the handshake did not complete in 10 flights")
+
+
 class TLSServerProtocolTests(SynchronousTestCase):
     def setUp(self) -> None:
         scratch = tempfile.mkdtemp(prefix="echokit-tlslayer-")
@@ -146,14 +166,7 @@ class TLSServerProtocolTests(SynchronousTestCase):
         server.makeConnection(transport)
         client = MemoryClient(self.ca)
         self.assertEqual(transport.value(), b"")  # the client speaks first
-        self.handshake_plaintext = b""
-        for _ in range(10):
-            done = client.handshake()
-            server.dataReceived(client.take())
-            self.handshake_plaintext += client.read_all(transport.value())[0]
-            transport.clear()
-            if done and "handshake" in recorder.events:
-                break
+        self.handshake_plaintext = shake(server, transport, client)[0]
         self.assertEqual(recorder.events, ["handshake"])
         return server, recorder, transport, client
 
@@ -247,15 +260,7 @@ class TLSServerProtocolTests(SynchronousTestCase):
         server.loseConnection()
         server.write(b"too late")
         self.assertFalse(transport.disconnecting)  # waiting for the handshake
-        client, received, closed = MemoryClient(self.ca), b"", False
-        for _ in range(10):
-            done = client.handshake()
-            server.dataReceived(client.take())
-            data, closed = client.read_all(transport.value())
-            received += data
-            transport.clear()
-            if done and closed:
-                break
+        received, closed = shake(server, transport, MemoryClient(self.ca))
         self.assertEqual((received, closed), (b"goodbye", True))
         self.assertTrue(transport.disconnecting)
 
@@ -474,14 +479,8 @@ class ServerContextTests(SynchronousTestCase):
         transport = StringTransport()
         server.makeConnection(transport)
         client = MemoryClient(trust or self.store.ca_cert)
-        for _ in range(10):
-            done = client.handshake()
-            server.dataReceived(client.take())
-            client.read_all(transport.value())
-            transport.clear()
-            if done:
-                return client
-        raise AssertionError("no handshake")
+        shake(server, transport, client)
+        return client
 
     def test_key_and_certificate_in_one_file(self) -> None:
         """privateKey= alone may name one file holding the key and the certificate."""

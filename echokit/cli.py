@@ -23,6 +23,8 @@ from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.errors import EchokitError, InputError
 from echokit.grammar import EndpointSpec, parse_client, parse_server
 from echokit.policy import LIMIT_OPTIONS, ServerPolicy
+from echokit.reactors import DEFAULT as DEFAULT_REACTOR
+from echokit.reactors import REACTORS
 
 Job = Callable[[Any], Coroutine[Any, Any, object]]
 
@@ -58,6 +60,13 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
         start_logging(_level(ctx, default_level), ctx.obj["log_format"], ctx.obj["log_file"])
     except EchokitError as e:
         fail(e)
+    from twisted.logger import Logger
+
+    Logger(namespace="echokit").debug(
+        "event loop: {name} ({cls})",
+        name=ctx.obj["reactor"],
+        cls=f"{type(reactor).__module__}.{type(reactor).__qualname__}",
+    )
 
     def outcome(failure: Failure) -> None:
         if failure.check(SystemExit):
@@ -137,6 +146,23 @@ def _level(ctx: click.Context, default: str) -> str:
     return "debug" if verbosity > 0 else default
 
 
+def _command_reactor(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """C{--reactor} given after the command name wins over the global one."""
+    if value is not None:
+        ctx.ensure_object(dict)["reactor"] = value
+
+
+#: C{--reactor} after the command (C{echokit serve --reactor asyncio ...}), as users of
+#: other tools write it; the same choice as the global option before the command.
+reactor_option = click.option(
+    "--reactor",
+    type=click.Choice(REACTORS),
+    default=None,
+    expose_value=False,
+    callback=_command_reactor,
+    help="Event loop, as the global --reactor (default: lean on Linux).",
+)
+
 cert_dir_option = click.option(
     "--cert-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -165,8 +191,8 @@ def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--reactor",
-    type=click.Choice(["lean", "epoll", "asyncio", "uvloop"]),
-    default="lean" if sys.platform.startswith("linux") else "asyncio",
+    type=click.Choice(REACTORS),
+    default=DEFAULT_REACTOR,
     show_default=True,
     help="Event loop: lean (Twisted's epoll without per-event log context), epoll, asyncio, uvloop.",
 )
@@ -229,6 +255,7 @@ def main(
     help="CA certificate file for --require-client-cert (default: echokit's ca.pem).",
 )
 @cert_dir_option
+@reactor_option
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -301,6 +328,7 @@ def serve(
     "--client-cert", is_flag=True, help="Present echokit's client certificate (mutual TLS)."
 )
 @cert_dir_option
+@reactor_option
 @click.pass_context
 def connect(
     ctx: click.Context,
@@ -499,6 +527,7 @@ def _bench_setup(
 @main.command()
 @click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
 @bench_options
+@reactor_option
 @click.pass_context
 def bench(ctx: click.Context, /, descriptions: tuple[str, ...], **kwargs: Any) -> None:
     """Measure running echo servers over the client strings given, one table.
@@ -536,6 +565,7 @@ def bench(ctx: click.Context, /, descriptions: tuple[str, ...], **kwargs: Any) -
     help="Run the servers in a child process, so clients and servers do not share a reactor.",
 )
 @bench_options
+@reactor_option
 @click.pass_context
 def compare(
     ctx: click.Context, /, transports: tuple[str, ...], server_process: bool, **kwargs: Any
@@ -629,6 +659,7 @@ def certs(directory: Path | None, force: bool) -> None:
 
 @main.command()
 @cert_dir_option
+@reactor_option
 @click.pass_context
 def demo(ctx: click.Context, cert_dir: Path | None) -> None:
     """Serve and reach every transport in one process, and print one table.

@@ -1,69 +1,26 @@
 """
-Which reactor runs echokit, and echokit's own lean variant of Twisted's epoll reactor.
+Which reactor runs echokit: the names C{--reactor} takes, and installing one.
 
 C{--reactor} chooses:
 
-    - C{lean} (the default on Linux): L{LeanEPollReactor}, Twisted's epoll reactor
-      without the per-event log-context bookkeeping (see below);
+    - C{lean} (the default on Linux): L{echokit.leanreactor.LeanEPollReactor}, Twisted's
+      epoll reactor without the per-event log-context bookkeeping;
     - C{epoll}: Twisted's own epoll reactor, unchanged;
     - C{asyncio}: Twisted's asyncio reactor on the standard event loop;
     - C{uvloop}: Twisted's asyncio reactor on uvloop, if uvloop is installed.
 
-Twisted's reactors run every read and write event inside C{log.callWithLogger}, which
-asks the transport for its log prefix and copies a context dictionary so that legacy
-C{log.msg} calls made during the event are labelled with it. For an echo server that is
-the largest single cost per message after the system calls (measured with py-spy:
-about a quarter of the server's time at 1 KiB). echokit logs through
-C{twisted.logger} with explicit fields, so it does not need that label;
-L{LeanEPollReactor} dispatches events directly and keeps Twisted's error handling
-(an exception in a read or write is logged and disconnects that transport, as before).
-
 Installing a reactor is the CLI's business alone (L{install}); everything else takes the
-reactor as an argument.
+reactor as an argument. This module imports no reactor until L{install} is called, so
+the command line can offer the names without paying for Twisted's start-up.
 """
 
 from __future__ import annotations
 
-import errno
 import sys
 from typing import Any
 
-from twisted.internet.epollreactor import EPollReactor
-from twisted.logger import Logger
-
 REACTORS = ("lean", "epoll", "asyncio", "uvloop")
 DEFAULT = "lean" if sys.platform.startswith("linux") else "asyncio"
-
-_log = Logger(namespace="echokit.reactor")
-
-
-class LeanEPollReactor(EPollReactor):
-    """An L{EPollReactor} that dispatches I/O events without a log context per event."""
-
-    def doPoll(self, timeout: float | None) -> None:
-        if timeout is None:
-            timeout = -1
-        try:
-            events = self._poller.poll(timeout, len(self._selectables))
-        except OSError as err:
-            if err.errno == errno.EINTR:
-                return
-            raise
-        selectables = self._selectables
-        dispatch: Any = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is not None:
-                # _doReadOrWrite logs and disconnects on errors from the transport or
-                # the protocol; this guard only keeps the loop alive if it fails itself.
-                try:
-                    dispatch(selectable, fd, event)
-                except BaseException:
-                    _log.failure(
-                        "error dispatching an event for {selectable}", selectable=selectable
-                    )
-
-    doIteration = doPoll
 
 
 class ReactorUnavailable(Exception):
@@ -79,6 +36,8 @@ def install(name: str) -> Any:
     from twisted.internet.main import installReactor
 
     if name == "lean":
+        from echokit.leanreactor import LeanEPollReactor
+
         reactor: Any = LeanEPollReactor()  # type: ignore[no-untyped-call]  # Twisted's __init__
         installReactor(reactor)
         return reactor

@@ -85,17 +85,21 @@ class RunningServer:
 
 @contextmanager
 def echokit_server(
-    descriptions: Sequence[str], cert_dir: Path, extra: Sequence[str] = ()
+    descriptions: Sequence[str],
+    cert_dir: Path,
+    extra: Sequence[str] = (),
+    flags: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
     """
-    Run C{echokit serve DESCRIPTIONS} and wait until every listener is announced.
+    Run C{echokit EXTRA serve FLAGS DESCRIPTIONS} and wait until every listener is
+    announced.
 
     The connect strings come from the server's own announcements, exactly as a user
     would copy them.
     """
     env = dict(os.environ, ECHOKIT_CERT_DIR=str(cert_dir), PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [*ECHOKIT, *extra, "serve", *descriptions],
+        [*ECHOKIT, *extra, "serve", *flags, *descriptions],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -130,21 +130,34 @@ class ReactorChoiceTests:
                 assert result.returncode == 0, result.stderr.decode()
                 assert result.stdout == payload
 
-    def test_lean_reactor_is_the_default(self) -> None:
-        """Without --reactor, echokit runs on the lean epoll reactor (Linux)."""
-        code = (
-            "import sys; from echokit.cli import entry; "
-            "import echokit.reactors as r; orig = r.install; "
-            "r.install = lambda name: (print('reactor', name), orig(name))[1]; "
-            "sys.argv = ['echokit', 'certs', '--help']; entry()"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
-        assert out.returncode == 0
-        # certs does not run a reactor; ask the option's default instead
-        from echokit.cli import main
-
-        reactor_option = next(p for p in main.params if p.name == "reactor")
-        assert reactor_option.default == ("lean" if sys.platform.startswith("linux") else "asyncio")
+    @pytest.mark.parametrize(
+        "extra, flags, expected",
+        [
+            ([], [], "echokit.leanreactor.LeanEPollReactor"),
+            (["--reactor", "epoll"], [], "twisted.internet.epollreactor.EPollReactor"),
+            ([], ["--reactor", "asyncio"], "twisted.internet.asyncioreactor."),
+            (["--reactor", "epoll"], ["--reactor", "asyncio"], "twisted.internet.asyncioreactor."),
+        ],
+        ids=["default-lean", "global-option", "after-the-command", "after-the-command-wins"],
+    )
+    def test_the_reactor_that_runs(
+        self, extra: list[str], flags: list[str], expected: str, tmp_path: Path
+    ) -> None:
+        """
+        The reactor serving is the one chosen: lean by default on Linux, else what
+        C{--reactor} names before or after the command (after wins); C{-v} logs it.
+        """
+        if not extra and not sys.platform.startswith("linux"):
+            pytest.skip("lean is the default on Linux only")
+        with echokit_server(
+            ["tcp:0:interface=127.0.0.1"], tmp_path, extra=["-v", *extra], flags=flags
+        ) as server:
+            result = run_echokit(["connect", server.connect_strings[0]], stdin=b"which loop")
+            assert result.stdout == b"which loop", result.stderr.decode()
+            logged = server.stop()
+        loops = [line for line in logged.splitlines() if "event loop: " in line]
+        assert len(loops) == 1, logged
+        assert f"({expected}" in loops[0], loops[0]
 
     def test_unknown_reactor_is_a_usage_error(self) -> None:
         """--reactor with a name echokit does not know: exit 2, one line."""
@@ -164,7 +177,7 @@ class LeanReactorErrorTests(TestCase):
 
     def test_dispatch_survives_a_failing_selectable(self) -> None:
         """A selectable whose doRead raises is disconnected; the next one still runs."""
-        from echokit.reactors import LeanEPollReactor
+        from echokit.leanreactor import LeanEPollReactor
 
         lean = LeanEPollReactor()
         calls: list[str] = []

@@ -42,6 +42,7 @@ from echokit.connect import ClientOptions, connect_failed, open_datagram, open_s
 from echokit.datagram import READ_SIZE, UDPClientEndpoint
 from echokit.endpoints import TLS_KINDS, client_endpoint, tls_trust
 from echokit.errors import EchokitError, InputError
+from echokit.fastpath import send_without_delay
 from echokit.grammar import EndpointSpec
 from echokit.histogram import LatencyHistogram
 from echokit.integrity import MIN_SIZE, MessageChecker, MessageMaker
@@ -404,7 +405,7 @@ async def _stream_throughput(
     except Exception:
         raise connect_failed(spec, Failure()) from None
     for loop in loops:
-        _nodelay(loop.transport)
+        send_without_delay(loop.transport)
     if measure_latency:
         loops[0].histogram = result.histogram
         result.latency_client = "Twisted client on the reactor"
@@ -439,13 +440,6 @@ def _factory_for(protocol: Protocol) -> Any:
             return protocol
 
     return OneShot()
-
-
-def _nodelay(transport: Any) -> None:
-    setter = getattr(transport, "setTcpNoDelay", None)
-    if setter is not None:
-        with contextlib.suppress(OSError):
-            setter(True)
 
 
 async def _datagram_throughput(

@@ -26,7 +26,6 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, error
-from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -46,6 +45,7 @@ from echokit.fastpath import (
     SocketWriter,
     read_in_large_chunks,
     read_without_ancillary_data,
+    send_without_delay,
     writer_for,
 )
 from echokit.policy import ConnectionLimiter, EveryInterval, ServerPolicy
@@ -134,9 +134,7 @@ class EchoServerProtocol(Protocol):
         # The transport is its own producer: when its write buffer is full it pauses,
         # which stops reading from this peer until the peer reads its echo.
         self.transport.registerProducer(self.transport, True)
-        no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if no_delay is not None and not isinstance(self.transport.getHost(), UNIXAddress):
-            no_delay(True)  # no Nagle stalls: an echo is a small write awaited by its peer
+        send_without_delay(self.transport)
         self._writer = writer_for(self.transport)
         read_without_ancillary_data(self.transport)
         read_in_large_chunks(self.transport)
@@ -411,6 +409,9 @@ class EchoClientProtocol(Protocol):
     @property
     def is_tls(self) -> bool:
         return ISSLTransport.providedBy(self.transport)
+
+    def connectionMade(self) -> None:
+        send_without_delay(self.transport)
 
     def handshakeCompleted(self) -> None:
         self.handshake.callback(None)

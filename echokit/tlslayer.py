@@ -50,7 +50,13 @@ from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echokit.fastpath import READ_SIZE, SocketWriter, read_in_large_chunks, writer_for
+from echokit.fastpath import (
+    READ_SIZE,
+    SocketWriter,
+    read_in_large_chunks,
+    send_without_delay,
+    writer_for,
+)
 from echokit.stream import StreamTransport
 
 
@@ -85,9 +91,7 @@ class TLSServerProtocol(Protocol):
     def makeConnection(self, transport: Any) -> None:
         self._writer = writer_for(transport)
         read_in_large_chunks(transport)
-        no_delay = getattr(transport, "setTcpNoDelay", None)
-        if no_delay is not None:
-            no_delay(True)  # each record is awaited by the peer: no Nagle stalls
+        send_without_delay(transport)  # each record is awaited by the peer
         Protocol.makeConnection(self, transport)
 
     def connectionMade(self) -> None:

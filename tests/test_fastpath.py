@@ -6,6 +6,7 @@ sockets, and the lean reactor. Each keeps every guarantee of the plain path.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from echokit.connect import StreamConnection
 from echokit.fastpath import SocketWriter
+from echokit.serve import Listener
 from echokit.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
 from tests.support import ECHOKIT, echokit_server, run_echokit
@@ -84,6 +87,18 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertEqual((bytes(sock.sent), bytes(transport.queued)), (b"", b"late"))
 
 
+async def connected_pair(
+    session: EchoSession, listener: Listener
+) -> tuple[StreamConnection, EchoServerProtocol]:
+    """A client connection to C{listener}, and the server's protocol for it."""
+    connection = await session.stream(listener)
+    factory = listener.server
+    assert isinstance(factory, EchoServerFactory)
+    await eventually(lambda: bool(factory.open_protocols))
+    [server_side] = list(factory.open_protocols)
+    return connection, server_side
+
+
 class FastPathEngagementTests(TestCase):
     """On real sockets the fast path is on for tcp, unix, and under TLS."""
 
@@ -96,11 +111,7 @@ class FastPathEngagementTests(TestCase):
         )
         engaged = {}
         for listener in listeners:
-            connection = await session.stream(listener)
-            factory = listener.server
-            assert isinstance(factory, EchoServerFactory)
-            await eventually(lambda: bool(factory.open_protocols))  # noqa: B023
-            [server_side] = list(factory.open_protocols)
+            connection, server_side = await connected_pair(session, listener)
             writer = server_side._writer
             if listener.plan.spec.kind == "ssl":  # the TLS layer writes its ciphertext through
                 writer = server_side.transport._writer  # type: ignore[attr-defined]
@@ -114,6 +125,38 @@ class FastPathEngagementTests(TestCase):
             await connection.protocol.done
             self.assertEqual(connection.protocol.verifier.bytes_received, len(payload))
         self.assertEqual(engaged, {"tcp": True, "unix": True, "ssl": True})
+
+
+def nodelay(transport: Any) -> bool:
+    """Whether the TCP socket under C{transport} (TLS layers peeled off) has TCP_NODELAY."""
+    while not hasattr(transport, "socket"):
+        transport = transport.transport
+    return bool(transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+class NoNagleTests(TestCase):
+    """No Nagle stalls: TCP connections have TCP_NODELAY on both ends, TLS or not."""
+
+    @deferred_test
+    async def test_server_and_client_ends_have_nodelay(self) -> None:
+        """
+        Server connections accepted on tcp, tcp6 and ssl listeners, and the client
+        connections echokit opens to them, have TCP_NODELAY set on their sockets.
+        """
+        session = EchoSession(self)
+        listeners = await session.serve(
+            "tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1", "ssl:0:interface=127.0.0.1"
+        )
+        found = {}
+        for listener in listeners:
+            connection, server_side = await connected_pair(session, listener)
+            found[listener.plan.spec.kind] = (
+                nodelay(server_side.transport),
+                nodelay(connection.protocol.transport),
+            )
+            connection.protocol.finish()
+            await connection.protocol.done
+        self.assertEqual(found, {kind: (True, True) for kind in ("tcp", "tcp6", "ssl")})
 
 
 class ReactorChoiceTests:

@@ -1182,35 +1182,41 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
 # --- c) workers ------------------------------------------------------------------------
 
 
-def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
-    """echokit serve with one process and with --workers 2: tcp and TLS, the same loadgen."""
-    say("== c) workers: echokit serve --workers 2 against one process ==")
-    certs = make_certs(workdir)
-    conns = settings.connections * 2
-
-    def echokit(name: str, *flags: str) -> Server:
-        argv = [ECHOKIT, "-q", "serve", *flags, "--cert-dir", str(certs)]
-        listeners = ["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1"]
-        return Server(name, [*argv, *listeners], 2, workdir)
-
-    servers = [echokit("1 process"), echokit("2 processes", "--workers", "2")]
-    cases = [("tcp", 1 * KIB), ("tcp", 64 * KIB), ("tls", 1 * KIB)]
+def compare_variants(
+    settings: Settings,
+    report: Report,
+    key: str,
+    servers: Sequence[Server],
+    cases: Sequence[tuple[str, int]],
+    connections: int,
+    split: bool,
+    note: str,
+) -> None:
+    """
+    Drive each of C{servers} (variants of echokit serve) with the same loadgen for each
+    of C{cases}, in interleaved rounds; print msg/s, the ratio to the first server, and
+    everyone's CPU; keep the numbers in C{report.sections[key]}.
+    """
+    reference = servers[0].name
+    certs = servers[0].workdir / "certs"
     results: dict[tuple[str, str], dict[str, list[Load]]] = {}
     timeout = settings.load_seconds + settings.load_warmup + 60
 
     def argv(server: Server, transport: str, size: int) -> list[str]:
         address = server.addresses[transport]
         seconds, warmup = settings.load_seconds, settings.load_warmup
-        return loadgen_argv(transport, address, size, conns, seconds, warmup, certs / "ca.pem")
+        return loadgen_argv(
+            transport, address, size, connections, seconds, warmup, certs / "ca.pem"
+        )
 
     with running(servers):
         for round_ in range(settings.rounds):
             for transport, size in cases:
                 for server in rotated(servers, round_):
                     try:
-                        load = measure_load(server, argv(server, transport, size), timeout)
+                        load = measure_load(server, argv(server, transport, size), timeout, split)
                     except BenchError as e:
-                        report.problems.append(f"workers {transport} {server.name}: {e}")
+                        report.problems.append(f"{key} {transport} {server.name}: {e}")
                         continue
                     group = (transport, size_name(size))
                     results.setdefault(group, {}).setdefault(server.name, []).append(load)
@@ -1218,7 +1224,7 @@ def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
     for transport, size in cases:
         group = (transport, size_name(size))
         runs = results.get(group, {})
-        one = median([r.messages_per_s for r in runs.get("1 process", [])])
+        one = median([r.messages_per_s for r in runs.get(reference, [])])
         for server in servers:
             loads = runs.get(server.name, [])
             rate = median([r.messages_per_s for r in loads])
@@ -1240,20 +1246,20 @@ def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
                     "size": group[1],
                     "server": server.name,
                     "messages_per_s": rate,
-                    "ratio_to_one_process": rate / one if rate and one else None,
+                    f"ratio_to_{reference.replace(' ', '_')}": rate / one if rate and one else None,
                     "runs": [asdict(r) for r in loads],
                 }
             )
         rows.append([""] * 9)
     say(
-        f"\nnative loadgen, {conns} connections, one message in flight each, "
+        f"\nnative loadgen, {connections} connections, one message in flight each, "
         f"{settings.load_seconds:g} s; median of {settings.rounds} round(s). server CPU counts "
-        "every process\n(% of one core). On this machine's "
-        f"{os.cpu_count()} CPUs the client needs a core too, so a second worker can only take "
-        "what the\nclient leaves: compare the CPU columns before reading the ratio as scaling."
+        f"every process\n(% of one core). {note}"
     )
-    say(f"  1 process:   {command_text(servers[0].argv)}")
-    say(f"  2 processes: {command_text(servers[1].argv)}\n")
+    width = max(len(server.name) for server in servers) + 1
+    for server in servers:
+        say(f"  {server.name + ':':<{width}} {command_text(server.argv)}")
+    say()
     say(
         render(
             [
@@ -1261,7 +1267,7 @@ def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
                 "size",
                 "server",
                 "msg/s",
-                "vs 1 process",
+                f"vs {reference}",
                 "server CPU",
                 "client CPU",
                 "softirq",
@@ -1271,10 +1277,63 @@ def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
             left=3,
         )
     )
-    report.sections["workers"] = {"results": summary}
+    report.sections[key] = {"results": summary}
 
 
-# --- d) extras -------------------------------------------------------------------------
+def echokit_server(
+    workdir: Path, name: str, flags: Sequence[str], listeners: Sequence[str]
+) -> Server:
+    """C{echokit serve} with C{flags}, on C{listeners}, with the benchmark's certificates."""
+    certs = make_certs(workdir)
+    argv = [ECHOKIT, "-q", "serve", *flags, "--cert-dir", str(certs), *listeners]
+    return Server(name, argv, len(listeners), workdir)
+
+
+def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
+    """echokit serve with one process and with --workers 2: tcp and TLS, the same loadgen."""
+    say("== c) workers: echokit serve --workers 2 against one process ==")
+    listeners = ["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1"]
+    servers = [
+        echokit_server(workdir, "1 process", [], listeners),
+        echokit_server(workdir, "2 processes", ["--workers", "2"], listeners),
+    ]
+    note = (
+        f"Not pinned. On this machine's {os.cpu_count()} CPUs the client needs a core too, so "
+        "a second worker\ncan only take what the client leaves: compare the CPU columns before "
+        "reading the ratio as scaling."
+    )
+    cases = [("tcp", 1 * KIB), ("tcp", 64 * KIB), ("tls", 1 * KIB)]
+    compare_variants(
+        settings, report, "workers", servers, cases, settings.connections * 2, False, note
+    )
+
+
+def reactors_section(settings: Settings, report: Report, workdir: Path) -> None:
+    """echokit serve on each --reactor it offers (uvloop if installed): the same loadgen."""
+    say("== d) reactors: echokit serve --reactor lean|epoll|asyncio|uvloop ==")
+    names = ["lean", "epoll", "asyncio"] + (["uvloop"] if uvloop_available() else [])
+    servers = [
+        echokit_server(
+            workdir,
+            f"--reactor {name}",
+            ["--reactor", name],
+            [
+                "tcp:0:interface=127.0.0.1",
+                f"unix:{workdir / f'reactor-{name}.sock'}",
+                "ssl:0:interface=127.0.0.1",
+            ],
+        )
+        for name in names
+    ]
+    missing = "" if "uvloop" in names else " uvloop is not installed: no uvloop row."
+    note = f"{split_note(settings)} The default is the first row (lean).{missing}"
+    cases = [("tcp", 1 * KIB), ("unix", 1 * KIB), ("tls", 1 * KIB)]
+    compare_variants(
+        settings, report, "reactors", servers, cases, settings.connections, settings.pin, note
+    )
+
+
+# --- e) extras -------------------------------------------------------------------------
 
 
 def raise_open_files_limit() -> int:
@@ -1410,7 +1469,7 @@ def startup_times(runs: int) -> dict[str, Any]:
 
 
 def extras(settings: Settings, report: Report, workdir: Path) -> None:
-    say("== d) extras: memory per idle connection, start-up time ==")
+    say("== e) extras: memory per idle connection, start-up time ==")
     limit = raise_open_files_limit()
     wanted = settings.idle_connections
     connections = min(wanted, limit - 200)
@@ -1489,6 +1548,7 @@ SECTIONS = {
     "honest": honest,
     "servers": servers_section,
     "workers": workers_section,
+    "reactors": reactors_section,
     "extras": extras,
 }
 

@@ -14,6 +14,7 @@ per listener; under C{echokit serve} a second signal exits at once.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shlex
@@ -101,11 +102,59 @@ def plan_servers(
 
 
 def _listen_failed(plan: ServerPlan, e: Exception) -> RuntimeFailure:
-    if isinstance(e, error.CannotListenError) and isinstance(e.socketError, OSError):
-        why = e.socketError.strerror or str(e.socketError)
+    """
+    One line for a listener that could not start: the endpoint, the system's reason,
+    and, for the common reasons, what to do about it.
+
+        cannot listen on 'tcp:8000': Address already in use: another program holds
+        port 8000; stop it, or choose another port (0 picks a free one)
+    """
+    spec = plan.spec
+    cause: object = e.socketError if isinstance(e, error.CannotListenError) else e
+    if isinstance(cause, OSError):
+        why = cause.strerror or str(cause)
+        hint = _listen_hint(spec, cause.errno)
+    elif cause == "Cannot acquire lock":  # Twisted's unix port: the path's lock is held
+        path = spec.get("address")
+        why = f"another process is serving on {path} (it holds {path}.lock)"
+        hint = "stop it, or choose another path"
     else:
-        why = str(e) or type(e).__name__
-    return RuntimeFailure(f"cannot listen on '{plan.spec.text}': {why}")
+        why, hint = str(e) or type(e).__name__, None
+    return RuntimeFailure(f"cannot listen on '{spec.text}': {why}" + (f": {hint}" if hint else ""))
+
+
+def _listen_hint(spec: EndpointSpec, code: int | None) -> str | None:
+    """What to do when listening on C{spec} failed with errno C{code}, if echokit knows."""
+    port, interface = spec.get("port"), spec.get("interface")
+    if spec.kind == "unix":
+        path = spec.get("address")
+        if code == errno.EADDRINUSE:
+            return f"a socket file is at {path}: stop what serves there, or remove the file"
+        if code in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS):
+            files = f"{path} or {path}.lock" if spec.get("lockfile", True) else f"{path}"
+            return (
+                f"cannot create {files}: choose a path in a directory you can write "
+                "(/tmp, $XDG_RUNTIME_DIR)"
+            )
+        return None
+    if not isinstance(port, int):
+        return None  # kinds echokit passes to Twisted as they are (systemd, haproxy, ...)
+    if code == errno.EADDRINUSE:
+        return (
+            f"another program holds port {port}; stop it, or choose another port "
+            "(0 picks a free one)"
+        )
+    if code in (errno.EACCES, errno.EPERM) and 0 < port < 1024:
+        return (
+            f"port {port} is below 1024 and needs root or CAP_NET_BIND_SERVICE; choose a "
+            "port from 1024 up"
+        )
+    if code == errno.EADDRNOTAVAIL and interface is not None:
+        return (
+            f"{interface} is not an address of this machine; give one of its addresses "
+            "(127.0.0.1, or \\:\\:1 with tcp6) or leave interface= out to listen on all"
+        )
+    return None
 
 
 async def start_listeners(

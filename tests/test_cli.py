@@ -11,6 +11,7 @@ directories are used, and every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pty
 import re
@@ -287,6 +288,77 @@ class ServeParseErrorTests:
         assert b"Traceback" not in result.stderr
         [line] = error_lines(result.stderr)
         assert "unknown transport 'bogus' in 'bogus:1'" in line
+
+
+class ServeListenErrorTests:
+    """
+    When a listener cannot start, C{echokit serve} exits 1 with one line naming the
+    endpoint, the system's reason and what to do; nothing is announced.
+    """
+
+    def serve_fails(self, tmp_path: Path, *descriptions: str) -> str:
+        result = run_echokit(["serve", *descriptions], tmp_path / "certs", timeout=TIMEOUT)
+        assert result.returncode == 1, result.stderr
+        assert b"listening on" not in result.stdout, result.stdout
+        return assert_one_error_line(result.stderr, f"cannot listen on '{descriptions[-1]}'")
+
+    @pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM], ids=["tcp", "udp"])
+    def test_port_in_use(self, tmp_path: Path, kind: int) -> None:
+        """A port another socket holds: 'Address already in use', and how to pick another."""
+        with socket.socket(socket.AF_INET, kind) as taken:
+            taken.bind(("127.0.0.1", 0))
+            if kind == socket.SOCK_STREAM:
+                taken.listen()
+            port = taken.getsockname()[1]
+            prefix = "tcp" if kind == socket.SOCK_STREAM else "udp"
+            line = self.serve_fails(tmp_path, f"{prefix}:{port}:interface=127.0.0.1")
+        assert line.endswith(
+            f"Address already in use: another program holds port {port}; "
+            "stop it, or choose another port (0 picks a free one)"
+        ), line
+
+    def test_interface_not_on_this_machine(self, tmp_path: Path) -> None:
+        """An interface address the machine does not have (TEST-NET-1) is named as such."""
+        line = self.serve_fails(tmp_path, "tcp:0:interface=192.0.2.1")
+        assert "Cannot assign requested address: 192.0.2.1 is not an address of this machine" in (
+            line
+        )
+        assert "leave interface= out to listen on all" in line
+
+    def test_unix_path_served_by_another_echokit(self, tmp_path: Path) -> None:
+        """A unix path another echokit serves: its lock is named, not 'Cannot acquire lock'."""
+        path = tmp_path / "taken.sock"
+        with echokit_server([f"unix:{path}"], tmp_path / "certs"):
+            line = self.serve_fails(tmp_path, f"unix:{path}")
+        assert line.endswith(
+            f"another process is serving on {path} (it holds {path}.lock): stop it, or "
+            "choose another path"
+        ), line
+
+    def test_unix_path_where_no_file_can_be_made(self, tmp_path: Path) -> None:
+        """A unix path in a directory nobody can create files in (/proc): where to put it."""
+        line = self.serve_fails(tmp_path, "unix:/proc/echokit-test.sock")
+        assert "cannot create /proc/echokit-test.sock or /proc/echokit-test.sock.lock" in line
+        assert "choose a path in a directory you can write" in line
+
+    def test_privileged_port_hint(self) -> None:
+        """
+        EACCES on a port below 1024 (what a user without root sees; tests may run as
+        root, so the error is made here) says what the port needs and which to choose.
+        """
+        from twisted.internet.error import CannotListenError
+
+        from echokit.endpoints import ServerPlan
+        from echokit.grammar import parse_server
+        from echokit.serve import _listen_failed
+
+        denied = OSError(errno.EACCES, os.strerror(errno.EACCES))
+        plan = ServerPlan(parse_server("tcp:80"), None)  # type: ignore[arg-type]
+        message = str(_listen_failed(plan, CannotListenError("", 80, denied)))
+        assert message == (
+            "cannot listen on 'tcp:80': Permission denied: port 80 is below 1024 and needs "
+            "root or CAP_NET_BIND_SERVICE; choose a port from 1024 up"
+        )
 
 
 class ConnectParseErrorTests:

@@ -328,8 +328,11 @@ class TwistdPluginTests:
         no_traceback(output)
         errors = [line for line in output.splitlines() if "echokit: error:" in line]
         assert len(errors) == 1, output
+        port = busy.split(":")[1]
         assert errors[0].endswith(
-            f"echokit: error: cannot listen on '{busy}': Address already in use"
+            f"echokit: error: cannot listen on '{busy}': Address already in use: another "
+            f"program holds port {port}; stop it, or choose another port "
+            "(0 picks a free one)"
         )
         assert "listening on" not in output
         assert "summary:" not in output

@@ -1,11 +1,12 @@
 """
 echokit's benchmarks: honest latency numbers, echokit serve against asyncio, and extras.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only honest|servers|workers|extras]...
+    .venv/bin/python benchmarks/run.py [--quick]
+        [--only honest|servers|workers|reactors|extras]...
         [--rounds N] [--seconds S] [--no-pin] [--json FILE]
 
 Run it through C{make bench}, which first compiles the native programs into
-C{benchmarks/native/build/} (this script builds nothing). Four sections:
+C{benchmarks/native/build/} (this script builds nothing). Five sections:
 
     honest   the native echo server, measured by the native pingpong client and by
              C{echokit bench} (64-byte messages, one in flight), over tcp, unix and udp:
@@ -17,6 +18,8 @@ C{benchmarks/native/build/} (this script builds nothing). Four sections:
              latency with one message in flight (pingpong, 64 B, tcp and unix)
     workers  C{echokit serve} with one process and with C{--workers 2}, tcp and TLS, driven
              by loadgen with 20 connections: what a second process adds on this machine
+    reactors C{echokit serve --reactor} lean, epoll, asyncio (and uvloop, if importable),
+             tcp, unix and TLS at 1 KiB: the measurement behind the default (lean)
     extras   server memory per idle TCP connection, and C{echokit --help} start-up time
 
 Measurements are interleaved: every round visits every server (in a rotated order) before

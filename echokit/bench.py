@@ -290,6 +290,7 @@ class _StreamLoop(Protocol):
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
+        send_without_delay(self.transport)
         self._send()
 
     def _send(self) -> None:
@@ -404,8 +405,6 @@ async def _stream_throughput(
             await endpoint.connect(_factory_for(loop))
     except Exception:
         raise connect_failed(spec, Failure()) from None
-    for loop in loops:
-        send_without_delay(loop.transport)
     if measure_latency:
         loops[0].histogram = result.histogram
         result.latency_client = "Twisted client on the reactor"

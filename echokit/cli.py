@@ -160,7 +160,7 @@ reactor_option = click.option(
     default=None,
     expose_value=False,
     callback=_command_reactor,
-    help="Event loop, as the global --reactor (default: lean on Linux).",
+    help="Event loop, as the global --reactor (default: the global option's choice).",
 )
 
 cert_dir_option = click.option(
@@ -588,7 +588,9 @@ def compare(
     async def job(reactor: Any) -> None:
         from echokit.compare import compare as run_compare
 
-        await run_compare(reactor, chosen, options, settings, output, server_process)
+        await run_compare(
+            reactor, chosen, options, settings, output, server_process, ctx.obj["reactor"]
+        )
 
     run(job, ctx)
 

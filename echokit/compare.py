@@ -27,7 +27,7 @@ from echokit import report
 from echokit.bench import BenchSettings, EndpointResult, bench_endpoint, environment
 from echokit.certs import CERT_DIR_ENV
 from echokit.connect import ClientOptions
-from echokit.demo import ipv6_unavailable
+from echokit.endpoints import ipv6_unavailable
 from echokit.errors import RuntimeFailure
 from echokit.grammar import EndpointSpec, parse_client
 from echokit.serve import Listener, plan_servers, start_listeners
@@ -194,8 +194,14 @@ async def compare(
     settings: BenchSettings,
     output: Output,
     server_process: bool,
+    reactor_name: str | None = None,
 ) -> list[EndpointResult]:
-    """Start echokit's servers on C{transports}, measure each, report them all."""
+    """
+    Start echokit's servers on C{transports}, measure each, report them all.
+
+    @param server_process: run the servers in a child C{echokit serve}, on the reactor
+        called C{reactor_name} (echokit's default if C{None}), as the clients' is.
+    """
     wanted = list(transports)
     skipped = []
     if "tcp6" in wanted and (why := ipv6_unavailable()):
@@ -204,8 +210,12 @@ async def compare(
     with tempfile.TemporaryDirectory(prefix="echokit-compare-") as tmp:
         strings = server_strings(wanted, tmp)
         if server_process:
-            mode = "server in a child process (echokit serve), clients in this one"
-            results = await _with_child_server(reactor, strings, options, settings, output, mode)
+            flags = ["--reactor", reactor_name] if reactor_name else []
+            mode = f"server in a child process ({shlex.join(['echokit', *flags, 'serve'])}), "
+            mode += "clients in this one"
+            results = await _with_child_server(
+                reactor, strings, flags, options, settings, output, mode
+            )
         else:
             mode = "server and clients in this process, one reactor"
             listeners: list[Listener] = []
@@ -227,6 +237,7 @@ async def compare(
 async def _with_child_server(
     reactor: Any,
     strings: Sequence[str],
+    flags: Sequence[str],
     options: ClientOptions,
     settings: BenchSettings,
     output: Output,
@@ -237,7 +248,7 @@ async def _with_child_server(
     process = reactor.spawnProcess(
         child,
         sys.executable,
-        [sys.executable, "-m", "echokit", "-q", "serve", *strings],
+        [sys.executable, "-m", "echokit", "-q", *flags, "serve", *strings],
         env=env,
     )
     try:

@@ -11,7 +11,6 @@ reason, not as a failure.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from twisted.internet import defer
 
 from echokit.certs import CertStore
 from echokit.connect import ClientOptions, open_datagram, open_stream
+from echokit.endpoints import ipv6_unavailable
 from echokit.errors import EchokitError, RuntimeFailure
 from echokit.grammar import parse_client
 from echokit.serve import Listener, plan_servers, start_listeners
@@ -48,18 +48,6 @@ class Row:
     rtt: str = "-"
     note: str = ""
     skipped: bool = False
-
-
-def ipv6_unavailable() -> str | None:
-    """Why this machine cannot use IPv6 loopback, or C{None} if it can."""
-    if not socket.has_ipv6:
-        return "Python was built without IPv6"
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError as e:
-        return f"no IPv6 loopback (::1): {e.strerror}"
-    return None
 
 
 def _ms(seconds: float) -> str:

@@ -191,6 +191,18 @@ def _proxied(
     return ServerPlan(spec, behind_proxy(reactor, inner.endpoint), inner.created_certs)
 
 
+def ipv6_unavailable() -> str | None:
+    """Why this machine cannot use IPv6 loopback, or C{None} if it can."""
+    if not socket.has_ipv6:
+        return "Python was built without IPv6"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        return f"no IPv6 loopback (::1): {e.strerror}"
+    return None
+
+
 def proxied_spec(spec: EndpointSpec) -> EndpointSpec:
     """
     The endpoint a C{haproxy:ENDPOINT} string wraps.

@@ -31,8 +31,14 @@ from twisted.internet.interfaces import IListeningPort
 
 from echokit.certs import CertStore
 from echokit.datagram import EchoDatagramServer
-from echokit.endpoints import ServerPlan, connect_string, server_endpoint
-from echokit.errors import RuntimeFailure
+from echokit.endpoints import (
+    ServerPlan,
+    connect_string,
+    ipv6_unavailable,
+    proxied_spec,
+    server_endpoint,
+)
+from echokit.errors import EchokitError, RuntimeFailure
 from echokit.grammar import EndpointSpec, parse_server
 from echokit.policy import ConnectionLimiter, ServerPolicy
 from echokit.stream import EchoServerFactory, describe_address
@@ -101,26 +107,83 @@ def plan_servers(
     return [server_endpoint(reactor, spec, certs, client_ca) for spec in specs]
 
 
-def _listen_failed(plan: ServerPlan, e: Exception) -> RuntimeFailure:
+def _listen_failed(
+    plan: ServerPlan, e: Exception, started: Sequence[Listener] = ()
+) -> RuntimeFailure:
     """
     One line for a listener that could not start: the endpoint, the system's reason,
     and, for the common reasons, what to do about it.
 
         cannot listen on 'tcp:8000': Address already in use: another program holds
         port 8000; stop it, or choose another port (0 picks a free one)
+
+    C{started} are the listeners of the same command already listening: when one of them
+    holds the port or path, the message names it instead of "another program".
     """
-    spec = plan.spec
+    spec = _listening_spec(plan.spec)
     cause: object = e.socketError if isinstance(e, error.CannotListenError) else e
+    path = spec.get("address") if spec.kind == "unix" else None
     if isinstance(cause, OSError):
         why = cause.strerror or str(cause)
-        hint = _listen_hint(spec, cause.errno)
-    elif cause == "Cannot acquire lock":  # Twisted's unix port: the path's lock is held
-        path = spec.get("address")
-        why = f"another process is serving on {path} (it holds {path}.lock)"
-        hint = "stop it, or choose another path"
+        hint = _same_command(spec, started) if cause.errno == errno.EADDRINUSE else None
+        hint = hint or _listen_hint(spec, cause.errno)
+    elif cause == "Cannot acquire lock" and path is not None:  # Twisted: the lock is held
+        why = f"{path} is in use"
+        hint = _same_command(spec, started) or _lock_holder(str(path))
     else:
         why, hint = str(e) or type(e).__name__, None
-    return RuntimeFailure(f"cannot listen on '{spec.text}': {why}" + (f": {hint}" if hint else ""))
+    return RuntimeFailure(
+        f"cannot listen on '{plan.spec.text}': {why}" + (f": {hint}" if hint else "")
+    )
+
+
+def _listening_spec(spec: EndpointSpec) -> EndpointSpec:
+    """The endpoint that listens: the wrapped one of C{haproxy:...}, else C{spec}."""
+    if spec.kind != "haproxy":
+        return spec
+    try:
+        return proxied_spec(spec)
+    except EchokitError:
+        return spec
+
+
+#: Kinds that share one port space: a tcp port and an ssl port are the same TCP port.
+_PORT_SPACES = ({"tcp", "tcp6", "ssl"}, {"udp", "udp6"})
+
+
+def _same_command(spec: EndpointSpec, started: Sequence[Listener]) -> str | None:
+    """If a listener of this command already holds what C{spec} wants, say which."""
+    port = spec.get("port")
+    for listener in started:
+        other = _listening_spec(listener.plan.spec)
+        if spec.kind == "unix" and other.kind == "unix":
+            if other.get("address") == spec.get("address"):
+                return (
+                    f"the listener for '{listener.plan.spec.text}' in this command already "
+                    "serves there; give each unix listener its own path"
+                )
+            continue
+        same_space = any({spec.kind, other.kind} <= space for space in _PORT_SPACES)
+        if same_space and isinstance(port, int) and port and other.get("port") == port:
+            dual = " (tcp6 without interface= takes the IPv4 port too)"
+            both_tcp = "tcp6" in (spec.kind, other.kind) and spec.kind != other.kind
+            return (
+                f"the listener for '{listener.plan.spec.text}' in this command already holds "
+                f"port {port}{dual if both_tcp else ''}; give each listener its own port"
+            )
+    return None
+
+
+def _lock_holder(path: str) -> str:
+    """Who holds the lock of unix socket C{path} (Twisted's lock: a symlink to a pid)."""
+    try:
+        pid = os.readlink(f"{path}.lock")
+    except OSError:
+        return "another process is serving there; stop it, or choose another path"
+    return (
+        f"process {pid} holds {path}.lock; stop it, or choose another path (if process "
+        f"{pid} serves nothing there, remove {path}.lock)"
+    )
 
 
 def _listen_hint(spec: EndpointSpec, code: int | None) -> str | None:
@@ -130,16 +193,22 @@ def _listen_hint(spec: EndpointSpec, code: int | None) -> str | None:
         path = spec.get("address")
         if code == errno.EADDRINUSE:
             return f"a socket file is at {path}: stop what serves there, or remove the file"
+        locked = spec.get("lockfile", True)
+        if code in (errno.EACCES, errno.EPERM) and locked and os.path.lexists(f"{path}.lock"):
+            return (
+                f"{path}.lock belongs to a process this user may not check; stop it, or "
+                "choose another path"
+            )
         if code in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS):
-            files = f"{path} or {path}.lock" if spec.get("lockfile", True) else f"{path}"
+            files = f"{path} or {path}.lock" if locked else f"{path}"
             return (
                 f"cannot create {files}: choose a path in a directory you can write "
                 "(/tmp, $XDG_RUNTIME_DIR)"
             )
         return None
     if not isinstance(port, int):
-        return None  # kinds echokit passes to Twisted as they are (systemd, haproxy, ...)
-    if code == errno.EADDRINUSE:
+        return None  # kinds echokit passes to Twisted as they are (systemd, ...)
+    if code == errno.EADDRINUSE and port:
         return (
             f"another program holds port {port}; stop it, or choose another port "
             "(0 picks a free one)"
@@ -150,11 +219,21 @@ def _listen_hint(spec: EndpointSpec, code: int | None) -> str | None:
             "port from 1024 up"
         )
     if code == errno.EADDRNOTAVAIL and interface is not None:
-        return (
-            f"{interface} is not an address of this machine; give one of its addresses "
-            "(127.0.0.1, or \\:\\:1 with tcp6) or leave interface= out to listen on all"
-        )
+        return _interface_hint(spec.kind, str(interface))
     return None
+
+
+def _interface_hint(kind: str, interface: str) -> str:
+    """Why C{interface} cannot be listened on, and which address to give instead."""
+    if interface == "::1" and (no_ipv6 := ipv6_unavailable()):
+        return f"this machine has {no_ipv6}; listen on 127.0.0.1 with tcp:, ssl: or udp:"
+    loopback = {"tcp": "127.0.0.1", "udp": "127.0.0.1", "tcp6": "\\:\\:1", "udp6": "\\:\\:1"}
+    example = loopback.get(kind, "127.0.0.1 or \\:\\:1")
+    without = "on loopback only" if kind in ("udp", "udp6") else "on every address"
+    return (
+        f"{interface} is not an address of this machine; give one of its addresses "
+        f"({example} for loopback), or leave interface= out to listen {without}"
+    )
 
 
 async def start_listeners(
@@ -187,7 +266,7 @@ async def start_listeners(
         except Exception as e:
             for started in listeners:
                 await defer.maybeDeferred(started.port.stopListening)
-            raise _listen_failed(plan, e) from None
+            raise _listen_failed(plan, e, listeners) from None
         listeners.append(Listener(plan, port, server))
     return listeners
 

@@ -242,15 +242,23 @@ class CompareCommandTests:
         assert "0/0/0/0" in out
 
     def test_server_process_json_save_baseline_plot(self, tmp_path: Path) -> None:
-        """--server-process runs; --save then --baseline shows changes; --plot writes a PNG."""
+        """
+        --server-process runs the server on the reactor chosen for the clients (here
+        after the command); --save then --baseline shows changes; --plot writes a PNG.
+        """
         saved, chart = tmp_path / "run.json", tmp_path / "latency.png"
         first = run_echokit(
-            ["compare", "tcp", "udp", "--server-process", "--save", str(saved), *QUICK],
+            [
+                *("compare", "tcp", "udp", "--server-process", "--reactor", "asyncio"),
+                *("--save", str(saved), *QUICK),
+            ],
             cert_dir=tmp_path / "certs",
             timeout=120,
         )
         assert first.returncode == 0, first.stderr.decode()
-        assert "mode: server in a child process" in first.stdout.decode()
+        out = first.stdout.decode()
+        assert "mode: server in a child process (echokit --reactor asyncio serve)" in out, out
+        assert "twisted.internet.asyncioreactor" in out, out
         assert [r["transport"] for r in json.loads(saved.read_text())["results"]] == ["tcp", "udp"]
         second = run_echokit(
             ["compare", "tcp", "udp", "--baseline", str(saved), "--plot", str(chart), *QUICK],

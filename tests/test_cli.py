@@ -19,6 +19,7 @@ import select
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -317,22 +318,60 @@ class ServeListenErrorTests:
             "stop it, or choose another port (0 picks a free one)"
         ), line
 
-    def test_interface_not_on_this_machine(self, tmp_path: Path) -> None:
-        """An interface address the machine does not have (TEST-NET-1) is named as such."""
-        line = self.serve_fails(tmp_path, "tcp:0:interface=192.0.2.1")
-        assert "Cannot assign requested address: 192.0.2.1 is not an address of this machine" in (
-            line
-        )
-        assert "leave interface= out to listen on all" in line
+    @pytest.mark.parametrize(
+        "description, without",
+        [
+            ("tcp:0:interface=192.0.2.1", "listen on every address"),
+            ("udp:0:interface=192.0.2.1", "listen on loopback only"),
+        ],
+        ids=["tcp", "udp"],
+    )
+    def test_interface_not_on_this_machine(
+        self, tmp_path: Path, description: str, without: str
+    ) -> None:
+        """
+        An interface address the machine does not have (TEST-NET-1) is named as such, with
+        what leaving interface= out means for that transport (udp listens on loopback).
+        """
+        line = self.serve_fails(tmp_path, description)
+        assert line.endswith(
+            "Cannot assign requested address: 192.0.2.1 is not an address of this machine; "
+            "give one of its addresses (127.0.0.1 for loopback), or leave interface= out to "
+            f"{without}"
+        ), line
 
     def test_unix_path_served_by_another_echokit(self, tmp_path: Path) -> None:
-        """A unix path another echokit serves: its lock is named, not 'Cannot acquire lock'."""
+        """
+        A unix path another echokit serves: the process holding its lock is named, with
+        what to do (not Twisted's 'Cannot acquire lock').
+        """
         path = tmp_path / "taken.sock"
-        with echokit_server([f"unix:{path}"], tmp_path / "certs"):
+        with echokit_server([f"unix:{path}"], tmp_path / "certs") as other:
             line = self.serve_fails(tmp_path, f"unix:{path}")
+            pid = other.process.pid
         assert line.endswith(
-            f"another process is serving on {path} (it holds {path}.lock): stop it, or "
-            "choose another path"
+            f"{path} is in use: process {pid} holds {path}.lock; stop it, or choose another "
+            f"path (if process {pid} serves nothing there, remove {path}.lock)"
+        ), line
+
+    def test_one_port_twice_in_one_command(self, tmp_path: Path) -> None:
+        """tcp and ssl on one port in one command: the message names the listener holding it."""
+        port = free_port()
+        line = self.serve_fails(
+            tmp_path, f"tcp:{port}:interface=127.0.0.1", f"ssl:{port}:interface=127.0.0.1"
+        )
+        assert line.endswith(
+            f"Address already in use: the listener for 'tcp:{port}:interface=127.0.0.1' in "
+            f"this command already holds port {port}; give each listener its own port"
+        ), line
+
+    def test_one_unix_path_twice_in_one_command(self, tmp_path: Path) -> None:
+        """A haproxy:unix: and a unix: listener on one path: the first one is named."""
+        path = tmp_path / "both.sock"
+        line = self.serve_fails(tmp_path, f"haproxy:unix:{path}", f"unix:{path}")
+        assert line.endswith(
+            f"{path} is in use: the listener for 'haproxy:unix:{path}' in this command "
+            "already serves there; give each unix listener its own path"
         ), line
 
     def test_unix_path_where_no_file_can_be_made(self, tmp_path: Path) -> None:
@@ -587,6 +626,23 @@ class ConnectFailureTests:
 
 class HelpTests:
     """--version and --help say what echokit is and show examples."""
+
+    def test_command_line_imports_no_twisted(self) -> None:
+        """
+        Importing the command line (enough for --help and usage errors) loads neither
+        Twisted nor the TLS libraries: they come when a command runs, which keeps
+        `echokit --help` fast.
+        """
+        code = (
+            "import sys, echokit.cli; "
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('twisted', 'OpenSSL', 'cryptography')))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT, check=False
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout.decode().strip() == "[]"
 
     def test_version(self, invoke: Invoke) -> None:
         """echokit --version prints the version and exits 0."""

@@ -47,8 +47,8 @@ from typing import IO
 
 import pytest
 
-from echokit.demo import ipv6_unavailable
 from echokit.echo import MAX_UDP_PAYLOAD_IPV4
+from echokit.endpoints import ipv6_unavailable
 from echokit.grammar import escape
 from tests.support import (
     ECHOKIT,

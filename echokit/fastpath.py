@@ -109,5 +109,5 @@ def send_without_delay(transport: object) -> None:
     setter = getattr(transport, "setTcpNoDelay", None)
     if setter is None:
         return
-    with contextlib.suppress(OSError):  # EOPNOTSUPP: a unix socket (Twisted's shares TCP's)
+    with contextlib.suppress(OSError):  # EOPNOTSUPP: unix sockets, where Twisted passes it on
         setter(True)

@@ -24,6 +24,7 @@ import errno
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -79,11 +80,14 @@ class EchoDatagramServer(DatagramProtocol):
         self.verbose = verbose
         self.stats = DatagramStats()
         self._drops = EveryInterval(10.0)
-        self._sendto: Any = None
 
     def startProtocol(self) -> None:
         sock = getattr(self.transport, "socket", None)
-        self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
+        # Straight to the socket where there is one: Twisted's write re-checks the address
+        # on every datagram, and the address came from the kernel a moment ago.
+        self._send: Callable[[bytes, tuple[str, int]], object] = (
+            sock.sendto if isinstance(sock, socket.socket) else self.transport.write
+        )
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if addr[1] < LOWEST_SOURCE_PORT:
@@ -94,12 +98,7 @@ class EchoDatagramServer(DatagramProtocol):
             self._drop(addr, "it repeats the same datagram too often (a reflection loop?)")
             return
         try:
-            if self._sendto is not None:
-                # Straight to the socket: Twisted's write re-checks the address on every
-                # datagram, and the address came from the kernel a moment ago.
-                self._sendto(datagram, addr)
-            else:
-                self.transport.write(datagram, addr)
+            self._send(datagram, addr)
         except BlockingIOError:
             self.stats.errors += 1  # the send buffer is full: this datagram is dropped
             return

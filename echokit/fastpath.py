@@ -22,6 +22,7 @@ import contextlib
 import socket
 import types
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import tcp, unix
 
@@ -72,10 +73,19 @@ class SocketWriter:
             t.write(data[sent:])
 
 
-def writer_for(transport: Any) -> SocketWriter | None:
-    """A L{SocketWriter} for C{transport}, or C{None} if it is not a plain one."""
+class Writer(TypingProtocol):
+    """Anything echoes can be written to: a L{SocketWriter}, or a transport itself."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+def writer_for(transport: Any) -> Writer:
+    """
+    How to write to C{transport}: through a L{SocketWriter} if it is a plain one,
+    else with the transport's own C{write}.
+    """
     sock = plain_socket(transport)
-    return SocketWriter(transport, sock) if sock is not None else None
+    return SocketWriter(transport, sock) if sock is not None else transport
 
 
 def read_without_ancillary_data(transport: object) -> None:

@@ -42,7 +42,7 @@ from zope.interface import implementer
 from echokit.echo import EchoVerifier, looks_like_tls
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
 from echokit.fastpath import (
-    SocketWriter,
+    Writer,
     read_in_large_chunks,
     read_without_ancillary_data,
     send_without_delay,
@@ -114,7 +114,7 @@ class EchoServerProtocol(Protocol):
     factory: EchoServerFactory
     transport: StreamTransport  # type: ignore[assignment]
     bytes_echoed = 0
-    _writer: SocketWriter | None = None
+    _writer: Writer  # set as the connection opens (L{echokit.fastpath.writer_for})
     admitted = False
     peer_finished = False
     handshake_done = False
@@ -124,6 +124,7 @@ class EchoServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        self._writer = writer_for(self.transport)
         self.peer = describe_address(self.transport.getPeer())
         refused = factory.limiter.admit(peer_host(self.transport.getPeer()))
         if refused is not None:
@@ -135,7 +136,6 @@ class EchoServerProtocol(Protocol):
         # which stops reading from this peer until the peer reads its echo.
         self.transport.registerProducer(self.transport, True)
         send_without_delay(self.transport)
-        self._writer = writer_for(self.transport)
         read_without_ancillary_data(self.transport)
         read_in_large_chunks(self.transport)
         factory.connection_opened(self, log=not factory.is_tls)
@@ -165,10 +165,7 @@ class EchoServerProtocol(Protocol):
                 transport=self.factory.transport_name,
                 peer=self.peer,
             )
-        if self._writer is not None:
-            self._writer.write(data)
-        else:
-            self.transport.write(data)
+        self._writer.write(data)
         self.bytes_echoed += len(data)
         if self._timer is not None:
             self._last_heard = self.factory.clock.seconds()

@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from echokit.fastpath import (
     READ_SIZE,
-    SocketWriter,
+    Writer,
     read_in_large_chunks,
     send_without_delay,
     writer_for,
@@ -77,7 +77,7 @@ class TLSServerProtocol(Protocol):
     _close_requested = False  # loseConnection was called (maybe waiting for the handshake)
     _peer_done = False  # the wrapped protocol has heard that the peer sent all it will
     _failure: Failure | None = None
-    _writer: SocketWriter | None = None
+    _writer: Writer  # the TCP connection's (L{echokit.fastpath.writer_for}), set in makeConnection
 
     def __init__(self, context: ssl.SSLContext, wrapped: IProtocol) -> None:
         self.wrapped = wrapped
@@ -193,11 +193,7 @@ class TLSServerProtocol(Protocol):
     def _flush(self) -> None:
         """Send the ciphertext that is waiting, in one write."""
         if self._outgoing.pending and self.connected:
-            data = self._outgoing.read()
-            if self._writer is not None:
-                self._writer.write(data)
-            else:
-                self.transport.write(data)
+            self._writer.write(self._outgoing.read())
 
     def negotiated(self) -> tuple[str, str]:
         """The TLS version and cipher, once the handshake has completed."""

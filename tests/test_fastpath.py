@@ -116,7 +116,7 @@ class FastPathEngagementTests(TestCase):
             writer = server_side._writer
             if listener.plan.spec.kind == "ssl":  # the TLS layer writes its ciphertext through
                 writer = server_side.transport._writer  # type: ignore[attr-defined]
-            engaged[listener.plan.spec.kind] = writer is not None
+            engaged[listener.plan.spec.kind] = isinstance(writer, SocketWriter)
             if listener.plan.spec.kind == "unix":
                 read: Any = getattr(server_side.transport, "doRead")  # noqa: B009
                 self.assertEqual(read.__func__.__qualname__, "Connection.doRead")

@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
@@ -32,6 +33,7 @@ from twisted.internet.interfaces import IListeningPort
 from echokit.certs import CertStore
 from echokit.datagram import EchoDatagramServer
 from echokit.endpoints import (
+    DATAGRAM_KINDS,
     ServerPlan,
     connect_string,
     ipv6_unavailable,
@@ -98,13 +100,21 @@ def plan_servers(
 ) -> list[ServerPlan]:
     """Check every server string and build its endpoint; nothing listens yet."""
     specs = [d if isinstance(d, EndpointSpec) else parse_server(d) for d in descriptions]
-    client_ca = None
-    if policy is not None and policy.require_client_cert:
-        client_ca = policy.client_ca
-        if client_ca is None:
-            certs.ensure()
-            client_ca = certs.ca_cert
+    client_ca = required_client_ca(policy, certs)
     return [server_endpoint(reactor, spec, certs, client_ca) for spec in specs]
+
+
+def required_client_ca(policy: ServerPolicy | None, certs: CertStore) -> Path | None:
+    """
+    The CA that TLS clients' certificates must be signed by, or C{None} if the policy
+    does not require client certificates: C{--client-ca}, else echokit's own CA.
+    """
+    if policy is None or not policy.require_client_cert:
+        return None
+    if policy.client_ca is not None:
+        return policy.client_ca
+    certs.ensure()
+    return certs.ca_cert
 
 
 def _listen_failed(
@@ -148,7 +158,7 @@ def _listening_spec(spec: EndpointSpec) -> EndpointSpec:
 
 
 #: Kinds that share one port space: a tcp port and an ssl port are the same TCP port.
-_PORT_SPACES = ({"tcp", "tcp6", "ssl"}, {"udp", "udp6"})
+_PORT_SPACES = (frozenset({"tcp", "tcp6", "ssl"}), DATAGRAM_KINDS)
 
 
 def _same_command(spec: EndpointSpec, started: Sequence[Listener]) -> str | None:
@@ -229,7 +239,7 @@ def _interface_hint(kind: str, interface: str) -> str:
         return f"this machine has {no_ipv6}; listen on 127.0.0.1 with tcp:, ssl: or udp:"
     loopback = {"tcp": "127.0.0.1", "udp": "127.0.0.1", "tcp6": "\\:\\:1", "udp6": "\\:\\:1"}
     example = loopback.get(kind, "127.0.0.1 or \\:\\:1")
-    without = "on loopback only" if kind in ("udp", "udp6") else "on every address"
+    without = "on loopback only" if kind in DATAGRAM_KINDS else "on every address"
     return (
         f"{interface} is not an address of this machine; give one of its addresses "
         f"({example} for loopback), or leave interface= out to listen {without}"

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from echokit.certs import CertStore
 from echokit.datagram import READ_SIZE
 from echokit.endpoints import (
+    DATAGRAM_KINDS,
     ServerPlan,
     behind_proxy,
     proxied_spec,
@@ -43,7 +44,7 @@ from echokit.endpoints import (
 from echokit.errors import InputError
 from echokit.grammar import EndpointSpec, parse_server
 from echokit.policy import ServerPolicy
-from echokit.serve import Listener
+from echokit.serve import Listener, required_client_ca
 from echokit.tlslayer import TLSServerEndpoint
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
@@ -235,14 +236,12 @@ def worker_plans(
     if raw.get("client_ca"):
         raw["client_ca"] = Path(raw["client_ca"])
     policy = ServerPolicy(**raw)
-    client_ca = None
-    if policy.require_client_cert:
-        client_ca = policy.client_ca or certs.ca_cert
+    client_ca = required_client_ca(policy, certs)
     plans = []
     for item in data["listeners"]:
         spec = parse_server(item["text"])
         family = _FAMILIES[item["family"]]
-        if spec.kind in ("udp", "udp6"):
+        if spec.kind in DATAGRAM_KINDS:
             endpoint: Any = AdoptedDatagramEndpoint(reactor, item["fd"], family)
         else:
             endpoint = adopted_stream(reactor, spec, item["fd"], family, certs, client_ca)

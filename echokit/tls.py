@@ -99,11 +99,7 @@ def load_private_certificate(
     key_pem = _read(key, "private key") if key else cert_pem
     try:
         certificate = ssl.Certificate.loadPEM(cert_pem)
-        pkey = (
-            crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem, passphrase)
-            if passphrase is not None
-            else crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
-        )
+        pkey = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem, passphrase)
         private: ssl.PrivateCertificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
             certificate, ssl.KeyPair(pkey)
         )

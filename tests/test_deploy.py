@@ -145,6 +145,25 @@ def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
 
+def twistd_fails(tmp_path: Path, *listens: str) -> str:
+    """
+    Run C{twistd -n echokit --listen L...}, which must exit 1 without a traceback; its
+    stdout and stderr together.
+    """
+    result = subprocess.run(
+        twistd("echokit", *(arg for d in listens for arg in ("--listen", d))),
+        cwd=tmp_path,
+        env=child_env(tmp_path / "certs", checkout=True),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 1, output
+    no_traceback(output)
+    return output
+
+
 # --- plain-socket clients ----------------------------------------------------------
 
 
@@ -287,17 +306,7 @@ class TwistdPluginTests:
         C{echokit serve} gives, with no traceback; nothing is started.
         """
         message = serve_error(description)
-        result = subprocess.run(
-            twistd("echokit", "--listen", TCP, "--listen", description),
-            cwd=tmp_path,
-            env=child_env(tmp_path / "certs", checkout=True),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        output = result.stdout.decode() + result.stderr.decode()
-        assert result.returncode == 1, output
-        no_traceback(output)
+        output = twistd_fails(tmp_path, TCP, description)
         # twistd prints its usage, then "<argv0> -n: <message>" as the last line.
         assert output.rstrip().splitlines()[-1].endswith(f" -n: {message}"), output
         assert "listening on" not in output
@@ -315,17 +324,7 @@ class TwistdPluginTests:
             taken.listen()
             busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
             listens = [busy, "udp:0"] if first else ["udp:0", busy]
-            result = subprocess.run(
-                twistd("echokit", *(arg for d in listens for arg in ("--listen", d))),
-                cwd=tmp_path,
-                env=child_env(tmp_path / "certs", checkout=True),
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        output = result.stdout.decode() + result.stderr.decode()
-        assert result.returncode == 1, output
-        no_traceback(output)
+            output = twistd_fails(tmp_path, *listens)
         errors = [line for line in output.splitlines() if "echokit: error:" in line]
         assert len(errors) == 1, output
         port = busy.split(":")[1]

@@ -498,6 +498,12 @@ def loadgen_argv(
     return argv
 
 
+def pingpong_argv(transport: str, address: str, seconds: float) -> list[str]:
+    """The native pingpong's command line: 64-byte messages, one in flight."""
+    argv = [str(PINGPONG), *target_args(transport, address)]
+    return [*argv, "--size", "64", "--duration", f"{seconds:g}"]
+
+
 def client_string(transport: str, address: str) -> str:
     """echokit's client endpoint string for a listener address."""
     if transport == "unix":
@@ -596,14 +602,7 @@ def honest(settings: Settings, report: Report, workdir: Path) -> None:
         for round_ in range(settings.rounds):
             for transport in transports:
                 address = server.addresses[transport]
-                native_argv = [
-                    str(PINGPONG),
-                    *target_args(transport, address),
-                    "--size",
-                    "64",
-                    "--duration",
-                    f"{seconds:g}",
-                ]
+                native_argv = pingpong_argv(transport, address, seconds)
                 bench_argv = [
                     ECHOKIT,
                     "bench",
@@ -994,14 +993,8 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
                         record(tls, ("tls", size_name(size)), server, argv)
             for transport in ("tcp", "unix"):
                 for server in order:
-                    argv = [
-                        str(PINGPONG),
-                        *target_args(transport, server.addresses[transport]),
-                        "--size",
-                        "64",
-                        "--duration",
-                        f"{settings.latency_seconds:g}",
-                    ]
+                    address = server.addresses[transport]
+                    argv = pingpong_argv(transport, address, settings.latency_seconds)
                     try:
                         server.check()
                         with pinned([server], settings.pin) as cpus:
@@ -1018,15 +1011,7 @@ def servers_section(settings: Settings, report: Report, workdir: Path) -> None:
             "udp": command_text([*loadgen("udp", "127.0.0.1:PORT", 1 * KIB), "--timeout", "200"]),
             "tls": command_text(loadgen("tls", "127.0.0.1:PORT", 1 * KIB)),
             "latency": command_text(
-                [
-                    str(PINGPONG),
-                    "--tcp",
-                    "127.0.0.1:PORT",
-                    "--size",
-                    "64",
-                    "--duration",
-                    f"{settings.latency_seconds:g}",
-                ]
+                pingpong_argv("tcp", "127.0.0.1:PORT", settings.latency_seconds)
             ),
         }
     say(f"  ({time.monotonic() - started:.0f} s)")

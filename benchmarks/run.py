@@ -1175,6 +1175,7 @@ def compare_variants(
     report: Report,
     key: str,
     servers: Sequence[Server],
+    certs: Path,
     cases: Sequence[tuple[str, int]],
     connections: int,
     split: bool,
@@ -1182,13 +1183,12 @@ def compare_variants(
     ratio_key: str,
 ) -> None:
     """
-    Drive each of C{servers} (variants of echokit serve) with the same loadgen for each
-    of C{cases}, in interleaved rounds; print msg/s, the ratio to the first server, and
-    everyone's CPU; keep the numbers in C{report.sections[key]}, the ratio under
-    C{ratio_key}.
+    Drive each of C{servers} (variants of echokit serve, with the certificates in
+    C{certs}) with the same loadgen for each of C{cases}, in interleaved rounds; print
+    msg/s, the ratio to the first server, and everyone's CPU; keep the numbers in
+    C{report.sections[key]}, the ratio under C{ratio_key}.
     """
     reference = servers[0].name
-    certs = servers[0].workdir / "certs"
     results: dict[tuple[str, str], dict[str, list[Load]]] = {}
     timeout = settings.load_seconds + settings.load_warmup + 60
 
@@ -1271,10 +1271,9 @@ def compare_variants(
 
 
 def echokit_server(
-    workdir: Path, name: str, flags: Sequence[str], listeners: Sequence[str]
+    workdir: Path, certs: Path, name: str, flags: Sequence[str], listeners: Sequence[str]
 ) -> Server:
-    """C{echokit serve} with C{flags}, on C{listeners}, with the benchmark's certificates."""
-    certs = make_certs(workdir)
+    """C{echokit serve} with C{flags}, on C{listeners}, with the certificates in C{certs}."""
     argv = [ECHOKIT, "-q", "serve", *flags, "--cert-dir", str(certs), *listeners]
     return Server(name, argv, len(listeners), workdir)
 
@@ -1282,10 +1281,11 @@ def echokit_server(
 def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
     """echokit serve with one process and with --workers 2: tcp and TLS, the same loadgen."""
     say("== c) workers: echokit serve --workers 2 against one process ==")
+    certs = make_certs(workdir)
     listeners = ["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1"]
     servers = [
-        echokit_server(workdir, "1 process", [], listeners),
-        echokit_server(workdir, "2 processes", ["--workers", "2"], listeners),
+        echokit_server(workdir, certs, "1 process", [], listeners),
+        echokit_server(workdir, certs, "2 processes", ["--workers", "2"], listeners),
     ]
     note = (
         f"Not pinned. On this machine's {os.cpu_count()} CPUs the client needs a core too, so "
@@ -1298,6 +1298,7 @@ def workers_section(settings: Settings, report: Report, workdir: Path) -> None:
         report,
         "workers",
         servers,
+        certs,
         cases,
         settings.connections * 2,
         False,
@@ -1310,9 +1311,11 @@ def reactors_section(settings: Settings, report: Report, workdir: Path) -> None:
     """echokit serve on each --reactor it offers (uvloop if installed): the same loadgen."""
     say("== d) reactors: echokit serve --reactor lean|epoll|asyncio|uvloop ==")
     names = ["lean", "epoll", "asyncio"] + (["uvloop"] if uvloop_available() else [])
+    certs = make_certs(workdir)
     servers = [
         echokit_server(
             workdir,
+            certs,
             f"--reactor {name}",
             ["--reactor", name],
             [
@@ -1331,6 +1334,7 @@ def reactors_section(settings: Settings, report: Report, workdir: Path) -> None:
         report,
         "reactors",
         servers,
+        certs,
         cases,
         settings.connections,
         settings.pin,

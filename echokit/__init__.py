@@ -1,17 +1,19 @@
 """
 echokit: one pair of echo protocols served and reached over every transport.
 
-The package is laid out by concern:
+The package is laid out in layers; each imports only from the ones above it in this list
+(C{tests/test_layout.py} keeps it so):
 
-- L{echokit.echo}: the sans-IO core (what an echo must look like; no sockets).
-- L{echokit.stream} and L{echokit.datagram}: the Twisted protocols and factories,
-  thin adapters over the core, for byte streams (tcp, tcp6, unix, ssl/tls) and UDP.
-- L{echokit.endpoints}: endpoint strings, parsed with Twisted's grammar, checked, and
-  turned into Twisted endpoints (plus echokit's tcp6 and udp strings).
-- L{echokit.certs} and L{echokit.tls}: generated certificates and TLS settings.
-- L{echokit.serve}, L{echokit.connect} and L{echokit.demo}: what the commands do.
-- L{echokit.cli}: the command line; the only module that touches the global reactor.
-- L{echokit.errors}: the errors whose messages reach the user, with their exit codes.
+- L{echokit.errors} and L{echokit.echo}: the core. The error hierarchy whose messages
+  reach the user, with exit codes; what an echo must look like (sans-IO, no Twisted).
+- L{echokit.runtime}: reactor choice, logs, and the server's limits (sans-IO policy).
+- L{echokit.transports}: endpoint strings, the stream and datagram echo protocols, TLS,
+  PROXY protocol, certificates.
+- L{echokit.client} and L{echokit.server}: C{echokit connect}; C{echokit serve},
+  its workers and the twistd plugin's service.
+- L{echokit.measure}: C{echokit bench} and C{echokit compare}, their reports.
+- L{echokit.demo} and L{echokit.cli}: the demo command, and the command line, the only
+  module that touches the global reactor.
 """
 
 __version__ = "1.0.0"

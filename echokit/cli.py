@@ -19,12 +19,12 @@ from typing import Any, NoReturn
 import click
 
 from echokit import __version__
-from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.errors import EchokitError, InputError
-from echokit.grammar import EndpointSpec, parse_client, parse_server
-from echokit.policy import LIMIT_OPTIONS, ServerPolicy
-from echokit.reactors import DEFAULT as DEFAULT_REACTOR
-from echokit.reactors import REACTORS
+from echokit.runtime.policy import LIMIT_OPTIONS, ServerPolicy
+from echokit.runtime.reactors import DEFAULT as DEFAULT_REACTOR
+from echokit.runtime.reactors import REACTORS
+from echokit.transports.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
+from echokit.transports.grammar import EndpointSpec, parse_client, parse_server
 
 Job = Callable[[Any], Coroutine[Any, Any, object]]
 
@@ -43,7 +43,7 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     C{default_level} is the lowest level shown without C{-v} or C{-q}. With C{-v} an
     unexpected error also prints its traceback.
     """
-    from echokit.reactors import ReactorUnavailable, install
+    from echokit.runtime.reactors import ReactorUnavailable, install
 
     try:
         reactor = install(ctx.obj["reactor"])
@@ -53,7 +53,7 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     from twisted.internet import defer, task
     from twisted.python.failure import Failure
 
-    from echokit.logs import start_logging
+    from echokit.runtime.logs import start_logging
 
     show_traceback = ctx.obj["verbosity"] > 0
     try:
@@ -95,7 +95,7 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
 
 
 def _checked(parse: Callable[[str], EndpointSpec], text: str, role: str) -> EndpointSpec:
-    from echokit.endpoints import check_kind
+    from echokit.transports.endpoints import check_kind
 
     try:
         spec = parse(text)
@@ -281,7 +281,7 @@ def serve(
     specs = [_checked(parse_server, text, "server") for text in descriptions]
     store = _cert_store(cert_dir)
     verbose = ctx.obj["verbosity"] > 0
-    from echokit.workers import worker_count
+    from echokit.server.workers import worker_count
 
     try:
         processes = worker_count(workers)
@@ -292,7 +292,7 @@ def serve(
     policy = ServerPolicy(require_client_cert=require_client_cert, client_ca=client_ca, **limits)
 
     async def job(reactor: Any) -> None:
-        from echokit.serve import serve_until_signalled
+        from echokit.server.serve import serve_until_signalled
 
         await serve_until_signalled(
             reactor, specs, store, sys.stdout, policy, verbose, processes, _global_argv(ctx)
@@ -356,7 +356,7 @@ def connect(
       echokit connect ssl:host=localhost:port=16443 --message hi --count 3
       echokit connect 'tcp6:host=\\:\\:1:port=16001'
     """
-    from echokit.connect import ClientOptions
+    from echokit.client.connect import ClientOptions
 
     spec = _checked(parse_client, description, "client")
     store = _cert_store(cert_dir)
@@ -370,7 +370,7 @@ def connect(
     interactive = message is None and sys.stdin.isatty()
 
     async def job(reactor: Any) -> None:
-        from echokit import connect as client
+        from echokit.client import connect as client
 
         if message is not None:
             await client.send_messages(
@@ -497,9 +497,9 @@ def _bench_setup(
     client_cert: bool,
     cert_dir: Path | None,
 ) -> tuple[Any, Any, Any]:
-    from echokit.bench import BenchSettings
-    from echokit.compare import Output
-    from echokit.connect import ClientOptions
+    from echokit.client.connect import ClientOptions
+    from echokit.measure.bench import BenchSettings
+    from echokit.measure.compare import Output
 
     settings = BenchSettings(size, connections, duration, count, warmup, timeout)
     try:
@@ -545,7 +545,7 @@ def bench(ctx: click.Context, /, descriptions: tuple[str, ...], **kwargs: Any) -
     settings, options, output = _bench_setup(**kwargs)
 
     async def job(reactor: Any) -> None:
-        from echokit.compare import measure
+        from echokit.measure.compare import measure
 
         await measure(reactor, specs, options, settings, output, "clients in this process")
 
@@ -580,13 +580,13 @@ def compare(
       echokit compare
       echokit compare tcp unix ssl --size 1k --server-process --plot latency.png
     """
-    from echokit.compare import TRANSPORTS
+    from echokit.measure.compare import TRANSPORTS
 
     chosen = [t for t in TRANSPORTS if t in transports] if transports else list(TRANSPORTS)
     settings, options, output = _bench_setup(**kwargs)
 
     async def job(reactor: Any) -> None:
-        from echokit.compare import compare as run_compare
+        from echokit.measure.compare import compare as run_compare
 
         await run_compare(
             reactor, chosen, options, settings, output, server_process, ctx.obj["reactor"]
@@ -604,12 +604,12 @@ def compare(
 def worker(
     ctx: click.Context, index: int, ready_fd: int | None, cert_dir: Path | None, config: str
 ) -> None:
-    """Internal: one of `echokit serve --workers N`'s processes (see echokit.workers)."""
+    """Internal: one of `echokit serve --workers N`'s processes (see echokit.server.workers)."""
     store = _cert_store(cert_dir)
 
     async def job(reactor: Any) -> None:
-        from echokit.serve import serve_until_signalled
-        from echokit.workers import worker_plans
+        from echokit.server.serve import serve_until_signalled
+        from echokit.server.workers import worker_plans
 
         plans, policy = worker_plans(reactor, config, store)
         await serve_until_signalled(

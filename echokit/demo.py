@@ -19,12 +19,12 @@ from typing import Any, TextIO
 
 from twisted.internet import defer
 
-from echokit.certs import CertStore
-from echokit.connect import ClientOptions, open_datagram, open_stream
-from echokit.endpoints import ipv6_unavailable
+from echokit.client.connect import ClientOptions, open_datagram, open_stream
 from echokit.errors import EchokitError, RuntimeFailure
-from echokit.grammar import parse_client
-from echokit.serve import Listener, plan_servers, start_listeners
+from echokit.server.listeners import Listener, plan_servers, start_listeners
+from echokit.transports.certs import CertStore
+from echokit.transports.endpoints import ipv6_unavailable
+from echokit.transports.grammar import parse_client
 
 #: Messages timed one at a time for the round-trip column.
 PINGS = 5

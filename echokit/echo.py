@@ -1,8 +1,8 @@
 """
 The sans-IO core of an echo: what must come back, and whether it did.
 
-Nothing here does I/O or knows about Twisted. The protocols in L{echokit.stream} and
-L{echokit.datagram} feed it bytes and act on what it says; the tests drive it with plain
+Nothing here does I/O or knows about Twisted. The protocols in L{echokit.transports.stream} and
+L{echokit.transports.datagram} feed it bytes and act on what it says; the tests drive it with plain
 calls.
 
 RFC 862 asks an echo server to send back exactly the bytes it receives, in order, over

@@ -17,13 +17,13 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 
-from echokit.certs import CertStore
-from echokit.connect import ClientOptions, StreamConnection, open_datagram, open_stream
-from echokit.datagram import EchoDatagramClient
-from echokit.grammar import parse_client
-from echokit.policy import ServerPolicy
-from echokit.serve import Listener, plan_servers, start_listeners
-from echokit.stream import EchoServerFactory
+from echokit.client.connect import ClientOptions, StreamConnection, open_datagram, open_stream
+from echokit.runtime.policy import ServerPolicy
+from echokit.server.listeners import Listener, plan_servers, start_listeners
+from echokit.transports.certs import CertStore
+from echokit.transports.datagram import EchoDatagramClient
+from echokit.transports.grammar import parse_client
+from echokit.transports.stream import EchoServerFactory
 
 _STORE: CertStore | None = None
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from echokit.histogram import LatencyHistogram
-from echokit.integrity import MessageChecker, MessageMaker
-from echokit.report import JSON_FIELDS
+from echokit.measure.histogram import LatencyHistogram
+from echokit.measure.integrity import MessageChecker, MessageMaker
+from echokit.measure.report import JSON_FIELDS
 from tests.support import echokit_server, run_echokit
 
 QUICK = ["--duration", "0.3", "--warmup", "0"]

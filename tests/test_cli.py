@@ -387,9 +387,9 @@ class ServeListenErrorTests:
         """
         from twisted.internet.error import CannotListenError
 
-        from echokit.endpoints import ServerPlan
-        from echokit.grammar import parse_server
-        from echokit.serve import _listen_failed
+        from echokit.server.listeners import _listen_failed
+        from echokit.transports.endpoints import ServerPlan
+        from echokit.transports.grammar import parse_server
 
         denied = OSError(errno.EACCES, os.strerror(errno.EACCES))
         plan = ServerPlan(parse_server("tcp:80"), None)  # type: ignore[arg-type]

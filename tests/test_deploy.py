@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from echokit.policy import ServerPolicy
+from echokit.runtime.policy import ServerPolicy
 from tests.support import ECHOKIT, CollectedProcess, port_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -341,8 +341,8 @@ class TwistdPluginTests:
         The plugin's options build the same L{ServerPolicy} as C{echokit serve}'s flags,
         with ServerPolicy's defaults, and makeService wraps the shared L{EchoService}.
         """
-        from echokit.serve import EchoService
-        from echokit.twistd import Options, TwistdEchoService, makeService
+        from echokit.server.serve import EchoService
+        from echokit.server.twistd import Options, TwistdEchoService, makeService
 
         defaults = Options()
         defaults.parseOptions(["--listen", TCP, "--cert-dir", str(tmp_path)])
@@ -743,7 +743,7 @@ class PackagingTests:
         with zipfile.ZipFile(wheel) as archive:
             names = set(archive.namelist())
         assert "twisted/plugins/echokit_plugin.py" in names
-        assert "echokit/twistd.py" in names
+        assert "echokit/server/twistd.py" in names
         assert not {n for n in names if n.startswith("twisted/") and "echokit" not in n}, names
         with tarfile.open(sdist) as tar:
             members = tar.getnames()
@@ -771,7 +771,7 @@ class PackagingTests:
         where = run(
             python,
             "-c",
-            "import echokit, echokit.twistd, twisted.plugins.echokit_plugin as p; "
+            "import echokit, echokit.server.twistd, twisted.plugins.echokit_plugin as p; "
             "print(echokit.__file__); print(p.__file__)",
         )
         for path in where.split():

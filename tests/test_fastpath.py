@@ -17,11 +17,11 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from echokit.connect import StreamConnection
-from echokit.endpoints import ipv6_unavailable
-from echokit.fastpath import SocketWriter
-from echokit.serve import Listener
-from echokit.stream import EchoServerFactory, EchoServerProtocol
+from echokit.client.connect import StreamConnection
+from echokit.server.listeners import Listener
+from echokit.transports.endpoints import ipv6_unavailable
+from echokit.transports.fastpath import SocketWriter
+from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
 from tests.support import ECHOKIT, echokit_server, run_echokit
 
@@ -182,7 +182,7 @@ class ReactorChoiceTests:
     @pytest.mark.parametrize(
         "extra, flags, expected",
         [
-            ([], [], "echokit.leanreactor.LeanEPollReactor"),
+            ([], [], "echokit.runtime.leanreactor.LeanEPollReactor"),
             (["--reactor", "epoll"], [], "twisted.internet.epollreactor.EPollReactor"),
             ([], ["--reactor", "asyncio"], "twisted.internet.asyncioreactor."),
             (["--reactor", "epoll"], ["--reactor", "asyncio"], "twisted.internet.asyncioreactor."),
@@ -226,7 +226,7 @@ class LeanReactorErrorTests(TestCase):
 
     def test_dispatch_survives_a_failing_selectable(self) -> None:
         """A selectable whose doRead raises is disconnected; the next one still runs."""
-        from echokit.leanreactor import LeanEPollReactor
+        from echokit.runtime.leanreactor import LeanEPollReactor
 
         lean = LeanEPollReactor()
         calls: list[str] = []

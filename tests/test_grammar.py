@@ -1,4 +1,4 @@
-"""Tests for L{echokit.grammar}: endpoint strings checked with Twisted's grammar."""
+"""Tests for L{echokit.transports.grammar}: endpoint strings checked with Twisted's grammar."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.endpoints import _parse  # Twisted's own parser, to compare against
 
 from echokit.errors import EndpointError
-from echokit.grammar import Field, escape, parse_client, parse_server, split_fields
+from echokit.transports.grammar import Field, escape, parse_client, parse_server, split_fields
 
 
 class SplitFieldsTests:

@@ -42,10 +42,10 @@ from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from echokit import stream as echokit_stream
-from echokit.datagram import EchoDatagramServer
-from echokit.policy import ServerPolicy
-from echokit.stream import EchoServerFactory
+from echokit.runtime.policy import ServerPolicy
+from echokit.transports import stream as echokit_stream
+from echokit.transports.datagram import EchoDatagramServer
+from echokit.transports.stream import EchoServerFactory
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually
 from tests.support import ECHOKIT, CollectedProcess, port_of
 

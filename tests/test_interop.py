@@ -48,8 +48,8 @@ from typing import IO
 import pytest
 
 from echokit.echo import MAX_UDP_PAYLOAD_IPV4
-from echokit.endpoints import ipv6_unavailable
-from echokit.grammar import escape
+from echokit.transports.endpoints import ipv6_unavailable
+from echokit.transports.grammar import escape
 from tests.support import (
     ECHOKIT,
     RunningServer,

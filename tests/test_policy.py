@@ -1,6 +1,6 @@
-"""Tests for L{echokit.policy}: the sans-IO limits, with plain numbers for time."""
+"""Tests for L{echokit.runtime.policy}: the sans-IO limits, with plain numbers for time."""
 
-from echokit.policy import ConnectionLimiter, EveryInterval, RepeatGuard, TokenBucket
+from echokit.runtime.policy import ConnectionLimiter, EveryInterval, RepeatGuard, TokenBucket
 
 
 class ConnectionLimiterTests:

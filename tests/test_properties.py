@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from echokit.errors import EndpointError
-from echokit.grammar import CLIENT_GRAMMARS, SERVER_GRAMMARS, parse_client, parse_server
+from echokit.transports.grammar import CLIENT_GRAMMARS, SERVER_GRAMMARS, parse_client, parse_server
 from tests.support import echokit_server
 
 # --- endpoint strings -----------------------------------------------------------------

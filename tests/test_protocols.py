@@ -17,10 +17,10 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from echokit.datagram import DatagramEcho, EchoDatagramClient, EchoDatagramServer
 from echokit.errors import ConnectFailed, EchoMismatch, InputError, RuntimeFailure
-from echokit.policy import ConnectionLimiter, ServerPolicy
-from echokit.stream import EchoClientProtocol, EchoServerFactory, EchoServerProtocol
+from echokit.runtime.policy import ConnectionLimiter, ServerPolicy
+from echokit.transports.datagram import DatagramEcho, EchoDatagramClient, EchoDatagramServer
+from echokit.transports.stream import EchoClientProtocol, EchoServerFactory, EchoServerProtocol
 
 
 def server_on_string_transport(

@@ -1,5 +1,5 @@
 """
-Tests for L{echokit.tlslayer}: echokit's TLS server layer on C{ssl.MemoryBIO}.
+Tests for L{echokit.transports.tlslayer}: echokit's TLS server layer on C{ssl.MemoryBIO}.
 
 The unit tests talk to it in memory, with a stdlib C{ssl} client on memory BIOs and
 Twisted's C{StringTransport} as the TCP connection. The real-socket tests serve
@@ -29,10 +29,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echokit.certs import CertStore
 from echokit.errors import InputError
-from echokit.tls import server_context, tls_failure_text
-from echokit.tlslayer import TLSServerProtocol
+from echokit.transports.certs import CertStore
+from echokit.transports.tls import server_context, tls_failure_text
+from echokit.transports.tlslayer import TLSServerProtocol
 from tests.test_hardening import (
     SSL,
     connect,

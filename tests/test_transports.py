@@ -16,7 +16,7 @@ from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from echokit.echo import MAX_UDP_PAYLOAD_IPV4, MAX_UDP_PAYLOAD_IPV6
-from echokit.endpoints import ipv6_unavailable
+from echokit.transports.endpoints import ipv6_unavailable
 from tests.realnet import EchoSession, deferred_test, random_bytes
 
 STREAM_SIZES = [1, 2, 1000, 65_536, 1 << 20, 10 << 20]

@@ -157,7 +157,7 @@ class WorkersTests:
         """
         from cryptography.hazmat.primitives import serialization
 
-        from echokit.certs import CertStore
+        from echokit.transports.certs import CertStore
 
         store = CertStore(tmp_path / "certs")
         store.ensure()

@@ -2,7 +2,7 @@
 TLS settings for echokit's servers and clients, in one place.
 
 Servers speak TLS 1.2 or newer, through the standard library's C{ssl} (L{server_context},
-used by L{echokit.tlslayer}); clients through Twisted's TLS on pyOpenSSL. Clients verify the server's certificate chain and its
+used by L{echokit.transports.tlslayer}); clients through Twisted's TLS on pyOpenSSL. Clients verify the server's certificate chain and its
 name (DNS name or IP address) against a trust root by default: echokit's own CA if its
 certificate directory has one, else the platform's trust store; C{trustRoots=} (tls) or
 C{caCertsDir=} (ssl) replace that default. C{--insecure} is the only way to skip it.

@@ -31,7 +31,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from echokit.errors import InputError
-from echokit.policy import EveryInterval
+from echokit.runtime.policy import EveryInterval
 
 #: Twisted's log formats that mean accept() failed for lack of resources.
 _ACCEPT_TROUBLE = ("EMFILE encountered", "Could not accept new connection")

@@ -48,11 +48,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from echokit.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.errors import EchokitError
-from echokit.grammar import EndpointSpec
-from echokit.policy import LIMIT_OPTIONS, ServerPolicy
-from echokit.serve import EchoService
+from echokit.runtime.policy import LIMIT_OPTIONS, ServerPolicy
+from echokit.server.serve import EchoService
+from echokit.transports.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
+from echokit.transports.grammar import EndpointSpec
 
 _log = Logger(namespace="echokit.serve")
 
@@ -114,8 +114,8 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """Echo on this endpoint string (repeat for more), e.g. tcp:16000 or udp:16000."""
-        from echokit.endpoints import check_kind
-        from echokit.grammar import parse_server
+        from echokit.transports.endpoints import check_kind
+        from echokit.transports.grammar import parse_server
 
         try:
             spec = parse_server(description)

@@ -1,5 +1,5 @@
 """
-From a checked endpoint string (L{echokit.grammar}) to a Twisted endpoint, and back.
+From a checked endpoint string (L{echokit.transports.grammar}) to a Twisted endpoint, and back.
 
 Servers: C{tcp}, C{tcp6}, C{unix} and C{ssl} become Twisted's own server endpoints;
 C{udp} and C{udp6} become L{UDPServerEndpoint}s; any other kind is handed to Twisted's
@@ -7,7 +7,7 @@ C{serverFromString}, so its plugins (C{systemd:}, C{haproxy:}, ...) work unchang
 C{ssl:PORT} without key keywords uses echokit's generated certificate.
 
 Clients: C{tcp}, C{tcp6} and C{unix} become Twisted's client endpoints; C{ssl} and C{tls}
-become a TLS endpoint that verifies the server (see L{echokit.tls}); C{udp} becomes a
+become a TLS endpoint that verifies the server (see L{echokit.transports.tls}); C{udp} becomes a
 L{UDPClientEndpoint}; any other kind goes to C{clientFromString}.
 
 L{connect_string} goes the other way: the client string that reaches a listening port.
@@ -26,12 +26,12 @@ from twisted.internet import endpoints, interfaces
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
 
-from echokit import tls
-from echokit.certs import CertStore
-from echokit.datagram import UDPClientEndpoint, UDPServerEndpoint
 from echokit.errors import EndpointError
-from echokit.grammar import EndpointSpec, escape
-from echokit.tlslayer import TLSServerEndpoint
+from echokit.transports import tls
+from echokit.transports.certs import CertStore
+from echokit.transports.datagram import UDPClientEndpoint, UDPServerEndpoint
+from echokit.transports.grammar import EndpointSpec, escape
+from echokit.transports.tlslayer import TLSServerEndpoint
 
 #: Transports whose connections are TLS.
 TLS_KINDS = frozenset({"ssl", "tls"})
@@ -209,7 +209,7 @@ def proxied_spec(spec: EndpointSpec) -> EndpointSpec:
 
     @raise EndpointError: if it names none, or one that does not parse.
     """
-    from echokit.grammar import parse_server
+    from echokit.transports.grammar import parse_server
 
     inner_text = spec.text.split(":", 1)[1] if ":" in spec.text else ""
     if not inner_text:
@@ -225,7 +225,7 @@ def behind_proxy(reactor: Any, endpoint: IStreamServerEndpoint) -> IStreamServer
     C{endpoint} with every connection starting with a PROXY header. Under TLS, the header
     comes before the handshake, as HAProxy sends it (C{ssl ... send-proxy}).
     """
-    from echokit.proxy import ProxyHeaderEndpoint
+    from echokit.transports.proxy import ProxyHeaderEndpoint
 
     if isinstance(endpoint, TLSServerEndpoint):
         return TLSServerEndpoint(ProxyHeaderEndpoint(endpoint.wrapped, reactor), endpoint.context)

@@ -41,15 +41,15 @@ from zope.interface import implementer
 
 from echokit.echo import EchoVerifier, looks_like_tls
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
-from echokit.fastpath import (
+from echokit.runtime.policy import ConnectionLimiter, EveryInterval, ServerPolicy
+from echokit.transports.fastpath import (
     Writer,
     read_in_large_chunks,
     read_without_ancillary_data,
     send_without_delay,
     writer_for,
 )
-from echokit.policy import ConnectionLimiter, EveryInterval, ServerPolicy
-from echokit.tls import tls_failure_text
+from echokit.transports.tls import tls_failure_text
 
 #: Every server log line is in this namespace, whichever class writes it.
 _log = Logger(namespace="echokit.serve")
@@ -114,7 +114,7 @@ class EchoServerProtocol(Protocol):
     factory: EchoServerFactory
     transport: StreamTransport  # type: ignore[assignment]
     bytes_echoed = 0
-    _writer: Writer  # set as the connection opens (L{echokit.fastpath.writer_for})
+    _writer: Writer  # set as the connection opens (L{echokit.transports.fastpath.writer_for})
     admitted = False
     peer_finished = False
     handshake_done = False
@@ -297,7 +297,9 @@ class EchoServerFactory(Factory):
             )
 
     def handshake_completed(self, protocol: EchoServerProtocol) -> None:
-        negotiated = getattr(protocol.transport, "negotiated", None)  # echokit.tlslayer's
+        negotiated = getattr(
+            protocol.transport, "negotiated", None
+        )  # echokit.transports.tlslayer's
         version, cipher = negotiated() if negotiated is not None else ("TLS", "?")
         _log.info(
             "{transport} connection from {peer} opened on {listener} ({version}, {cipher})",

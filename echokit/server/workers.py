@@ -32,20 +32,20 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echokit.certs import CertStore
-from echokit.datagram import READ_SIZE
-from echokit.endpoints import (
+from echokit.errors import InputError
+from echokit.runtime.policy import ServerPolicy
+from echokit.server.listeners import Listener, required_client_ca
+from echokit.transports.certs import CertStore
+from echokit.transports.datagram import READ_SIZE
+from echokit.transports.endpoints import (
     DATAGRAM_KINDS,
     ServerPlan,
     behind_proxy,
     proxied_spec,
     ssl_server_context,
 )
-from echokit.errors import InputError
-from echokit.grammar import EndpointSpec, parse_server
-from echokit.policy import ServerPolicy
-from echokit.serve import Listener, required_client_ca
-from echokit.tlslayer import TLSServerEndpoint
+from echokit.transports.grammar import EndpointSpec, parse_server
+from echokit.transports.tlslayer import TLSServerEndpoint
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 

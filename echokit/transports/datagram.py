@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from echokit.echo import MAX_UDP_PAYLOAD_IPV4, MAX_UDP_PAYLOAD_IPV6, DatagramLedger
 from echokit.errors import ConnectFailed, InputError
-from echokit.policy import EveryInterval, RepeatGuard, ServerPolicy
+from echokit.runtime.policy import EveryInterval, RepeatGuard, ServerPolicy
 
 #: Every server log line is in this namespace, whichever class writes it.
 _log = Logger(namespace="echokit.serve")

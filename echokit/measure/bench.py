@@ -10,7 +10,7 @@ For each client endpoint string, in order:
     3. throughput with C{connections} clients in flight at once, each sending its next
        message as soon as the last came back: messages/s and MB/s.
 
-Every message is numbered and checksummed (L{echokit.integrity}), and every echo is
+Every message is numbered and checksummed (L{echokit.measure.integrity}), and every echo is
 audited: lost, duplicated, reordered and corrupted messages are counted (over a stream
 all must be zero; over UDP loss is real).
 
@@ -38,14 +38,14 @@ from twisted.internet import defer, task, threads
 from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from echokit.connect import ClientOptions, connect_failed, open_datagram, open_stream
-from echokit.datagram import READ_SIZE, UDPClientEndpoint
-from echokit.endpoints import TLS_KINDS, client_endpoint, tls_trust
+from echokit.client.connect import ClientOptions, connect_failed, open_datagram, open_stream
 from echokit.errors import EchokitError, InputError
-from echokit.fastpath import send_without_delay
-from echokit.grammar import EndpointSpec
-from echokit.histogram import LatencyHistogram
-from echokit.integrity import MIN_SIZE, MessageChecker, MessageMaker
+from echokit.measure.histogram import LatencyHistogram
+from echokit.measure.integrity import MIN_SIZE, MessageChecker, MessageMaker
+from echokit.transports.datagram import READ_SIZE, UDPClientEndpoint
+from echokit.transports.endpoints import TLS_KINDS, client_endpoint, tls_trust
+from echokit.transports.fastpath import send_without_delay
+from echokit.transports.grammar import EndpointSpec
 
 #: Above this size, latency is measured on the reactor too (a blocking client could
 #: deadlock against a server that stops reading while its echo is not read).

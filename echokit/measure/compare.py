@@ -23,14 +23,14 @@ from typing import Any, TextIO
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
-from echokit import report
-from echokit.bench import BenchSettings, EndpointResult, bench_endpoint, environment
-from echokit.certs import CERT_DIR_ENV
-from echokit.connect import ClientOptions
-from echokit.endpoints import ipv6_unavailable
+from echokit.client.connect import ClientOptions
 from echokit.errors import RuntimeFailure
-from echokit.grammar import EndpointSpec, parse_client
-from echokit.serve import Listener, plan_servers, start_listeners
+from echokit.measure import report
+from echokit.measure.bench import BenchSettings, EndpointResult, bench_endpoint, environment
+from echokit.server.listeners import Listener, plan_servers, start_listeners
+from echokit.transports.certs import CERT_DIR_ENV
+from echokit.transports.endpoints import ipv6_unavailable
+from echokit.transports.grammar import EndpointSpec, parse_client
 
 #: The transports C{compare} knows, in table order.
 TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp")

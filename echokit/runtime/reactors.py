@@ -3,7 +3,7 @@ Which reactor runs echokit: the names C{--reactor} takes, and installing one.
 
 C{--reactor} chooses:
 
-    - C{lean} (the default on Linux): L{echokit.leanreactor.LeanEPollReactor}, Twisted's
+    - C{lean} (the default on Linux): L{echokit.runtime.leanreactor.LeanEPollReactor}, Twisted's
       epoll reactor without the per-event log-context bookkeeping;
     - C{epoll}: Twisted's own epoll reactor, unchanged;
     - C{asyncio}: Twisted's asyncio reactor on the standard event loop;
@@ -36,7 +36,7 @@ def install(name: str) -> Any:
     from twisted.internet.main import installReactor
 
     if name == "lean":
-        from echokit.leanreactor import LeanEPollReactor
+        from echokit.runtime.leanreactor import LeanEPollReactor
 
         reactor: Any = LeanEPollReactor()  # type: ignore[no-untyped-call]  # Twisted's __init__
         installReactor(reactor)

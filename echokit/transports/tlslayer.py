@@ -12,7 +12,7 @@ What it does, for an echo server:
 
     - All plaintext decrypted from one read is handed to the wrapped protocol at once,
       and all ciphertext produced meanwhile leaves in one write at the end of the read
-      (written through to the socket when nothing is queued: L{echokit.fastpath}).
+      (written through to the socket when nothing is queued: L{echokit.transports.fastpath}).
     - The peer's close_notify, and a TCP FIN without one (C{ncat --ssl} ends so), both
       mean the peer has sent all it will: the wrapped protocol's C{readConnectionLost}
       (L{IHalfCloseableProtocol}), so the echo still on its way is delivered.
@@ -24,7 +24,7 @@ What it does, for an echo server:
       registered on the TCP connection, and pausing this transport pauses its reads.
 
 Use it through L{TLSServerEndpoint} or L{TLSServerFactory}, with a context from
-L{echokit.tls.server_context}:
+L{echokit.transports.tls.server_context}:
 
     endpoint = TLSServerEndpoint(TCP4ServerEndpoint(reactor, 16000), context)
 """
@@ -50,14 +50,14 @@ from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echokit.fastpath import (
+from echokit.transports.fastpath import (
     READ_SIZE,
     Writer,
     read_in_large_chunks,
     send_without_delay,
     writer_for,
 )
-from echokit.stream import StreamTransport
+from echokit.transports.stream import StreamTransport
 
 
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableProtocol)
@@ -77,7 +77,7 @@ class TLSServerProtocol(Protocol):
     _close_requested = False  # loseConnection was called (maybe waiting for the handshake)
     _peer_done = False  # the wrapped protocol has heard that the peer sent all it will
     _failure: Failure | None = None
-    _writer: Writer  # the TCP connection's (L{echokit.fastpath.writer_for}), set in makeConnection
+    _writer: Writer  # the TCP connection's (L{echokit.transports.fastpath.writer_for}), set in makeConnection
 
     def __init__(self, context: ssl.SSLContext, wrapped: IProtocol) -> None:
         self.wrapped = wrapped

@@ -10,8 +10,8 @@ C{twisted.logger} with explicit fields, so it does not need that label;
 L{LeanEPollReactor} dispatches events directly and keeps Twisted's error handling
 (an exception in a read or write is logged and disconnects that transport, as before).
 
-Only L{echokit.reactors.install} creates one; importing this module imports Twisted's
-epoll reactor, which is why C{echokit.reactors} imports it only when it is chosen.
+Only L{echokit.runtime.reactors.install} creates one; importing this module imports Twisted's
+epoll reactor, which is why C{echokit.runtime.reactors} imports it only when it is chosen.
 """
 
 from __future__ import annotations

@@ -31,14 +31,14 @@ from twisted.internet.stdio import StandardIO
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echokit.certs import CertStore
-from echokit.datagram import DatagramEcho, EchoDatagramClient, UDPClientEndpoint
 from echokit.echo import MAX_UDP_PAYLOAD_IPV6
-from echokit.endpoints import TLS_KINDS, client_endpoint, tls_trust
 from echokit.errors import ConnectFailed, DatagramsLost, EchokitError, RuntimeFailure
-from echokit.grammar import EndpointSpec
-from echokit.stream import EchoClientProtocol
-from echokit.tls import tls_failure_text
+from echokit.transports.certs import CertStore
+from echokit.transports.datagram import DatagramEcho, EchoDatagramClient, UDPClientEndpoint
+from echokit.transports.endpoints import TLS_KINDS, client_endpoint, tls_trust
+from echokit.transports.grammar import EndpointSpec
+from echokit.transports.stream import EchoClientProtocol
+from echokit.transports.tls import tls_failure_text
 
 DEFAULT_MESSAGE = "Hello, Server!"
 

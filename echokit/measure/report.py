@@ -35,8 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from echokit.bench import EndpointResult
 from echokit.errors import InputError
+from echokit.measure.bench import EndpointResult
 
 #: The fields of a JSON record, in order (see the module docstring).
 JSON_FIELDS = (

@@ -16,8 +16,9 @@ all must be zero; over UDP loss is real).
 
 Latency is measured by a small blocking client in a worker thread (for messages up to
 64 KiB), so that the reactor's per-event overhead does not inflate the numbers; the
-connects and the throughput phase use Twisted clients on the reactor. See README,
-"Honest numbers", for how this client's overhead was measured against a native one.
+connects and the throughput phase use Twisted clients on the reactor. See
+benchmarks/README.md, "Honest numbers", for how this client's overhead was measured
+against a native one.
 """
 
 from __future__ import annotations

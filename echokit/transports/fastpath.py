@@ -13,7 +13,7 @@ TCP or unix transport it expects:
       instead of Twisted's 64 KiB;
     - L{send_without_delay}: TCP_NODELAY on every TCP connection, server and client.
 
-Measured effects are in README.md, "Benchmarks and performance".
+Measured effects are in benchmarks/README.md, "History: what each change bought".
 """
 
 from __future__ import annotations

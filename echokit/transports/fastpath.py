@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import types
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -97,8 +96,17 @@ def read_without_ancillary_data(transport: object) -> None:
     C{recv} (measured: about a tenth of the server's time at 1 KiB). Twisted's TCP read
     is exactly that plain C{recv}, so the transport gets that method.
     """
-    if isinstance(transport, unix.Server) and hasattr(tcp.Connection, "doRead"):
-        transport.doRead = types.MethodType(tcp.Connection.doRead, transport)  # type: ignore[method-assign]
+    if type(transport) is unix.Server and hasattr(tcp.Connection, "doRead"):
+        # A class, not a bound method stored on the transport: that one would point back
+        # at the transport, and keep every closed connection (and its unsent echo) alive
+        # until the garbage collector's next full pass.
+        transport.__class__ = _PlainReadUnixServer
+
+
+class _PlainReadUnixServer(unix.Server):
+    """Twisted's unix server transport, reading with TCP's plain C{recv}."""
+
+    doRead = tcp.Connection.doRead
 
 
 def read_in_large_chunks(transport: object) -> None:

@@ -60,6 +60,10 @@ from echokit.transports.fastpath import (
 from echokit.transports.stream import StreamTransport
 
 
+#: What a closed L{TLSServerProtocol} wraps: nothing that points back at it.
+_DETACHED = Protocol()
+
+
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableProtocol)
 class TLSServerProtocol(Protocol):
     """
@@ -124,7 +128,12 @@ class TLSServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         self.disconnecting = True
-        self.wrapped.connectionLost(self._failure or reason)
+        # The wrapped protocol points back at this layer (its transport): drop it, so
+        # that reference counting frees both at once, unsent echo and all, instead of
+        # leaving the pair to the garbage collector's next full pass.
+        wrapped, self.wrapped = self.wrapped, _DETACHED
+        failure, self._failure = self._failure, None
+        wrapped.connectionLost(failure or reason)
 
     # -- TLS ----------------------------------------------------------------------------
 

@@ -1,0 +1,237 @@
+"""
+Server reliability, round 2: memory given back on close, naive blocking clients served
+within a memory budget, no address starving the others, unix peers by user id,
+throttled per-connection warnings, unix lock hygiene, and SIGTERM with a client still
+sending.
+
+In-process tests run an echokit listener on trial's reactor and drive blocking clients
+in threads (C{deferToThread}), so the server sees real sockets; process-level tests run
+a real C{echokit serve} child (L{tests.test_hardening.Server}). Only loopback addresses
+and unix sockets in temporary directories are used, and every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor, task, threads
+from twisted.trial.unittest import TestCase
+
+from echokit.runtime.policy import ServerPolicy
+from echokit.server.listeners import Listener
+from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
+from tests.realnet import EchoSession, cert_store, deferred_test, eventually
+
+LOOPBACK = "127.0.0.1"
+
+
+def short_dir(testcase: TestCase) -> Path:
+    """A temporary directory with a short path (unix socket paths are limited)."""
+    path = Path(tempfile.mkdtemp(prefix="ekr-", dir="/tmp"))
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def client_socket(listener: Listener, timeout: float = 10.0) -> socket.socket:
+    """A blocking socket connected to C{listener} (tcp, tcp6, unix or ssl)."""
+    host = listener.port.getHost()
+    if hasattr(host, "port"):
+        family = socket.AF_INET6 if ":" in host.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        address: Any = (host.host, host.port)
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address = host.name
+    sock.settimeout(timeout)
+    sock.connect(address)
+    if listener.plan.is_tls:
+        context = ssl.create_default_context(cafile=str(cert_store().ca_cert))
+        return context.wrap_socket(sock, server_hostname="localhost")
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close C{sock} abruptly (a RST): SO_LINGER 0."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def read_all(sock: socket.socket, limit: int) -> bytes:
+    """Read until EOF (or C{limit} bytes more than wanted): everything the peer sent."""
+    got = bytearray()
+    for _ in range(limit // 1024 + 1000):
+        chunk = sock.recv(1 << 18)
+        if not chunk:
+            break
+        got += chunk
+        if len(got) > limit:
+            break
+    return bytes(got)
+
+
+def naive_exchange(sock: socket.socket, payload: bytes) -> bytes:
+    """
+    The simplest client anyone writes: send everything (blocking), shut down writing,
+    and only then read the echo to the end. TLS has no half-close a blocking Python
+    client can send, so there it reads as many bytes as it sent (the server's buffering
+    is tested the same way: nothing is read before everything is sent).
+    """
+    sock.sendall(payload)
+    if isinstance(sock, ssl.SSLSocket):
+        got = bytearray()
+        for _ in range(len(payload) // 1024 + 1000):
+            if len(got) >= len(payload):
+                break
+            chunk = sock.recv(len(payload) - len(got))
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+    sock.shutdown(socket.SHUT_WR)
+    return read_all(sock, len(payload))
+
+
+class Tracked:
+    """Weak references to every server-side object of every connection a factory opens."""
+
+    def __init__(self, factory: EchoServerFactory) -> None:
+        self.refs: list[tuple[str, weakref.ref[Any]]] = []
+        opened = factory.connection_opened
+
+        def record(protocol: EchoServerProtocol, log: bool = True) -> None:
+            layer: Any = protocol
+            for depth in range(4):  # the echo protocol, then each transport under it
+                if layer is None:
+                    break
+                self.refs.append((f"{type(layer).__name__}@{depth}", weakref.ref(layer)))
+                layer = getattr(layer, "transport", None)
+            opened(protocol, log)
+
+        factory.connection_opened = record  # type: ignore[method-assign]
+
+    def alive(self) -> list[str]:
+        return [name for name, ref in self.refs if ref() is not None]
+
+
+def stream_listeners(directory: Path) -> list[str]:
+    """Every stream transport's listener string (tcp6 where this machine has IPv6)."""
+    from echokit.transports.endpoints import ipv6_unavailable
+
+    listeners = ["tcp:0:interface=127.0.0.1", f"unix:{directory / 's'}", "ssl:0:interface=127.0.0.1"]
+    if not ipv6_unavailable():
+        listeners.insert(1, "tcp6:0:interface=\\:\\:1")
+    return listeners
+
+
+def push_without_reading(sock: socket.socket, seconds: float = 0.5) -> int:
+    """Send up to 8 MiB, never reading, until the sends block for C{seconds}; bytes sent."""
+    sock.settimeout(seconds)
+    sent = 0
+    chunk = os.urandom(1 << 16)
+    with contextlib.suppress(TimeoutError, ssl.SSLError, OSError):
+        for _ in range(128):
+            sock.sendall(chunk)
+            sent += len(chunk)
+    return sent
+
+
+def exact_echo(listener: Listener) -> None:
+    """A whole exchange: send, half-close, read the exact echo."""
+    payload = os.urandom(100_000)
+    with client_socket(listener) as sock:
+        assert naive_exchange(sock, payload) == payload
+
+
+def reset_with_unsent_echo(listener: Listener) -> None:
+    """Push without reading, then reset: the server is left holding unsent echo."""
+    sock = client_socket(listener)
+    assert push_without_reading(sock) > 0
+    reset(sock)
+
+
+def silent_until_closed(listener: Listener) -> None:
+    """Say nothing until the server's idle timeout closes the connection."""
+    with client_socket(listener) as sock:
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            assert sock.recv(1) == b""
+
+
+def never_reading_until_aborted(listener: Listener) -> None:
+    """Push without reading and keep the connection: idle timeout, close stalls, abort."""
+    sock = client_socket(listener)
+    try:
+        push_without_reading(sock)
+        time.sleep(1.5)  # idle 0.3 s + grace 0.3 s: the server aborts meanwhile
+    finally:
+        reset(sock)
+
+
+def failed_handshake(listener: Listener) -> None:
+    """Plaintext garbage to a TLS listener: the handshake fails."""
+    host = listener.port.getHost()
+    with socket.create_connection((host.host, host.port), timeout=10) as sock:  # type: ignore[attr-defined]
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n" * 20)
+        with contextlib.suppress(ConnectionError):
+            while sock.recv(1 << 16):
+                pass
+
+
+SCENARIOS: list[Callable[[Listener], None]] = [
+    exact_echo,
+    reset_with_unsent_echo,
+    silent_until_closed,
+    never_reading_until_aborted,
+]
+
+
+class MemoryGivenBackTests(TestCase):
+    @deferred_test
+    async def test_closed_connections_are_freed_by_reference_counting(self) -> None:
+        """
+        With the garbage collector off, every closed connection of every stream
+        transport (exact echo, reset with unsent echo, closed by the idle timeout,
+        aborted when its close stalled; on TLS also a failed handshake) leaves no echo
+        protocol, TLS layer or transport alive: reference counting alone frees them.
+        """
+        directory = short_dir(self)  # removed after the session's listeners stop
+        session = EchoSession(self)
+        session.policy = dataclasses.replace(ServerPolicy(), idle_timeout=0.3, close_grace=0.3)
+        listeners = await session.serve(*stream_listeners(directory))
+        tracked = {}
+        for listener in listeners:
+            assert isinstance(listener.server, EchoServerFactory)
+            tracked[listener.description] = Tracked(listener.server)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        for listener in listeners:
+            scenarios = list(SCENARIOS)
+            if listener.plan.is_tls:
+                scenarios.append(failed_handshake)
+            for scenario in scenarios:
+                await threads.deferToThread(scenario, listener)
+        for listener in listeners:
+            factory = listener.server
+            assert isinstance(factory, EchoServerFactory)
+            await eventually(lambda f=factory: f.open_connections == 0, 10)
+        for _ in range(5):  # let the reactor forget the closed descriptors
+            await task.deferLater(reactor, 0.02, lambda: None)
+        survivors = {name: t.alive() for name, t in tracked.items() if t.alive()}
+        counts = {name: len(t.refs) for name, t in tracked.items()}
+        print(f"\n[memory given back] objects tracked={counts} survivors={survivors}")
+        self.assertTrue(all(counts.values()), counts)
+        self.assertEqual(survivors, {})

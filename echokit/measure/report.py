@@ -25,6 +25,10 @@ these fields, all always present (C{null} where not measured):
     lost, duplicated,     messages that never came back, came back twice, came back
     reordered, corrupted  out of order, or came back damaged
     error                 why the endpoint could not be measured (null if it was)
+    histogram             every round trip of latency_us, in B{nanoseconds}: an
+                          HdrHistogram in its standard compressed base64 form
+                          (C{HISTF...}; null if nothing was measured). Histograms
+                          add exactly: C{echokit merge} combines saved runs with them
     ====================  =========================================================
 """
 
@@ -61,6 +65,7 @@ JSON_FIELDS = (
     "reordered",
     "corrupted",
     "error",
+    "histogram",
 )
 
 

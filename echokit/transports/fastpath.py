@@ -106,7 +106,7 @@ def read_without_ancillary_data(transport: object) -> None:
 class _PlainReadUnixServer(unix.Server):
     """Twisted's unix server transport, reading with TCP's plain C{recv}."""
 
-    doRead = tcp.Connection.doRead
+    doRead = tcp.Connection.doRead  # type: ignore[assignment]
 
 
 def read_in_large_chunks(transport: object) -> None:

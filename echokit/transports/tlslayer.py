@@ -59,7 +59,6 @@ from echokit.transports.fastpath import (
 )
 from echokit.transports.stream import StreamTransport
 
-
 #: What a closed L{TLSServerProtocol} wraps: nothing that points back at it.
 _DETACHED = Protocol()
 

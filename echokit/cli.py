@@ -403,6 +403,24 @@ class ByteSize(click.ParamType[int]):
         return int(number) * self._units[unit]
 
 
+class Rates(click.ParamType[tuple[float, ...]]):
+    """Fixed rates in msg/s: 2000, 50k, 1m, or a list 1k,10k,50k."""
+
+    name = "rate"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[float, ...]:
+        from echokit.measure.schedule import parse_rates
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_rates(str(value))
+        except InputError as e:
+            self.fail(str(e))
+
+
 def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options C{bench} and C{compare} share."""
     options = [
@@ -432,6 +450,15 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1, max=100_000_000),
             default=None,
             help="Messages per phase, instead of --duration.",
+        ),
+        click.option(
+            "--rate",
+            "rates",
+            type=Rates(),
+            default=None,
+            help="Open loop: send at this fixed rate (msg/s over all connections: 2000, 50k, "
+            "1m), whether or not echoes came back; latency from each intended send time. "
+            "A list (1k,10k,50k) gives one row per rate.",
         ),
         click.option(
             "--warmup",
@@ -487,6 +514,7 @@ def _bench_setup(
     connections: int,
     duration: float,
     count: int | None,
+    rates: tuple[float, ...] | None,
     warmup: float,
     timeout: float,
     as_json: bool,
@@ -501,7 +529,7 @@ def _bench_setup(
     from echokit.measure.bench import BenchSettings
     from echokit.measure.compare import Output
 
-    settings = BenchSettings(size, connections, duration, count, warmup, timeout)
+    settings = BenchSettings(size, connections, duration, count, warmup, timeout, rates or ())
     try:
         settings.check()
     except EchokitError as e:
@@ -526,28 +554,52 @@ def _bench_setup(
 
 @main.command()
 @click.argument("descriptions", nargs=-1, required=True, metavar="DESCRIPTION...")
+@click.option(
+    "--server-pid",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="Also measure this local server process's CPU per message (with its children).",
+)
 @bench_options
 @reactor_option
 @click.pass_context
-def bench(ctx: click.Context, /, descriptions: tuple[str, ...], **kwargs: Any) -> None:
+def bench(
+    ctx: click.Context, /, descriptions: tuple[str, ...], server_pid: int | None, **kwargs: Any
+) -> None:
     """Measure running echo servers over the client strings given, one table.
 
     Any plain byte echo works (echokit's, socat PIPE, ncat --exec cat, inetd). For each
     endpoint: connect time (TLS handshake apart), round-trip latency with one message in
     flight (p50 to max), throughput with --connections in flight, and an audit of every
-    message (lost, duplicated, reordered, corrupted).
+    message (lost, duplicated, reordered, corrupted). With --rate, one fixed-rate
+    (open-loop) phase instead, latency counted from each message's intended send time.
 
     \b
-    Example:
+    Examples:
       echokit bench tcp:host=127.0.0.1:port=16000 udp:host=127.0.0.1:port=16000 --size 1k
+      echokit bench tcp:host=127.0.0.1:port=16000 --rate 1k,10k,50k --plot load.png
     """
+    from echokit.measure.cpu import check_server_pid
+
     specs = [_checked(parse_client, text, "client") for text in descriptions]
     settings, options, output = _bench_setup(**kwargs)
+    if server_pid is not None:
+        try:
+            check_server_pid(server_pid)
+        except EchokitError as e:
+            fail(e)
 
     async def job(reactor: Any) -> None:
         from echokit.measure.compare import measure
+        from echokit.measure.cpu import CpuMeter
 
-        await measure(reactor, specs, options, settings, output, "clients in this process")
+        pids = None if server_pid is None else (lambda: [server_pid])
+        mode = "clients in this process"
+        if server_pid is not None:
+            mode += f"; server CPU from process {server_pid} and its children"
+        meter = CpuMeter(pids, client=True)
+        await measure(reactor, specs, options, settings, output, mode, meter)
 
     run(job, ctx)
 

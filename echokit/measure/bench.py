@@ -10,6 +10,10 @@ For each client endpoint string, in order:
     3. throughput with C{connections} clients in flight at once, each sending its next
        message as soon as the last came back: messages/s and MB/s.
 
+With a C{rate} (C{--rate}), steps 2 and 3 are replaced by one fixed-rate (open-loop)
+phase, L{echokit.measure.openloop}. A L{CpuMeter} given to L{bench_endpoint} measures the
+client's and the server's CPU over the throughput (or fixed-rate) phase.
+
 Every message is numbered and checksummed (L{echokit.measure.integrity}), and every echo is
 audited: lost, duplicated, reordered and corrupted messages are counted (over a stream
 all must be zero; over UDP loss is real).
@@ -42,6 +46,8 @@ from twisted.python.failure import Failure
 
 from echokit.client.connect import ClientOptions, connect_failed, open_datagram, open_stream
 from echokit.errors import EchokitError, InputError
+from echokit.measure import openloop
+from echokit.measure.cpu import CpuMeter, CpuUse
 from echokit.measure.histogram import LatencyHistogram
 from echokit.measure.integrity import MIN_SIZE, MessageChecker, MessageMaker
 from echokit.transports.datagram import READ_SIZE, UDPClientEndpoint
@@ -67,6 +73,7 @@ class BenchSettings:
     @ivar count: messages per phase instead of a duration.
     @ivar warmup: seconds of throughput traffic before measuring, not counted.
     @ivar timeout: seconds before a UDP message with no echo counts as lost.
+    @ivar rates: fixed rates (msg/s) to measure at, one row each; none: closed loop.
     """
 
     size: int = 64
@@ -75,8 +82,13 @@ class BenchSettings:
     count: int | None = None
     warmup: float = 0.5
     timeout: float = 1.0
+    rates: tuple[float, ...] = ()
 
     def check(self) -> None:
+        if self.rates and self.count is not None:
+            raise InputError(
+                "--rate and --count do not go together: a fixed-rate run lasts --duration"
+            )
         if self.size < MIN_SIZE:
             raise InputError(f"--size must be at least {MIN_SIZE} bytes (a message's header)")
         if self.size > 64 * 1024 * 1024:
@@ -94,13 +106,20 @@ class EndpointResult:
     tls_cipher: str | None = None
     size: int = 0
     connections: int = 0
+    mode: str = "closed-loop"
+    rate: float | None = None
     connect_ms: float | None = None
     tls_handshake_ms: float | None = None
     latency_us: dict[str, float] = field(default_factory=dict)
     latency_samples: int = 0
     latency_client: str = ""
+    latency_raw_us: dict[str, float] | None = None
+    send_lag_us: dict[str, float] | None = None
     messages_per_s: float = 0.0
     mb_per_s: float = 0.0
+    client_bound: bool = False
+    server_cpu_us_per_msg: float | None = None
+    client_cpu_us_per_msg: float | None = None
     sent: int = 0
     received: int = 0
     lost: int = 0
@@ -115,6 +134,12 @@ class EndpointResult:
         data = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
         data["histogram"] = self.histogram.encode() if self.histogram.count else None
         return data
+
+    def add_cpu(self, use: CpuUse, messages: int) -> None:
+        """CPU per message over a phase that echoed C{messages}; a saturated client."""
+        self.server_cpu_us_per_msg, self.client_cpu_us_per_msg = use.per_message(messages)
+        if self.mode == "closed-loop" and use.client_saturated():
+            self.client_bound = True
 
     def add_audit(self, checker: MessageChecker, sent: int) -> None:
         self.sent += sent
@@ -378,7 +403,12 @@ async def _timed_phase(
 
 
 async def _measured(
-    reactor: Any, settings: BenchSettings, progress: Progress, checkers: list[MessageChecker]
+    reactor: Any,
+    settings: BenchSettings,
+    progress: Progress,
+    checkers: list[MessageChecker],
+    result: EndpointResult,
+    meter: CpuMeter | None = None,
 ) -> tuple[float, int]:
     """Run a measuring phase; return its seconds and the messages echoed intact in it."""
     base = sum(c.received for c in checkers)
@@ -386,7 +416,11 @@ async def _measured(
     def completed() -> int:
         return sum(c.received for c in checkers) - base
 
+    if meter is not None:
+        meter.start()
     elapsed = await _timed_phase(reactor, settings, progress, completed)
+    if meter is not None:
+        result.add_cpu(meter.stop(), completed())
     return elapsed, completed()
 
 
@@ -398,6 +432,7 @@ async def _stream_throughput(
     result: EndpointResult,
     progress: Progress,
     measure_latency: bool,
+    meter: CpuMeter | None = None,
 ) -> None:
     endpoint = client_endpoint(reactor, spec, options.certs, options.insecure, options.client_cert)
     maker = MessageMaker(settings.size)
@@ -413,7 +448,10 @@ async def _stream_throughput(
         result.latency_client = "Twisted client on the reactor"
     elif settings.warmup:
         await _sleep(reactor, settings.warmup)
-    elapsed, messages = await _measured(reactor, settings, progress, [x.checker for x in loops])
+    checkers = [x.checker for x in loops]
+    elapsed, messages = await _measured(
+        reactor, settings, progress, checkers, result, None if measure_latency else meter
+    )
     for loop in loops:
         loop.stop()
     # Let the messages still in flight come back (bounded) before closing.
@@ -451,6 +489,7 @@ async def _datagram_throughput(
     settings: BenchSettings,
     result: EndpointResult,
     progress: Progress,
+    meter: CpuMeter | None = None,
 ) -> None:
     endpoint = client_endpoint(reactor, spec, options.certs)
     assert isinstance(endpoint, UDPClientEndpoint)
@@ -477,7 +516,8 @@ async def _datagram_throughput(
     try:
         if settings.warmup:
             await _sleep(reactor, settings.warmup)
-        elapsed, messages = await _measured(reactor, settings, progress, [x.checker for x in loops])
+        checkers = [x.checker for x in loops]
+        elapsed, messages = await _measured(reactor, settings, progress, checkers, result, meter)
         for loop in loops:
             loop.running = False
         await _sleep(reactor, settings.timeout)  # echoes of the last datagrams still count
@@ -490,6 +530,95 @@ async def _datagram_throughput(
         result.add_audit(loop.checker, loop.sent)
     result.messages_per_s = messages / elapsed
     result.mb_per_s = messages * settings.size / elapsed / 1e6
+
+
+async def _fixed_rate(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    rate: float,
+    result: EndpointResult,
+    progress: Progress,
+    meter: CpuMeter | None,
+) -> None:
+    """The fixed-rate phase (L{openloop.run_fixed_rate}) wired to this endpoint's result."""
+    connect_stream = open_udp = None
+    if spec.kind == "udp":
+        endpoint = client_endpoint(reactor, spec, options.certs)
+        assert isinstance(endpoint, UDPClientEndpoint)
+        address = await endpoint._resolve()
+
+        def open_udp(protocol: DatagramProtocol) -> Any:
+            interface = "::" if ":" in address else "0.0.0.0"
+            port = reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=READ_SIZE)
+            port.connect(address, endpoint.port)
+            return port
+
+    else:
+        stream = client_endpoint(
+            reactor, spec, options.certs, options.insecure, options.client_cert
+        )
+
+        async def connect_stream(factory: Any) -> Any:
+            try:
+                return await stream.connect(factory)
+            except Exception:
+                raise connect_failed(spec, Failure()) from None
+
+    cpu: list[CpuUse | EchokitError] = []
+
+    def window_ends() -> None:
+        assert meter is not None
+        try:
+            cpu.append(meter.stop())
+        except EchokitError as e:  # the server process ended
+            cpu.append(e)
+
+    run = await openloop.run_fixed_rate(
+        reactor,
+        connect_stream,
+        open_udp,
+        rate,
+        settings.connections,
+        settings.size,
+        settings.warmup,
+        settings.duration,
+        settings.timeout,
+        progress,
+        None if meter is None else (meter.start, window_ends),
+    )
+    result.latency_client = "fixed-rate sender on the reactor"
+    result.latency_raw_us = _percentiles_us(openloop.histogram_of(run.raw))
+    result.send_lag_us = _percentiles_us(openloop.histogram_of(run.send_lag), ("p50", "p99", "max"))
+    result.histogram = openloop.histogram_of(run.corrected)
+    result.client_bound = run.client_bound
+    for checker in run.checkers:
+        result.add_audit(checker, 0)
+    result.sent += run.sent
+    if run.window_seconds > 0:
+        result.messages_per_s = run.received_in_window / run.window_seconds
+        result.mb_per_s = result.messages_per_s * settings.size / 1e6
+    for use in cpu:
+        if isinstance(use, EchokitError):
+            raise use
+        result.add_cpu(use, run.received_in_window)
+    if spec.kind != "udp" and run.unanswered:
+        result.error = (
+            f"{spec.text}: {run.unanswered} messages not echoed {openloop.DRAIN_SECONDS:g} s "
+            f"after the last send: the server is slower than {run.label} "
+            "or stopped echoing"
+        )
+
+
+def _percentiles_us(
+    histogram: LatencyHistogram, keys: tuple[str, ...] = ("p50", "p90", "p99", "p99.9", "max")
+) -> dict[str, float]:
+    """A histogram of microseconds as the JSON's percentile dictionary, with the mean."""
+    values = {k: float(v) for k, v in histogram.percentiles().items() if k in keys}
+    if "p99.9" in keys:
+        values["mean"] = histogram.mean
+    return values
 
 
 async def _connect_times(
@@ -519,9 +648,12 @@ async def bench_endpoint(
     options: ClientOptions,
     settings: BenchSettings,
     progress: Progress = lambda fraction: None,
+    rate: float | None = None,
+    meter: CpuMeter | None = None,
 ) -> EndpointResult:
     """
-    Measure one endpoint: connects, latency, throughput and integrity.
+    Measure one endpoint: connects, latency, throughput and integrity; at a fixed
+    C{rate} (msg/s), connects then one open-loop phase (L{openloop}).
 
     An endpoint that cannot be reached gives a result with C{error} set rather than an
     exception, so one dead endpoint does not hide the others' numbers.
@@ -532,6 +664,8 @@ async def bench_endpoint(
         size=settings.size,
         connections=settings.connections,
     )
+    if rate is not None:
+        result.mode, result.rate = "open-loop", rate
     datagram = spec.kind == "udp"
 
     def phase(start: float, width: float) -> Progress:
@@ -543,7 +677,11 @@ async def bench_endpoint(
         else:
             await open_datagram(reactor, spec, options)  # resolves and checks the address
         progress(0.1)
-        if settings.size <= BLOCKING_PROBE_MAX:
+        if rate is not None:
+            await _fixed_rate(
+                reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter
+            )
+        elif settings.size <= BLOCKING_PROBE_MAX:
             await threads.deferToThreadPool(
                 reactor,
                 reactor.getThreadPool(),
@@ -558,11 +696,13 @@ async def bench_endpoint(
             await _stream_throughput(
                 reactor, spec, options, settings, result, phase(0.1, 0.45), True
             )
-        if datagram:
-            await _datagram_throughput(reactor, spec, options, settings, result, phase(0.55, 0.45))
-        else:
+        if rate is None and datagram:
+            await _datagram_throughput(
+                reactor, spec, options, settings, result, phase(0.55, 0.45), meter
+            )
+        elif rate is None:
             await _stream_throughput(
-                reactor, spec, options, settings, result, phase(0.55, 0.45), False
+                reactor, spec, options, settings, result, phase(0.55, 0.45), False, meter
             )
     except EchokitError as e:
         result.error = str(e)
@@ -573,7 +713,10 @@ async def bench_endpoint(
     elif result.family == "?":
         result.family = "IPv6" if spec.kind == "tcp6" or ":" in str(spec.get("host")) else "IPv4"
     result.latency_samples = result.histogram.count
-    if result.histogram.count:
+    if rate is not None:
+        if result.histogram.count:
+            result.latency_us = _percentiles_us(result.histogram)
+    elif result.histogram.count:
         result.latency_us = {
             name: value / 1000 for name, value in result.histogram.percentiles().items()
         }

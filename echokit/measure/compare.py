@@ -27,6 +27,8 @@ from echokit.client.connect import ClientOptions
 from echokit.errors import RuntimeFailure
 from echokit.measure import report
 from echokit.measure.bench import BenchSettings, EndpointResult, bench_endpoint, environment
+from echokit.measure.cpu import CpuMeter
+from echokit.measure.schedule import format_rate
 from echokit.server.listeners import Listener, plan_servers, start_listeners
 from echokit.transports.certs import CERT_DIR_ENV
 from echokit.transports.endpoints import ipv6_unavailable
@@ -99,15 +101,24 @@ async def measure(
     settings: BenchSettings,
     output: Output,
     mode: str,
+    meter: CpuMeter | None = None,
 ) -> list[EndpointResult]:
-    """Measure every endpoint in turn and report them all; return the results."""
+    """
+    Measure every endpoint in turn (at each of C{settings.rates}, if any) and report
+    them all; return the results. C{meter} measures CPU over each measured phase.
+    """
     baseline = report.load(output.baseline) if output.baseline else None
-    bar = ProgressBar(output.progress, len(specs))
-    results = []
+    rates: Sequence[float | None] = settings.rates or [None]
+    bar = ProgressBar(output.progress, len(specs) * len(rates))
+    results: list[EndpointResult] = []
     try:
-        for index, spec in enumerate(specs):
-            bar.start(index, spec.text)
-            results.append(await bench_endpoint(reactor, spec, options, settings, bar))
+        for spec in specs:
+            for rate in rates:
+                label = spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
+                bar.start(len(results), label)
+                results.append(
+                    await bench_endpoint(reactor, spec, options, settings, bar, rate, meter)
+                )
     finally:
         bar.finish()
     env = environment(reactor)
@@ -254,7 +265,8 @@ async def _with_child_server(
     try:
         connect_strings = await child.ready.addTimeout(30, reactor)
         specs = [parse_client(text) for text in connect_strings]
-        return await measure(reactor, specs, options, settings, output, mode)
+        meter = CpuMeter(lambda: [process.pid], client=True)
+        return await measure(reactor, specs, options, settings, output, mode, meter)
     finally:
         if not child.ended.called:
             process.signalProcess("TERM")

@@ -95,16 +95,16 @@ class MessageChecker:
             done += 1
         return done
 
-    def feed_datagram(self, message: bytes) -> None:
-        """Take one whole message."""
+    def feed_datagram(self, message: bytes) -> int | None:
+        """Take one whole message: its sequence number, or C{None} if damaged or seen before."""
         if len(message) != self.size or len(message) < HEADER.size:
             self.corrupted += 1
-            return
+            return None
         magic, _, seq, size, crc = HEADER.unpack_from(message)
         body = memoryview(message)[HEADER.size :]
         if magic != MAGIC or size != self.size or zlib.crc32(body, zlib.crc32(message[:16])) != crc:
             self.corrupted += 1
-            return
+            return None
         self.received += 1
         if seq == self._next:
             self._next += 1
@@ -116,3 +116,5 @@ class MessageChecker:
             self.reordered += 1
         else:
             self.duplicated += 1
+            return None
+        return int(seq)

@@ -13,13 +13,28 @@ these fields, all always present (C{null} where not measured):
     tls_cipher            e.g. TLS_AES_256_GCM_SHA384 (null without TLS)
     size                  message size in bytes
     connections           connections (or UDP sockets) in the throughput phase
+    mode                  closed-loop (next message when the last came back) or
+                          open-loop (fixed rate, --rate)
+    rate                  open-loop: offered rate, msg/s (null in closed loop)
     connect_ms            median connect time (TCP or unix), ms (null for udp)
     tls_handshake_ms      median TLS handshake after the connect, ms
-    latency_us            {p50, p90, p99, p99.9, max, mean}: round trip, microseconds
+    latency_us            {p50, p90, p99, p99.9, max, mean}: round trip, microseconds;
+                          open-loop: from each message's intended send time
+                          (corrected for coordinated omission)
     latency_samples       round trips measured
     latency_client        which client measured latency
+    latency_raw_us        open-loop: the same from the actual send (null otherwise)
+    send_lag_us           open-loop: {p50, p99, max} of how late each send was
     messages_per_s        throughput: echoed messages per second
     mb_per_s              throughput: echoed megabytes (10^6 bytes) per second
+    client_bound          the client was the limit: open-loop, its send lag p99
+                          exceeded 2 ms; closed-loop, it used >= 90% of a CPU while
+                          the server (when measured) did not
+    server_cpu_us_per_msg server CPU (user + system) per echoed message over the
+                          measured phase, microseconds (compare --server-process,
+                          bench --server-pid; null otherwise)
+    client_cpu_us_per_msg the client process's own CPU per message (null when it
+                          also ran the servers: compare without --server-process)
     sent, received        messages sent, and echoed intact, over the whole run (latency
                           phase, warm-up and throughput phase)
     lost, duplicated,     messages that never came back, came back twice, came back
@@ -41,6 +56,8 @@ from typing import Any
 
 from echokit.errors import InputError
 from echokit.measure.bench import EndpointResult
+from echokit.measure.cpu import CLIENT_BOUND_CPU
+from echokit.measure.schedule import CLIENT_BOUND_LAG_US, format_rate
 
 #: The fields of a JSON record, in order (see the module docstring).
 JSON_FIELDS = (
@@ -51,13 +68,20 @@ JSON_FIELDS = (
     "tls_cipher",
     "size",
     "connections",
+    "mode",
+    "rate",
     "connect_ms",
     "tls_handshake_ms",
     "latency_us",
     "latency_samples",
     "latency_client",
+    "latency_raw_us",
+    "send_lag_us",
     "messages_per_s",
     "mb_per_s",
+    "client_bound",
+    "server_cpu_us_per_msg",
+    "client_cpu_us_per_msg",
     "sent",
     "received",
     "lost",
@@ -78,10 +102,23 @@ def _us(result: EndpointResult, key: str) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
+def _mode(result: EndpointResult) -> str:
+    return "closed" if result.rate is None else f"{format_rate(result.rate)}/s"
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
 def render_table(results: Sequence[EndpointResult]) -> str:
-    """One row per endpoint: connect, latency percentiles, throughput, integrity."""
+    """
+    One row per endpoint (and rate): mode, connect, latency percentiles, throughput,
+    CPU per message, integrity; C{client-bound} after the row when the client was the
+    limit.
+    """
     header = (
         "endpoint",
+        "load",
         "connect ms",
         "tls ms",
         "p50 us",
@@ -91,6 +128,8 @@ def render_table(results: Sequence[EndpointResult]) -> str:
         "max us",
         "msg/s",
         "MB/s",
+        "srv cpu us",
+        "cli cpu us",
         "lost/dup/reord/bad",
     )
     rows: list[tuple[str, ...]] = [header]
@@ -101,6 +140,7 @@ def render_table(results: Sequence[EndpointResult]) -> str:
         rows.append(
             (
                 r.endpoint,
+                _mode(r),
                 _ms(r.connect_ms),
                 _ms(r.tls_handshake_ms),
                 _us(r, "p50"),
@@ -110,19 +150,23 @@ def render_table(results: Sequence[EndpointResult]) -> str:
                 _us(r, "max"),
                 f"{r.messages_per_s:,.0f}",
                 f"{r.mb_per_s:,.1f}",
+                _cpu(r.server_cpu_us_per_msg),
+                _cpu(r.client_cpu_us_per_msg),
                 f"{r.lost}/{r.duplicated}/{r.reordered}/{r.corrupted}",
             )
         )
     measured = [row for row in rows if not row[1].startswith("error: ")]
     widths = [max(len(row[i]) for row in measured) for i in range(len(header))]
     lines = []
-    for row in rows:
+    for row, result in zip(rows, [None, *results], strict=True):
         if row[1].startswith("error: "):
             lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
             continue
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
+        if result is not None and result.client_bound:
+            cells.append("client-bound")
         lines.append("  ".join(cells))
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"
@@ -133,14 +177,34 @@ def render_environment(
 ) -> str:
     """What shaped the numbers: mode, reactor, versions, and each endpoint's family and TLS."""
     lines = [f"mode: {mode}"]
+    if any(r.rate is not None for r in results):
+        lines.append(
+            "load: open loop at the rate shown (msg/s over all connections, sent on a fixed "
+            "schedule whether or not echoes came back); latency from each message's intended "
+            "send time (corrected; raw and send lag in --json)"
+        )
+    else:
+        lines.append(
+            "load: closed loop (latency with one message in flight; msg/s with "
+            "--connections in flight, each sending when its echo came back)"
+        )
+    if any(r.client_bound for r in results):
+        lines.append(
+            "client-bound: the client was the limit (open loop: send lag p99 over "
+            f"{CLIENT_BOUND_LAG_US / 1000:g} ms; closed loop: client CPU >= "
+            f"{CLIENT_BOUND_CPU:.0%} of one CPU while the server's was not): "
+            "its figures describe the client as much as the server"
+        )
     lines += [f"{key}: {value}" for key, value in environment.items()]
+    described = []
     for r in results:
         tls = f", {r.tls_version} {r.tls_cipher}" if r.tls_version else ""
         client = f"; latency by {r.latency_client}" if r.latency_client else ""
-        lines.append(
+        described.append(
             f"{r.endpoint}: {r.family}{tls}; {r.size:,}-byte messages, "
             f"{r.connections} connections{client}"
         )
+    lines += dict.fromkeys(described)  # once per endpoint, however many rates
     return "\n".join(lines) + "\n"
 
 
@@ -213,7 +277,8 @@ def render_baseline(
 
 def plot(path: Path, results: Sequence[EndpointResult]) -> None:
     """
-    Draw every endpoint's latency distribution on one latency-percentile chart.
+    Draw every endpoint's latency distribution on one latency-percentile chart; for
+    fixed-rate runs, the latency-load curve instead (L{_plot_load}).
 
     @raise InputError: if matplotlib is missing (C{pip install 'echokit[plot]'}) or the
         file type is not .png or .svg.
@@ -230,6 +295,62 @@ def plot(path: Path, results: Sequence[EndpointResult]) -> None:
             "--plot needs matplotlib: pip install 'echokit[plot]' (or pip install matplotlib)"
         ) from None
     figure, axes = plt.subplots(figsize=(9, 5.5))
+    if any(r.rate is not None for r in results):
+        _plot_load(axes, results)
+    else:
+        _plot_percentiles(axes, results)
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except OSError as e:
+        raise InputError(f"cannot write --plot file '{path}': {e.strerror}") from None
+    finally:
+        plt.close(figure)
+
+
+def _plot_load(axes: Any, results: Sequence[EndpointResult]) -> None:
+    """
+    The latency-load curve: corrected p50 (dashed) and p99 (solid) against the offered
+    rate, one colour per endpoint, both axes logarithmic; where a line turns up is
+    the rate the endpoint cannot take. Client-bound points are drawn hollow.
+    """
+    endpoints = list(dict.fromkeys(r.endpoint for r in results if r.rate is not None))
+    for number, endpoint in enumerate(endpoints):
+        rows = sorted(
+            (r for r in results if r.endpoint == endpoint and r.rate and r.latency_us),
+            key=lambda r: r.rate or 0,
+        )
+        if not rows:
+            continue
+        colour = f"C{number % 10}"
+        rates = [r.rate for r in rows]
+        label = f"{rows[0].transport}: {endpoint}"
+        for key, style in (("p99", "-"), ("p50", "--")):
+            axes.plot(
+                rates,
+                [r.latency_us[key] for r in rows],
+                style,
+                color=colour,
+                label=f"{label} {key}",
+            )
+            bound = [r for r in rows if r.client_bound]
+            axes.scatter(
+                [r.rate for r in bound],
+                [r.latency_us[key] for r in bound],
+                facecolors="none",
+                edgecolors=colour,
+            )
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("offered rate (messages/s, fixed schedule)")
+    axes.set_ylabel("round trip from intended send (microseconds)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title("echokit: latency against load (open loop; hollow: client-bound)")
+
+
+def _plot_percentiles(axes: Any, results: Sequence[EndpointResult]) -> None:
+    """Each endpoint's latency by percentile, the tail on a 'nines' scale."""
     for r in results:
         points = r.histogram.cumulative()
         if not points:
@@ -247,10 +368,3 @@ def plot(path: Path, results: Sequence[EndpointResult]) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     axes.set_title("echokit: round-trip latency by percentile, one message in flight")
-    figure.tight_layout()
-    try:
-        figure.savefig(path)
-    except OSError as e:
-        raise InputError(f"cannot write --plot file '{path}': {e.strerror}") from None
-    finally:
-        plt.close(figure)

@@ -614,10 +614,10 @@ async def _fixed_rate(
 def _percentiles_us(
     histogram: LatencyHistogram, keys: tuple[str, ...] = ("p50", "p90", "p99", "p99.9", "max")
 ) -> dict[str, float]:
-    """A histogram of microseconds as the JSON's percentile dictionary, with the mean."""
-    values = {k: float(v) for k, v in histogram.percentiles().items() if k in keys}
+    """A histogram's percentiles (and mean) in microseconds, as the JSON has them."""
+    values = {k: v / 1000 for k, v in histogram.percentiles().items() if k in keys}
     if "p99.9" in keys:
-        values["mean"] = histogram.mean
+        values["mean"] = histogram.mean / 1000
     return values
 
 

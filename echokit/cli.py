@@ -361,7 +361,7 @@ def connect(
     spec = _checked(parse_client, description, "client")
     store = _cert_store(cert_dir)
     options = ClientOptions(store, insecure, _client_certificate(store, client_cert), timeout)
-    if insecure and spec.kind in ("ssl", "tls"):
+    if insecure and spec.kind in ("ssl", "tls", "quic"):
         click.echo(
             "echokit: warning: --insecure: the server's certificate is NOT verified", err=True
         )
@@ -371,6 +371,7 @@ def connect(
 
     async def job(reactor: Any) -> None:
         from echokit.client import connect as client
+        from echokit.transports.endpoints import carries_datagrams
 
         if message is not None:
             await client.send_messages(
@@ -378,7 +379,7 @@ def connect(
             )
         elif interactive:
             await client.interactive(reactor, spec, options)
-        elif spec.kind == "udp":
+        elif carries_datagrams(spec):
             await client.pipe_datagrams(reactor, spec, options)
         else:
             await client.pipe_stream(reactor, spec, options)

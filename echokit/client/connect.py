@@ -35,7 +35,12 @@ from echokit.echo import MAX_UDP_PAYLOAD_IPV6
 from echokit.errors import ConnectFailed, DatagramsLost, EchokitError, RuntimeFailure
 from echokit.transports.certs import CertStore
 from echokit.transports.datagram import DatagramEcho, EchoDatagramClient, UDPClientEndpoint
-from echokit.transports.endpoints import TLS_KINDS, client_endpoint, tls_trust
+from echokit.transports.endpoints import (
+    TLS_KINDS,
+    carries_datagrams,
+    client_endpoint,
+    tls_trust,
+)
 from echokit.transports.grammar import EndpointSpec
 from echokit.transports.stream import EchoClientProtocol
 from echokit.transports.tls import tls_failure_text
@@ -138,15 +143,24 @@ async def open_stream(
 async def open_datagram(
     reactor: Any, spec: EndpointSpec, options: ClientOptions
 ) -> EchoDatagramClient:
-    """Open a connected UDP socket to C{spec} with an L{EchoDatagramClient} on it."""
-    endpoint = client_endpoint(reactor, spec, options.certs)
-    assert isinstance(endpoint, UDPClientEndpoint)
+    """
+    Open a connected UDP socket to C{spec} with an L{EchoDatagramClient} on it (for
+    C{quic:...:datagram=yes}, a QUIC connection whose datagrams are DATAGRAM frames).
+    """
+    endpoint: Any = client_endpoint(reactor, spec, options.certs, options.insecure)
+    assert isinstance(endpoint, UDPClientEndpoint) or spec.kind == "quic"
     protocol = EchoDatagramClient(reactor, options.timeout, MAX_UDP_PAYLOAD_IPV6)
     try:
         connected: EchoDatagramClient = await endpoint.connect(protocol)
         return connected
     except Exception:
         raise connect_failed(spec, Failure()) from None
+
+
+async def close_datagrams(client: EchoDatagramClient) -> None:
+    """Close a datagram client's socket (a QUIC one tells its server it is done)."""
+    if not client.stopped and client.transport is not None:
+        await defer.maybeDeferred(client.transport.stopListening)
 
 
 def _echoed_within(
@@ -178,15 +192,18 @@ async def send_messages(
     out: BinaryIO,
 ) -> None:
     """Send C{message} C{count} times, one at a time, printing each echo and its RTT."""
-    if spec.kind == "udp":
+    if carries_datagrams(spec):
         client = await open_datagram(reactor, spec, options)
-        for _ in range(count):
-            result: DatagramEcho = await client.request(message)
-            if result.echo is None:
-                raise DatagramsLost(f"no echo for the datagram within {options.timeout:g} s")
-            assert result.rtt is not None
-            out.write(_rtt_line(result.echo, result.rtt))
-            out.flush()
+        try:
+            for _ in range(count):
+                result: DatagramEcho = await client.request(message)
+                if result.echo is None:
+                    raise DatagramsLost(f"no echo for the datagram within {options.timeout:g} s")
+                assert result.rtt is not None
+                out.write(_rtt_line(result.echo, result.rtt))
+                out.flush()
+        finally:
+            await close_datagrams(client)
         return
     remaining = count
 
@@ -365,6 +382,7 @@ async def pipe_datagrams(reactor: Any, spec: EndpointSpec, options: ClientOption
             if result.echo is not None:
                 stdio.write(result.echo)
     finally:
+        await close_datagrams(client)
         await _close_stdio(stdio, bridge)
     lost = client.ledger.lost
     if lost:
@@ -380,14 +398,17 @@ async def interactive(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
     stdio = StandardIO(bridge, reactor=reactor)
     stdio.write(f"connected to {spec.text}: type a line to send it, Ctrl-D to quit\n".encode())
     try:
-        if spec.kind == "udp":
+        if carries_datagrams(spec):
             client = await open_datagram(reactor, spec, options)
-            while (line := await lines.next()) is not None:
-                result: DatagramEcho = await client.request(line)
-                if result.echo is None or result.rtt is None:
-                    stdio.write(f"(no echo within {options.timeout:g} s)\n".encode())
-                else:
-                    stdio.write(_rtt_line(result.echo, result.rtt))
+            try:
+                while (line := await lines.next()) is not None:
+                    result: DatagramEcho = await client.request(line)
+                    if result.echo is None or result.rtt is None:
+                        stdio.write(f"(no echo within {options.timeout:g} s)\n".encode())
+                    else:
+                        stdio.write(_rtt_line(result.echo, result.rtt))
+            finally:
+                await close_datagrams(client)
             return
         await _round_trips(reactor, spec, options, lines.next, stdio.write, "the line")
     finally:

@@ -46,7 +46,7 @@ class Listener:
 
     plan: ServerPlan
     port: IListeningPort
-    server: EchoServerFactory | EchoDatagramServer
+    server: EchoServerFactory | EchoDatagramServer | Any  # Any: a quic QuicEchoServer
 
     @property
     def description(self) -> str:
@@ -63,16 +63,32 @@ class Listener:
         kind = "ssl" if self.plan.is_tls else self.plan.spec.kind
         return connect_string(kind, self.port.getHost())
 
+    @property
+    def connect_strings(self) -> list[str]:
+        """Every client string that reaches it: a quic: listener takes datagrams too."""
+        if self.plan.spec.kind == "quic":
+            return [self.connect_string, self.connect_string + ":datagram=yes"]
+        return [self.connect_string]
+
     def announcement(self) -> str:
         """The line C{serve} prints for this listener."""
         return (
             f"{self.description} listening on {self.bound} "
             f"-> echokit connect {shlex.quote(self.connect_string)}"
+            + ("  (add :datagram=yes for QUIC datagrams)" if self.plan.spec.kind == "quic" else "")
         )
 
     def summary(self) -> str:
         """One line of what this listener did, for the shutdown summary."""
         server = self.server
+        if self.plan.spec.kind == "quic":
+            q: Any = server.stats  # echokit.transports.quic.QuicStats
+            return (
+                f"{self.description}: {q.connections:,} connections, {q.streams:,} streams, "
+                f"{q.bytes:,} bytes and {q.datagrams:,} datagrams echoed, {q.refused:,} "
+                f"refused over limits, {q.timeouts:,} timed out, {q.errors:,} errors, "
+                f"{q.dropped:,} datagrams dropped"
+            )
         if isinstance(server, EchoDatagramServer):
             s = server.stats
             return (
@@ -152,7 +168,7 @@ def _listening_spec(spec: EndpointSpec) -> EndpointSpec:
 
 
 #: Kinds that share one port space: a tcp port and an ssl port are the same TCP port.
-_PORT_SPACES = (frozenset({"tcp", "tcp6", "ssl"}), DATAGRAM_KINDS)
+_PORT_SPACES = (frozenset({"tcp", "tcp6", "ssl"}), DATAGRAM_KINDS | {"quic"})
 
 
 def _same_command(spec: EndpointSpec, started: Sequence[Listener]) -> str | None:
@@ -233,7 +249,7 @@ def _interface_hint(kind: str, interface: str) -> str:
         return f"this machine has {no_ipv6}; listen on 127.0.0.1 with tcp:, ssl: or udp:"
     loopback = {"tcp": "127.0.0.1", "udp": "127.0.0.1", "tcp6": "\\:\\:1", "udp6": "\\:\\:1"}
     example = loopback.get(kind, "127.0.0.1 or \\:\\:1")
-    without = "on loopback only" if kind in DATAGRAM_KINDS else "on every address"
+    without = "on loopback only" if kind in {*DATAGRAM_KINDS, "quic"} else "on every address"
     return (
         f"{interface} is not an address of this machine; give one of its addresses "
         f"({example} for loopback), or leave interface= out to listen {without}"
@@ -258,8 +274,11 @@ async def start_listeners(
     limiter = ConnectionLimiter(policy.max_connections, policy.max_per_peer)
     listeners: list[Listener] = []
     for plan in plans:
-        server: EchoServerFactory | EchoDatagramServer
-        if plan.is_datagram:
+        server: EchoServerFactory | EchoDatagramServer | Any
+        if plan.spec.kind == "quic":
+            quic_endpoint: Any = plan.endpoint  # echokit.transports.quic.QuicServerEndpoint
+            server = quic_endpoint.make_server(plan.spec.text, policy, limiter, verbose)
+        elif plan.is_datagram:
             server = EchoDatagramServer(plan.spec.text, reactor, policy, verbose)
         else:
             server = EchoServerFactory(

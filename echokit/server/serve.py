@@ -33,7 +33,6 @@ from echokit.transports.endpoints import (
     ServerPlan,
 )
 from echokit.transports.grammar import EndpointSpec
-from echokit.transports.stream import EchoServerFactory
 
 
 async def drain(reactor: Any, listeners: Sequence[Listener], seconds: float) -> int:
@@ -42,25 +41,29 @@ async def drain(reactor: Any, listeners: Sequence[Listener], seconds: float) -> 
 
     @return: how many connections had to be aborted.
     """
-    for listener in listeners:
-        await defer.maybeDeferred(listener.port.stopListening)
-    factories = [x.server for x in listeners if isinstance(x.server, EchoServerFactory)]
+    # A quic: listener's stopListening fires only once its connections have ended, so
+    # every listener stops accepting now and is waited for after the drain.
+    stopped = [defer.maybeDeferred(listener.port.stopListening) for listener in listeners]
+    # Stream factories and QUIC servers both keep their open connections in open_protocols.
+    factories = [x.server for x in listeners if hasattr(x.server, "open_protocols")]
+    aborted = 0
     for _ in range(max(0, int(seconds / 0.05))):
         if not any(f.open_protocols for f in factories):
-            return 0
-        await task.deferLater(reactor, 0.05, lambda: None)
-    aborted = 0
-    for factory in factories:
-        for protocol in list(factory.open_protocols):
-            protocol.closed_by = "shutdown"
-            protocol.transport.abortConnection()
-            aborted += 1
-    # Aborted connections report their loss on a later reactor turn: wait (briefly) for
-    # that, so the summary counts them.
-    for _ in range(40):
-        if not any(f.open_protocols for f in factories):
             break
-        await task.deferLater(reactor, 0.005, lambda: None)
+        await task.deferLater(reactor, 0.05, lambda: None)
+    else:
+        for factory in factories:
+            for protocol in list(factory.open_protocols):
+                protocol.closed_by = "shutdown"
+                protocol.transport.abortConnection()
+                aborted += 1
+        # Aborted connections report their loss on a later reactor turn: wait (briefly)
+        # for that, so the summary counts them.
+        for _ in range(40):
+            if not any(f.open_protocols for f in factories):
+                break
+            await task.deferLater(reactor, 0.005, lambda: None)
+    await defer.gatherResults(stopped)
     return aborted
 
 

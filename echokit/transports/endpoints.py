@@ -20,7 +20,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import endpoints, interfaces
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -33,10 +34,38 @@ from echokit.transports.datagram import UDPClientEndpoint, UDPServerEndpoint
 from echokit.transports.grammar import EndpointSpec, escape
 from echokit.transports.tlslayer import TLSServerEndpoint
 
+if TYPE_CHECKING:  # imported when a quic: string is used (load_quic): aioquic is optional
+    from echokit.transports.quic import QuicServerEndpoint
+
 #: Transports whose connections are TLS.
 TLS_KINDS = frozenset({"ssl", "tls"})
 #: Transports that carry datagrams rather than a stream.
 DATAGRAM_KINDS = frozenset({"udp", "udp6"})
+
+
+def carries_datagrams(spec: EndpointSpec) -> bool:
+    """
+    Whether a client string sends datagrams rather than a stream: C{udp:}, and
+    C{quic:...:datagram=yes} (QUIC DATAGRAM frames).
+    """
+    return spec.kind == "udp" or (spec.kind == "quic" and bool(spec.get("datagram", False)))
+
+
+def load_quic() -> ModuleType:
+    """
+    echokit's QUIC transport (L{echokit.transports.quic}), imported on first use.
+
+    @raise EndpointError: if aioquic, which it needs, is not installed.
+    """
+    try:
+        from echokit.transports import quic
+    except ImportError as e:
+        raise EndpointError(
+            f"quic: needs the aioquic package ({e}): pip install 'echokit[quic]'"
+        ) from None
+    return quic
+
+
 #: Unix sockets are private to their owner unless C{mode=} says otherwise.
 DEFAULT_UNIX_MODE = 0o600
 #: Listen queue length unless C{backlog=} says otherwise (Twisted's default is 50, which
@@ -53,7 +82,7 @@ class ServerPlan:
     """
 
     spec: EndpointSpec
-    endpoint: IStreamServerEndpoint | UDPServerEndpoint
+    endpoint: IStreamServerEndpoint | UDPServerEndpoint | QuicServerEndpoint
     created_certs: Path | None = None
 
     @property
@@ -136,6 +165,8 @@ def server_endpoint(
             spec,
             UDPServerEndpoint(reactor, _int(spec, "port", 0), _str(spec, "interface", loopback)),
         )
+    if kind == "quic":
+        return _quic_server(reactor, spec, certs)
     if kind == "haproxy":
         return _proxied(reactor, spec, certs, client_ca)
     try:
@@ -153,6 +184,29 @@ def server_endpoint(
     if isinstance(endpoint, endpoints.AdoptedStreamServerEndpoint):
         _check_adopted(spec, endpoint.fileno, endpoint.addressFamily)
     return ServerPlan(spec, endpoint)
+
+
+def _quic_server(reactor: Any, spec: EndpointSpec, certs: CertStore) -> ServerPlan:
+    """C{quic:PORT}: on loopback unless given an interface, with echokit's certificate."""
+    quic = load_quic()
+    created = None
+    cert, key = _path(spec, "certKey"), _path(spec, "privateKey")
+    if cert is None and key is None:
+        if certs.ensure():
+            created = certs.directory
+        cert, key = certs.server_cert, certs.server_key
+    elif cert is None:
+        cert = key
+    assert cert is not None
+    try:
+        quic.server_configuration(cert, key)
+    except (ValueError, TypeError, OSError) as e:
+        raise EndpointError(f"'{spec.text}': cannot load the certificate and key: {e}") from None
+    interface = _str(spec, "interface", "127.0.0.1")
+    endpoint = quic.QuicServerEndpoint(
+        reactor, _int(spec, "port", 0), interface, cert, key, bool(spec.get("retry", False))
+    )
+    return ServerPlan(spec, endpoint, created)
 
 
 def _check_adopted(spec: EndpointSpec, fd: int, family: socket.AddressFamily) -> None:
@@ -182,13 +236,14 @@ def _proxied(
 ) -> ServerPlan:
     """C{haproxy:ENDPOINT}: ENDPOINT (any stream server string), behind a PROXY header."""
     inner_spec = proxied_spec(spec)
-    if inner_spec.kind in DATAGRAM_KINDS:
+    if inner_spec.kind in {*DATAGRAM_KINDS, "quic"}:
         raise EndpointError(
             f"'{spec.text}': the PROXY protocol is for streams, not {inner_spec.kind}"
         )
     inner = server_endpoint(reactor, inner_spec, certs, client_ca)
     assert not isinstance(inner.endpoint, UDPServerEndpoint)
-    return ServerPlan(spec, behind_proxy(reactor, inner.endpoint), inner.created_certs)
+    stream = cast(IStreamServerEndpoint, inner.endpoint)  # not quic: refused above
+    return ServerPlan(spec, behind_proxy(reactor, stream), inner.created_certs)
 
 
 def ipv6_unavailable() -> str | None:
@@ -296,11 +351,33 @@ def client_endpoint(
         return endpoints.wrapClientTLS(options, wrapped)
     if kind == "udp":
         return UDPClientEndpoint(reactor, host, port)
+    if kind == "quic":
+        return _quic_client(reactor, spec, certs, insecure)
     try:
         plugin_endpoint: IStreamClientEndpoint = endpoints.clientFromString(reactor, spec.text)
         return plugin_endpoint
     except Exception as e:
         raise _twisted_rejected(spec, e, "client") from None
+
+
+def _quic_client(
+    reactor: Any, spec: EndpointSpec, certs: CertStore, insecure: bool
+) -> IStreamClientEndpoint | UDPClientEndpoint:
+    """C{quic:host=H:port=P}: a stream endpoint, or with C{datagram=yes} a datagram one."""
+    quic = load_quic()
+    host, port = _str(spec, "host"), _int(spec, "port", 0)
+    trust, datagrams = tls_trust(spec, certs), carries_datagrams(spec)
+    server_name = _str(spec, "hostname", host)
+
+    def configuration() -> Any:
+        return quic.client_configuration(server_name, trust, insecure, datagrams)
+
+    kind = quic.QuicDatagramEndpoint if datagrams else quic.QuicClientEndpoint
+    # A QuicDatagramEndpoint connects a datagram protocol, as a UDPClientEndpoint does.
+    endpoint: IStreamClientEndpoint | UDPClientEndpoint = kind(
+        reactor, host, port, configuration, spec.text, _int(spec, "timeout", 10)
+    )
+    return endpoint
 
 
 def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
@@ -317,8 +394,8 @@ def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
 
 
 _OURS = {
-    "server": "tcp, tcp6, unix, ssl, udp, udp6",
-    "client": "tcp, tcp6, unix, ssl, tls, udp",
+    "server": "tcp, tcp6, unix, ssl, udp, udp6, quic",
+    "client": "tcp, tcp6, unix, ssl, tls, udp, quic",
 }
 
 
@@ -385,6 +462,10 @@ def connect_string(kind: str, address: IAddress) -> str:
         port = address.port
         if kind in DATAGRAM_KINDS:
             return f"udp:host={escape(host)}:port={port}"
+        if kind == "quic":
+            # The certificate names localhost and both loopback addresses: the address
+            # itself is verified, so a localhost that resolves elsewhere does not matter.
+            return f"quic:host={escape(host)}:port={port}"
         if kind == "ssl":
             if host in ("127.0.0.1", "::1"):
                 host = "localhost"

@@ -196,6 +196,23 @@ def _ip(version: int, allow_empty: bool = False) -> Checker:
     return check
 
 
+def _any_ip(value: str, ctx: _Context) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ctx.fail(
+            f"{ctx.key}='{value}' is not an IP address",
+            "give e.g. interface=127.0.0.1 or interface=\\:\\:1",
+        ) from None
+    return value
+
+
+def _yes_no(value: str, ctx: _Context) -> bool:
+    if value.lower() not in ("yes", "no"):
+        raise ctx.fail(f"{ctx.key}='{value}' is not yes or no", f"write {ctx.key}=yes")
+    return value.lower() == "yes"
+
+
 def _host(value: str, ctx: _Context) -> str:
     if not value:
         raise ctx.fail("empty host", f"name the server, e.g. {ctx.example}")
@@ -339,6 +356,19 @@ SERVER_GRAMMARS: Mapping[str, Grammar] = {
         Grammar(
             "udp6", ("port",), {"port": _port(0), "interface": _ip(6)}, ("port",), "udp6:16000"
         ),
+        Grammar(
+            "quic",
+            ("port",),
+            {
+                "port": _port(0),
+                "interface": _any_ip,
+                "certKey": _existing_file,
+                "privateKey": _existing_file,
+                "retry": _yes_no,
+            },
+            ("port",),
+            "quic:16443",
+        ),
     ]
 }
 
@@ -396,6 +426,20 @@ CLIENT_GRAMMARS: Mapping[str, Grammar] = {
             {"host": _host, "port": _port(1)},
             ("host", "port"),
             "udp:host=127.0.0.1:port=16000",
+        ),
+        Grammar(
+            "quic",
+            ("host", "port"),
+            {
+                "host": _host,
+                "port": _port(1),
+                "timeout": _whole_number(1),
+                "hostname": _host,
+                "trustRoots": _existing_path,
+                "datagram": _yes_no,
+            },
+            ("host", "port"),
+            "quic:host=localhost:port=16443",
         ),
     ]
 }

@@ -475,7 +475,7 @@ class EchoClientProtocol(Protocol):
 
     def nothing_back_hint(self) -> str:
         """A hint for when nothing at all came back on a plaintext connection."""
-        if self.verifier.bytes_received or self.is_tls:
+        if self.verifier.bytes_received or self.is_tls or getattr(self.transport, "quic", False):
             return ""
         return "; nothing came back: if this is a TLS port, connect with ssl: or tls:"
 

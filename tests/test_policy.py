@@ -1,6 +1,12 @@
 """Tests for L{echokit.runtime.policy}: the sans-IO limits, with plain numbers for time."""
 
-from echokit.runtime.policy import ConnectionLimiter, EveryInterval, RepeatGuard, TokenBucket
+from echokit.runtime.policy import (
+    ConnectionLimiter,
+    EchoBudget,
+    EveryInterval,
+    RepeatGuard,
+    TokenBucket,
+)
 
 
 class ConnectionLimiterTests:
@@ -33,6 +39,40 @@ class ConnectionLimiterTests:
             limiter.release(str(i))
         assert len(limiter.per_peer) == 0
         assert limiter.open == 0
+
+
+class EchoBudgetTests:
+    def test_per_connection_size(self) -> None:
+        """A connection holding more than its echo buffer stops reading; others do not."""
+        budget = EchoBudget(per_connection=4, total=0)
+        assert budget.hold("a", 4) is True
+        assert budget.hold("a", 5) is False
+        assert budget.hold("b", 4) is True
+
+    def test_past_the_total_one_connection_goes_on(self) -> None:
+        """
+        Past the total, the first connection over it goes on (up to its own size) and
+        the others wait; once it is done they are all named to read again.
+        """
+        budget = EchoBudget(per_connection=10, total=6)
+        assert [budget.hold(k, 3) for k in "abc"] == [True, True, True]
+        assert budget.exempt == "c"  # "c" took the total past 6: it goes on
+        assert [budget.hold("a", 4), budget.hold("c", 9)] == [False, True]
+        assert budget.release("b") == []  # still over, and "c" still going on
+        assert budget.release("c") == ["a"]
+        assert budget.held == 4
+        assert budget.exempt is None
+
+    def test_accounting_and_peak(self) -> None:
+        """What is held is the sum of what each last reported; the peak is remembered."""
+        budget = EchoBudget(per_connection=0, total=0)
+        budget.hold("a", 5)
+        budget.hold("b", 3)
+        budget.hold("a", 1)
+        assert (budget.held, budget.peak) == (4, 8)
+        budget.release("a")
+        budget.release("a")  # twice (drained, then closed): counted once
+        assert budget.held == 3
 
 
 class TokenBucketTests:

@@ -43,11 +43,19 @@ class EchoServerProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"hello \x00\xff world")
         self.assertEqual(protocol.bytes_echoed, 14)
 
-    def test_transport_is_its_own_producer(self) -> None:
-        """The transport is registered as a streaming producer, for backpressure."""
-        _, transport = server_on_string_transport()
-        self.assertIs(transport.producer, transport)
+    def test_protocol_is_the_streaming_producer(self) -> None:
+        """
+        The protocol is its transport's streaming producer, for backpressure: asked to
+        pause on a transport whose buffer it cannot see, it pauses reading; once the
+        transport has sent everything, it reads again.
+        """
+        protocol, transport = server_on_string_transport()
+        self.assertIs(transport.producer, protocol)
         self.assertTrue(transport.streaming)
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
 
     def test_half_close_closes_after_the_echo(self) -> None:
         """On the peer's half-close the server unregisters the producer and closes gracefully."""

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from echokit.runtime.policy import ServerPolicy
@@ -237,3 +237,65 @@ class MemoryGivenBackTests(TestCase):
         print(f"\n[memory given back] objects tracked={counts} survivors={survivors}")
         self.assertTrue(all(counts.values()), counts)
         self.assertEqual(survivors, {})
+
+
+NAIVE_SIZE = 4 << 20
+
+
+class NaiveClientTests(TestCase):
+    @deferred_test
+    async def test_blocking_client_gets_4_mib_back_on_every_stream_transport(self) -> None:
+        """
+        With the default policy, a blocking client that sends 4 MiB, shuts down writing
+        and only then reads gets all 4 MiB back, on tcp, tcp6, unix and ssl: the server
+        keeps reading while it holds the echo (within its per-connection echo buffer).
+        """
+        directory = short_dir(self)
+        session = EchoSession(self)
+        listeners = await session.serve(*stream_listeners(directory))
+        payload = os.urandom(NAIVE_SIZE)
+        results = {}
+        for listener in listeners:
+
+            def naive(listener: Listener = listener) -> str:
+                with client_socket(listener, timeout=10) as sock:
+                    try:
+                        got = naive_exchange(sock, payload)
+                    except OSError as e:
+                        return f"stalled: {e}"
+                return "exact" if got == payload else f"{len(got)} bytes back"
+
+            results[listener.plan.spec.kind] = await threads.deferToThread(naive)
+        print(f"\n[naive 4 MiB] {results}")
+        self.assertEqual(set(results.values()), {"exact"}, results)
+
+    @deferred_test
+    async def test_naive_clients_beyond_the_budget_all_finish_within_it(self) -> None:
+        """
+        Six blocking clients send 4 MiB each at once (unix and tcp), against a 6 MiB
+        budget: the server never holds more than the budget plus one echo buffer (and
+        what each connection reads at once), and every client still gets its exact echo:
+        past the budget one connection at a time goes on, the others wait their turn.
+        """
+        directory = short_dir(self)
+        session = EchoSession(self)
+        session.policy = dataclasses.replace(ServerPolicy(), max_buffered=6 << 20)
+        listeners = await session.serve("tcp:0:interface=127.0.0.1", f"unix:{directory / 's'}")
+        factory = listeners[0].server
+        assert isinstance(factory, EchoServerFactory)
+        budget = factory.budget
+        payloads = [os.urandom(NAIVE_SIZE) for _ in range(6)]
+
+        def naive(index: int) -> bool:
+            with client_socket(listeners[index % 2], timeout=20) as sock:
+                return naive_exchange(sock, payloads[index]) == payloads[index]
+
+        exact = await defer.gatherResults(
+            [threads.deferToThread(naive, i) for i in range(len(payloads))]
+        )
+        bound = budget.total + budget.per_connection + len(payloads) * (512 << 10)
+        print(f"\n[naive beyond budget] exact={exact} peak_mib={budget.peak / (1 << 20):.2f}")
+        self.assertEqual(exact, [True] * len(payloads))
+        self.assertLessEqual(budget.peak, bound)
+        self.assertGreater(budget.peak, budget.total, "the budget was never reached")
+        self.assertEqual(budget.held, 0)

@@ -16,6 +16,10 @@ Defaults:
     close_grace            5 s         abort a connection whose graceful close stalls
     max_connections        10,000      open stream connections, all listeners together
     max_per_peer           0 (off)     open stream connections from one IP address
+    echo_buffer            4 MiB       unsent echo one connection may hold and still be read
+    max_buffered           64 MiB      unsent echo of all connections together; past it one
+                                       connection at a time goes on to its echo buffer, the
+                                       others holding over 256 KiB stop being read meanwhile
     drain                  5 s         on SIGINT/SIGTERM, let open echoes finish this long
     udp_repeat_burst       32          identical datagrams in a row from one source ...
     udp_repeat_rate        10 /s       ... beyond which they are answered this often
@@ -44,6 +48,8 @@ class ServerPolicy:
     close_grace: float = 5.0
     max_connections: int = 10_000
     max_per_peer: int = 0
+    echo_buffer: int = 4 << 20
+    max_buffered: int = 64 << 20
     drain: float = 5.0
     udp_repeat_burst: int = 32
     udp_repeat_rate: float = 10.0
@@ -77,6 +83,21 @@ LIMIT_OPTIONS: list[tuple[str, str, type[int] | type[float], str]] = [
         "max_per_peer",
         int,
         "Open stream connections allowed from one IP address (0: no limit).",
+    ),
+    (
+        "echo-buffer",
+        "echo_buffer",
+        int,
+        "Bytes of unsent echo one connection may hold while the server still reads from it "
+        "(a client that reads only after sending gets this much back at least; 0: no limit).",
+    ),
+    (
+        "max-buffered",
+        "max_buffered",
+        int,
+        "Bytes of unsent echo all connections of a process may hold together; past it, one "
+        "connection at a time goes on to its --echo-buffer and the others holding over "
+        "256 KiB stop being read until it has sent its echo (0: no limit).",
     ),
     (
         "drain",
@@ -141,6 +162,80 @@ class ConnectionLimiter:
         self.per_peer[peer] -= 1
         if self.per_peer[peer] <= 0:
             del self.per_peer[peer]
+
+
+@dataclass
+class EchoBudget:
+    """
+    Unsent echo held by each connection, against a per-connection size and a total.
+
+    A connection reports what it holds (L{hold}) whenever its write buffer is over the
+    read size, and is told whether it may keep reading:
+
+        - not if it holds more than C{per_connection};
+        - once all together hold more than C{total}, only one connection at a time (the
+          first to get there, "exempt" until it has sent its echo or closed) goes on
+          reading up to C{per_connection}, so that one client that reads only after
+          sending everything gets its echo and frees its share; the others stop until
+          L{release} names them again.
+
+    Memory held is thus bounded by C{total + per_connection} plus what each connection
+    reads at once.
+
+        >>> budget = EchoBudget(per_connection=4, total=6)
+        >>> budget.hold("a", 3), budget.hold("b", 3)
+        (True, True)
+        >>> budget.hold("a", 4), budget.hold("b", 4)  # over 6: "a" goes on, "b" waits
+        (True, False)
+        >>> budget.hold("a", 5)  # over its own 4
+        False
+        >>> budget.release("a")  # "a" has sent its echo: "b" may read again
+        ['b']
+
+    @ivar held: bytes held by all connections together, as last reported.
+    @ivar peak: the most C{held} has been.
+    """
+
+    per_connection: int
+    total: int
+    held: int = 0
+    peak: int = 0
+    exempt: object | None = None
+    holders: dict[object, int] = field(default_factory=dict)
+    waiting: dict[object, None] = field(default_factory=dict)
+
+    def hold(self, key: object, size: int) -> bool:
+        """C{key} now holds C{size} bytes; C{True} if it may keep reading."""
+        self.held += size - self.holders.get(key, 0)
+        self.holders[key] = size
+        self.peak = max(self.peak, self.held)
+        if self.per_connection and size > self.per_connection:
+            return False
+        if self.total and self.held > self.total:
+            if self.exempt is None:
+                self.exempt = key
+            if key != self.exempt:
+                self.waiting[key] = None
+                return False
+        return True
+
+    def release(self, key: object) -> list[object]:
+        """
+        C{key} holds nothing now (its echo was sent, or it closed).
+
+        @return: the connections stopped by the total that may read again (all of them,
+            once the exempt one is done or the total is no longer exceeded).
+        """
+        self.held -= self.holders.pop(key, 0)
+        self.waiting.pop(key, None)
+        if key == self.exempt:
+            self.exempt = None
+        over = self.total and self.held > self.total
+        if not self.waiting or (over and self.exempt is not None):
+            return []
+        woken = list(self.waiting)
+        self.waiting.clear()
+        return woken
 
 
 @dataclass

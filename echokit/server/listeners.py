@@ -25,7 +25,7 @@ from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
 
 from echokit.errors import EchokitError, RuntimeFailure
-from echokit.runtime.policy import ConnectionLimiter, ServerPolicy
+from echokit.runtime.policy import ConnectionLimiter, EchoBudget, ServerPolicy
 from echokit.transports.certs import CertStore
 from echokit.transports.datagram import EchoDatagramServer
 from echokit.transports.endpoints import (
@@ -265,13 +265,14 @@ async def start_listeners(
     """
     Listen on every planned endpoint; if one fails, stop those already started.
 
-    Stream listeners share one L{ConnectionLimiter}, so C{max_connections} counts every
-    listener's connections together.
+    Stream listeners share one L{ConnectionLimiter} and one L{EchoBudget}, so
+    C{max_connections} and C{max_buffered} count every listener's connections together.
 
     @raise RuntimeFailure: naming the endpoint that could not listen and why.
     """
     policy = policy or ServerPolicy()
     limiter = ConnectionLimiter(policy.max_connections, policy.max_per_peer)
+    budget = EchoBudget(policy.echo_buffer, policy.max_buffered)
     listeners: list[Listener] = []
     for plan in plans:
         server: EchoServerFactory | EchoDatagramServer | Any
@@ -282,7 +283,14 @@ async def start_listeners(
             server = EchoDatagramServer(plan.spec.text, reactor, policy, verbose)
         else:
             server = EchoServerFactory(
-                plan.spec.text, plan.spec.kind, reactor, policy, limiter, verbose, plan.is_tls
+                plan.spec.text,
+                plan.spec.kind,
+                reactor,
+                policy,
+                limiter,
+                verbose,
+                plan.is_tls,
+                budget,
             )
         try:
             port = await plan.endpoint.listen(server)  # type: ignore[arg-type]

@@ -87,6 +87,19 @@ def writer_for(transport: Any) -> Writer:
     return SocketWriter(transport, sock) if sock is not None else transport
 
 
+def queued_bytes(transport: object) -> int | None:
+    """
+    Bytes written to C{transport} and not yet sent, looking under wrappers (the TLS
+    layer, the PROXY header wrapper) down to the TCP or unix connection; C{None} if
+    there is no such connection underneath.
+    """
+    for _ in range(4):
+        if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        transport = getattr(transport, "transport", None)
+    return None
+
+
 def read_without_ancillary_data(transport: object) -> None:
     """
     Let a unix-socket transport read with C{recv} rather than C{recvmsg}.

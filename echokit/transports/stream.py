@@ -8,9 +8,12 @@ it more than the tutorial's one-liner:
       its write side the server still echoes everything it has and only then closes.
       (A protocol that does not provide it has its connection torn down at the client's
       FIN, dropping whatever echo is still buffered.)
-    - Backpressure: it registers the transport as its own streaming producer, so when
-      the client stops reading and the write buffer fills, the server stops reading
-      from that client instead of buffering without bound.
+    - Backpressure within a budget: it is its transport's streaming producer, so when
+      the client stops reading and the write buffer fills, it decides whether to stop
+      reading from that client: not while the connection holds less than its echo
+      buffer (4 MiB by default: a client that reads only after sending everything
+      still gets its echo) and all connections together less than the process's budget
+      (L{EchoBudget}); past either, it stops reading until the echo has been sent.
     - Quiet by default: connections are logged when they open and close; each message
       only with C{-v}.
 
@@ -31,6 +34,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    IPushProducer,
     IReactorTime,
     ISSLTransport,
 )
@@ -41,9 +45,10 @@ from zope.interface import implementer
 
 from echokit.echo import EchoVerifier, looks_like_tls
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
-from echokit.runtime.policy import ConnectionLimiter, EveryInterval, ServerPolicy
+from echokit.runtime.policy import ConnectionLimiter, EchoBudget, EveryInterval, ServerPolicy
 from echokit.transports.fastpath import (
     Writer,
+    queued_bytes,
     read_in_large_chunks,
     read_without_ancillary_data,
     send_without_delay,
@@ -98,7 +103,7 @@ def peer_host(address: IAddress) -> str:
     return str(getattr(address, "host", "unix"))
 
 
-@implementer(IHalfCloseableProtocol, IHandshakeListener)
+@implementer(IHalfCloseableProtocol, IHandshakeListener, IPushProducer)
 class EchoServerProtocol(Protocol):
     """
     Write back exactly what is received; on the peer's half-close, finish and close.
@@ -119,6 +124,7 @@ class EchoServerProtocol(Protocol):
     peer_finished = False
     handshake_done = False
     closed_by: str | None = None
+    reading_paused = False
     _last_heard = 0.0
     _timer: IDelayedCall | None = None
 
@@ -132,9 +138,9 @@ class EchoServerProtocol(Protocol):
             self.transport.abortConnection()
             return
         self.admitted = True
-        # The transport is its own producer: when its write buffer is full it pauses,
-        # which stops reading from this peer until the peer reads its echo.
-        self.transport.registerProducer(self.transport, True)
+        # When the transport's write buffer is over its read size it asks this protocol
+        # to pause (pauseProducing), and says when it has sent everything (resumeProducing).
+        self.transport.registerProducer(self, True)
         send_without_delay(self.transport)
         read_without_ancillary_data(self.transport)
         read_in_large_chunks(self.transport)
@@ -231,9 +237,46 @@ class EchoServerProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
 
+    # -- IPushProducer: the transport's say on reading from this peer -----------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport holds more unsent echo than it reads at once: stop reading from
+        this peer if the connection holds more than its echo buffer, or all together
+        more than the budget; else keep reading (the peer may read only once it has sent
+        everything).
+        """
+        held = queued_bytes(self.transport)
+        if held is None or not self.factory.budget.hold(self, held):
+            self._pause_reading()
+
+    def resumeProducing(self) -> None:
+        """Everything echoed has been sent: read again, and let others the budget held."""
+        self._release_echo()
+        self._resume_reading()
+
+    def stopProducing(self) -> None:
+        """The connection is closing: nothing to do (its loss is handled in connectionLost)."""
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resumeProducing()
+
+    def _release_echo(self) -> None:
+        for woken in self.factory.budget.release(self):
+            assert isinstance(woken, EchoServerProtocol)
+            woken._resume_reading()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
         if self.admitted:
+            self._release_echo()
             self.factory.connection_closed(self, reason)
 
 
@@ -247,6 +290,7 @@ class EchoServerFactory(Factory):
     @ivar clock: the reactor's time, for timeouts.
     @ivar policy: limits and timeouts.
     @ivar limiter: the connection counts, shared by every listener of one server.
+    @ivar budget: the unsent echo connections hold, shared likewise.
     @ivar verbose: log every message, not only connections.
     @ivar stats: connections, bytes and errors so far.
     """
@@ -263,6 +307,7 @@ class EchoServerFactory(Factory):
         limiter: ConnectionLimiter | None = None,
         verbose: bool = False,
         is_tls: bool | None = None,
+        budget: EchoBudget | None = None,
     ) -> None:
         self.listener = listener
         self.transport_name = transport_name
@@ -272,6 +317,7 @@ class EchoServerFactory(Factory):
         self.limiter = limiter or ConnectionLimiter(
             self.policy.max_connections, self.policy.max_per_peer
         )
+        self.budget = budget or EchoBudget(self.policy.echo_buffer, self.policy.max_buffered)
         self.verbose = verbose
         self.open_protocols: set[EchoServerProtocol] = set()
         self.stats = ListenerStats()

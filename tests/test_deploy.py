@@ -1,6 +1,7 @@
 """
-Deployment: echokit under twistd, under systemd socket activation, behind HAProxy's
-PROXY protocol, and installed from its wheel.
+Deployment: echokit under twistd, behind HAProxy's PROXY protocol (hand-made headers),
+and installed from its wheel. Under systemd's C{systemd-socket-activate} and behind a
+real HAProxy: C{tests/test_deploy_systemd.py}, C{tests/test_deploy_haproxy.py}.
 
 Every server here is a real child process (C{twistd} or C{echokit serve}) whose output
 is read as it comes; clients are plain sockets. Only loopback addresses are used (the
@@ -468,61 +469,6 @@ def free_privileged_port() -> int:
                 continue
             return port
     pytest.skip("no free port below 1024 on 127.0.0.1")
-
-
-# --- systemd socket activation ----------------------------------------------------
-
-#: Started with the listening socket's descriptor number, then a command: puts the
-#: socket on fd 3 and sets what systemd sets (LISTEN_PID is this very process, which
-#: exec keeps), then becomes the command.
-SYSTEMD_EXEC = """\
-import os, sys
-fd = int(sys.argv[1])
-if fd != 3:
-    os.dup2(fd, 3)
-    os.close(fd)
-os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="echokit.socket")
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
-
-class SystemdActivationTests:
-    @pytest.mark.parametrize("runner", ["echokit serve", "twistd echokit"])
-    def test_inherited_listening_socket_is_served(self, tmp_path: Path, runner: str) -> None:
-        """
-        A listening socket passed as fd 3 with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES
-        (as systemd passes it) is served by C{systemd:domain=INET:index=0}, announced
-        with its real port, and echoes; a client that connected before the server
-        started (waiting in the socket's backlog, as under socket activation) is served.
-        """
-        description = "systemd:domain=INET:index=0"
-        if runner == "echokit serve":
-            command = [sys.executable, "-m", "echokit", "serve", description]
-        else:
-            command = twistd("echokit", "--listen", description)
-        early_message = b"sent before the server started\n"
-        with contextlib.ExitStack() as stack:
-            listening = stack.enter_context(socket.socket())
-            listening.bind((LOOPBACK, 0))
-            listening.listen(128)
-            port = listening.getsockname()[1]
-            early = stack.enter_context(connect(port))
-            early.sendall(early_message)
-            fd = listening.fileno()
-            argv = [sys.executable, "-c", SYSTEMD_EXEC, str(fd), *command]
-            env = child_env(tmp_path / "certs", checkout=runner != "echokit serve")
-            child = stack.enter_context(running(argv, tmp_path, env, pass_fds=[fd]))
-            listening.close()  # only the child holds it now, as under a socket unit
-            (connect_string,) = child.wait_announced(1)
-            assert connect_string == f"tcp:host=127.0.0.1:port={port}"
-            assert read_exactly(early, len(early_message)) == early_message
-            early.close()
-            payload = os.urandom(200_000)
-            assert stream_echo(port, payload) == payload
-            child.stop()
-        text = child.text()
-        no_traceback(text)
-        assert f"{description}: 2 connections, {200_000 + len(early_message):,} bytes" in text
 
 
 # --- HAProxy PROXY protocol -------------------------------------------------------

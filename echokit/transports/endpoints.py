@@ -173,11 +173,7 @@ def server_endpoint(
         endpoint = endpoints.serverFromString(reactor, spec.text)
     except (IndexError, KeyError) as e:
         if kind == "systemd":
-            raise EndpointError(
-                f"'{spec.text}': no such socket passed by systemd ({type(e).__name__}: {e}); "
-                "run it from a .socket unit (LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set "
-                "for this process)"
-            ) from None
+            raise EndpointError(_no_systemd_socket(spec, e)) from None
         raise _twisted_rejected(spec, e, "server") from None
     except Exception as e:
         raise _twisted_rejected(spec, e, "server") from None
@@ -207,6 +203,42 @@ def _quic_server(reactor: Any, spec: EndpointSpec, certs: CertStore) -> ServerPl
         reactor, _int(spec, "port", 0), interface, cert, key, bool(spec.get("retry", False))
     )
     return ServerPlan(spec, endpoint, created)
+
+
+def _no_systemd_socket(spec: EndpointSpec, error: Exception) -> str:
+    """
+    Why C{systemd:...} found no socket, and what to do.
+
+    Twisted sees the sockets only when LISTEN_FDNAMES names each of them (and removes
+    LISTEN_FDS and LISTEN_PID from the environment as it reads them). systemd always
+    sets it (a socket unit's FileDescriptorName=, else the unit's name), but
+    C{systemd-socket-activate} sets it only with C{--fdname}: then fd 3 is a listening
+    socket nobody named.
+    """
+    if "LISTEN_FDNAMES" not in os.environ and _is_listening_socket(3):
+        return (
+            f"'{spec.text}': fd 3 is a listening socket, but LISTEN_FDNAMES is not set, "
+            "and Twisted needs it to see the sockets: under systemd-socket-activate, add "
+            "--fdname=NAME (systemd's socket units always set it)"
+        )
+    return (
+        f"'{spec.text}': no such socket passed by systemd ({type(error).__name__}: {error}); "
+        "run it from a .socket unit (LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set "
+        "for this process)"
+    )
+
+
+def _is_listening_socket(fd: int) -> bool:
+    """C{True} if descriptor C{fd} is open and a listening socket."""
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False
+    with probe:
+        try:
+            return bool(probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        except OSError:
+            return False
 
 
 def _check_adopted(spec: EndpointSpec, fd: int, family: socket.AddressFamily) -> None:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Generated certificates (CA, server, client) live in ./certs for make targets.
 export ECHOKIT_CERT_DIR ?= $(CURDIR)/certs
 
-.PHONY: demo test lint typecheck unit fuzz bench venv clean
+.PHONY: demo test lint typecheck unit fuzz mutants bench venv clean
 
 $(BIN)/echokit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ fuzz: venv
 	$(BIN)/python -m tests.fuzz_endpoints $(FUZZ_SECONDS)
 
 test: lint typecheck fuzz unit
+
+# Break each guarantee of the README on purpose, one at a time on a scratch copy, and run
+# the tests that must notice (tests/mutants.py); fails naming any mutant that survives.
+mutants: venv
+	$(BIN)/python -m tests.mutants
 
 # Benchmarks (benchmarks/README.md): compile the native helpers into benchmarks/native/build/
 # (git-ignored; loadgen's TLS needs OpenSSL's headers, installed here if missing), add uvloop

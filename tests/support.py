@@ -19,12 +19,31 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
 
 #: The echokit command, run as a module of the interpreter running the tests.
 ECHOKIT = [sys.executable, "-m", "echokit"]
+
+
+def unmet(why: str) -> NoReturn:
+    """
+    Skip a test whose need is not met here (a tool, IPv6 loopback, root, a resource
+    limit): C{why} says which. Under CI (C{CI} set) every test must run, so there the
+    test fails instead, and CI's machine or C{.ci/run} must provide the need.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}, and CI must run this test (.ci/run provides what tests need)")
+    pytest.skip(why)
+
+
+def skip_reason(why: str | None) -> str | None:
+    """
+    C{why} as a trial C{skip} attribute, or C{None} under CI (C{CI} set), where the
+    test runs anyway and fails on the missing need (as L{unmet} would make it).
+    """
+    return None if os.environ.get("CI") else why
 
 
 def require_tool(name: str) -> str:
@@ -36,10 +55,17 @@ def require_tool(name: str) -> str:
     """
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed, and CI must run this test (.ci/run installs it)")
-        pytest.skip(f"{name} is not installed")
+        unmet(f"{name} is not installed")
     return path
+
+
+def require_ipv6() -> None:
+    """Skip (fail under CI) where there is no IPv6 loopback (::1)."""
+    from echokit.transports.endpoints import ipv6_unavailable
+
+    missing = ipv6_unavailable()
+    if missing is not None:
+        unmet(missing)
 
 
 def run_echokit(

@@ -576,6 +576,36 @@ class HAProxyTests:
                 assert stream_echo(port, message, prefix=PROXY_V1) == message, server.text()
                 assert wait_closed(server, attempt + 1), server.text()
 
+    def test_per_peer_limit_behind_proxy_counts_each_client(self, tmp_path: Path) -> None:
+        """
+        With C{--max-per-peer 1}, two clients behind one proxy (one proxy address, two
+        header addresses) are both served at once, while a second connection from the
+        first client, with the first still open, is refused: the limit counts the
+        client the header names, not the proxy.
+        """
+        first_client = proxy_v2("192.0.2.30", "198.51.100.1", 40000, 443)
+        second_client = proxy_v2("192.0.2.31", "198.51.100.1", 40001, 443)
+        first_again = proxy_v2("192.0.2.30", "198.51.100.1", 40002, 443)
+        with serve(tmp_path, "--max-per-peer", "1", HAPROXY) as server:
+            (connect_string,) = server.wait_announced(1)
+            port = port_of(connect_string)
+            with connect(port, timeout=5) as one, connect(port, timeout=5) as two:
+                one.sendall(first_client + b"client one")
+                assert read_exactly(one, 10) == b"client one", server.text()
+                two.sendall(second_client + b"client two")
+                assert read_exactly(two, 10) == b"client two", server.text()
+                with connect(port, timeout=5) as again:
+                    with contextlib.suppress(OSError):  # the refusal may reset the connection
+                        again.sendall(first_again + b"refused")
+                    again.settimeout(5)
+                    with contextlib.suppress(ConnectionResetError):
+                        assert again.recv(100) == b"", "a 2nd connection from 192.0.2.30 was echoed"
+                one.sendall(b"still one")
+                assert read_exactly(one, 9) == b"still one"
+            assert server.wait_for(lambda: "refused a connection" in server.text(), 5)
+        refused = [line for line in server.err if "refused a connection" in line]
+        assert len(refused) == 1 and "192.0.2.30:40002" in refused[0], refused
+
     @pytest.mark.parametrize(
         "description",
         [

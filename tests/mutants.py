@@ -1,0 +1,315 @@
+"""
+C{make mutants}: break each guarantee of the README on purpose and check that a test
+notices.
+
+Each L{Mutant} is one deliberate breakage of one row of the README's Guarantees table:
+an exact piece of text in one file and what replaces it. For each, the tracked files of
+this checkout are copied to a scratch directory, the replacement is made there (it must
+match exactly once: a refactor that moves the text makes this fail loudly, rather than
+letting the mutant silently vanish), and only the tests named to kill it run against
+the copy. A mutant is killed when those tests fail; one they pass survives, and the run
+fails naming it. The run also fails if a mutant's tests cannot run at all (pytest exit
+status other than 0 or 1: a bad node id, a collection error).
+
+    python -m tests.mutants            # every mutant
+    python -m tests.mutants --list     # what each breaks, and the tests that kill it
+    python -m tests.mutants NAME ...   # only these
+
+Run from the checkout's root with its virtualenv's Python (C{make mutants} does). The
+copy runs with C{PYTHONPATH} set to it, so the C{echokit} command the tests start as a
+child process is the mutated one too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberate breakage: replace C{old} by C{new} in C{path}."""
+
+    name: str
+    guarantee: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+    def apply(self, root: Path) -> None:
+        """Make the replacement under C{root}; fail loudly unless C{old} is there once."""
+        target = root / self.path
+        text = target.read_text()
+        found = text.count(self.old)
+        if found != 1:
+            raise SystemExit(
+                f"make mutants: mutant {self.name}: its text occurs {found} times in "
+                f"{self.path} (expected once): update tests/mutants.py to the code as it "
+                f"is now\n--- text ---\n{self.old}"
+            )
+        target.write_text(text.replace(self.old, self.new))
+
+
+T = "tests/test_transports.py"
+H = "tests/test_hardening.py"
+TL = "tests/test_tlslayer.py"
+D = "tests/test_deploy.py"
+
+MUTANTS = [
+    Mutant(
+        "no-half-close",
+        "Half-close loses nothing (tcp, tcp6, unix): the stream echo server no longer "
+        "provides IHalfCloseableProtocol, so Twisted tears the connection down at the FIN",
+        "echokit/transports/stream.py",
+        "@implementer(IHalfCloseableProtocol, IHandshakeListener)\nclass EchoServerProtocol",
+        "@implementer(IHandshakeListener)\nclass EchoServerProtocol",
+        (
+            f"{T}::HalfCloseWhileServerHoldsEchoTests::test_fin_while_server_holds_echo_loses_nothing[tcp]",
+            f"{T}::HalfCloseWhileServerHoldsEchoTests::test_fin_while_server_holds_echo_loses_nothing[unix]",
+        ),
+    ),
+    Mutant(
+        "tls-fin-closes",
+        "Half-close over TLS (a FIN without close_notify): the TLS layer no longer provides "
+        "IHalfCloseableProtocol to its TCP connection",
+        "echokit/transports/tlslayer.py",
+        "@implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableProtocol)",
+        "@implementer(ITransport, IConsumer, IPushProducer)",
+        (f"{T}::TLSHalfCloseTests::test_half_close_while_server_holds_echo[fin-only]",),
+    ),
+    Mutant(
+        "tls-close-notify-aborts",
+        "Half-close over TLS (close_notify): the TLS layer aborts at the peer's close_notify",
+        "echokit/transports/tlslayer.py",
+        "        if finished and not self._aborted:\n            self._peer_finished()",
+        "        if finished and not self._aborted:\n            self.abortConnection()",
+        (f"{T}::TLSHalfCloseTests::test_half_close_while_server_holds_echo[close_notify]",),
+    ),
+    Mutant(
+        "write-through-skips-a-byte",
+        "Random payloads echo exactly: the write-through path drops one byte whenever the "
+        "kernel takes only part of a write",
+        "echokit/transports/fastpath.py",
+        "        if sent < len(data):\n            t.write(data[sent:])",
+        "        if sent < len(data):\n            t.write(data[sent + 1 :])",
+        (f"{T}::TCPEchoTests::test_random_payloads_echo_exactly",),
+    ),
+    Mutant(
+        "no-backpressure",
+        "Backpressure: the echo protocol no longer registers its transport as producer, "
+        "so a client that never reads makes the server buffer without bound",
+        "echokit/transports/stream.py",
+        "        self.transport.registerProducer(self.transport, True)\n        send_without_delay",
+        "        send_without_delay",
+        (f"{H}::BackpressureTests",),
+    ),
+    Mutant(
+        "tls-pause-ignored",
+        "Backpressure over TLS: pausing the TLS layer no longer pauses its TCP connection",
+        "echokit/transports/tlslayer.py",
+        "    def pauseProducing(self) -> None:\n        self.transport.pauseProducing()",
+        "    def pauseProducing(self) -> None:\n        pass",
+        (f"{TL}::TLSLayerRealSocketTests",),
+    ),
+    Mutant(
+        "idle-never",
+        "Idle timeout closes a silent peer: the idle check always finds the peer recent",
+        "echokit/transports/stream.py",
+        "        if silent_for < policy.idle_timeout:",
+        "        if True:",
+        (f"{H}::IdleTimeoutTests",),
+    ),
+    Mutant(
+        "no-handshake-timeout",
+        "TLS handshake timeout: a TLS connection gets the idle timer instead",
+        "echokit/transports/stream.py",
+        "        if factory.is_tls and policy.handshake_timeout:",
+        "        if False:",
+        (f"{H}::HandshakeTimeoutTests::test_plaintext_client_that_says_nothing_is_closed",),
+    ),
+    Mutant(
+        "no-close-grace",
+        "A graceful close that cannot complete is aborted: no close_grace timer",
+        "echokit/transports/stream.py",
+        "        grace = self.factory.policy.close_grace\n        if grace:",
+        "        grace = self.factory.policy.close_grace\n        if False:",
+        (f"{H}::NeverReadingPeerTests",),
+    ),
+    Mutant(
+        "total-limit-off-by-one",
+        "--max-connections: one connection more than the limit is admitted",
+        "echokit/runtime/policy.py",
+        "self.open >= self.max_connections",
+        "self.open > self.max_connections",
+        (f"{H}::ConnectionLimitTests::test_max_connections",),
+    ),
+    Mutant(
+        "per-peer-counts-proxy",
+        "--max-per-peer behind a PROXY header: the limit counts the proxy's address, not "
+        "the client's",
+        "echokit/transports/stream.py",
+        "        refused = factory.limiter.admit(peer_host(self.transport.getPeer()))",
+        "        refused = factory.limiter.admit(\n"
+        "            peer_host(getattr(self.transport, 'transport', self.transport).getPeer())\n"
+        "        )",
+        (f"{D}::HAProxyTests::test_per_peer_limit_behind_proxy_counts_each_client",),
+    ),
+    Mutant(
+        "udp-guard-off",
+        "UDP reflection loop dies: the repeat guard never sees a repeat",
+        "echokit/runtime/policy.py",
+        "        elif key in recent:\n            return True",
+        "        elif key in recent:\n            return False",
+        (f"{H}::UDPReflectionTests::test_one_spoofed_datagram_does_not_loop_forever",),
+    ),
+    Mutant(
+        "udp-privileged-ports",
+        "UDP: datagrams from source ports below 1024 (echo, chargen) are answered",
+        "echokit/transports/datagram.py",
+        "LOWEST_SOURCE_PORT = 1024",
+        "LOWEST_SOURCE_PORT = 0",
+        (f"{H}::UDPReflectionTests::test_datagrams_from_privileged_source_ports_are_dropped",),
+    ),
+    Mutant(
+        "unix-mode-open",
+        "Unix sockets 0600 by default: created 0666",
+        "echokit/transports/endpoints.py",
+        "DEFAULT_UNIX_MODE = 0o600",
+        "DEFAULT_UNIX_MODE = 0o666",
+        (f"{H}::UnixSocketTests",),
+    ),
+    Mutant(
+        "tls-minimum-1.0",
+        "TLS 1.2 minimum: the server accepts TLS 1.0 and 1.1",
+        "echokit/transports/tls.py",
+        "    context.minimum_version = stdlib_ssl.TLSVersion.TLSv1_2",
+        "    context.minimum_version = stdlib_ssl.TLSVersion.TLSv1\n"
+        "    context.set_ciphers('DEFAULT:@SECLEVEL=0')",
+        (f"{H}::TLSTests::test_versions",),
+    ),
+    Mutant(
+        "client-skips-verification",
+        "TLS clients verify certificate and hostname: echokit's client trusts anything",
+        "echokit/transports/tls.py",
+        "    if insecure:\n        return ssl.CertificateOptions(",
+        "    if True:\n        return ssl.CertificateOptions(",
+        (
+            "tests/test_cli.py::ConnectFailureTests::test_wrong_hostname",
+            "tests/test_cli.py::ConnectFailureTests::test_untrusted_certificate_from_option",
+        ),
+    ),
+    Mutant(
+        "mutual-tls-optional",
+        "Mutual TLS: a client certificate is asked for but not required",
+        "echokit/transports/tls.py",
+        "        context.verify_mode = stdlib_ssl.CERT_REQUIRED",
+        "        context.verify_mode = stdlib_ssl.CERT_OPTIONAL",
+        (f"{H}::TLSTests::test_mutual_tls",),
+    ),
+    Mutant(
+        "integrity-ignores-gaps",
+        "Integrity counting: a message skipped over is not counted lost",
+        "echokit/measure/integrity.py",
+        "        elif seq > self._next:\n            self._missing.update(range(self._next, seq))",
+        "        elif seq > self._next:\n            pass",
+        ("tests/test_bench.py",),
+    ),
+    Mutant(
+        "sigterm-drops-in-flight",
+        "SIGTERM finishes in-flight echoes: open connections are aborted at once",
+        "echokit/server/serve.py",
+        "    for _ in range(max(0, int(seconds / 0.05))):\n        if not any(f.open_protocols",
+        "    for _ in range(0):\n        if not any(f.open_protocols",
+        (f"{H}::GracefulShutdownTests::test_sigterm_lets_an_echo_in_progress_finish",),
+    ),
+]
+
+
+def tracked_files() -> list[str]:
+    """The files of this checkout that git tracks or would track (not the ignored ones)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return [name for name in listed.decode().split("\0") if name]
+
+
+def scratch_copy(files: list[str], into: Path) -> None:
+    for name in files:
+        source = REPO / name
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+
+
+def run_mutant(mutant: Mutant, files: list[str]) -> tuple[str, float, str]:
+    """Apply C{mutant} to a scratch copy and run its tests: (verdict, seconds, output)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"echokit-mutant-{mutant.name}-") as scratch:
+        root = Path(scratch)
+        scratch_copy(files, root)
+        mutant.apply(root)
+        env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+    output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+    verdict = {0: "SURVIVED", 1: "killed"}.get(result.returncode, f"ERROR ({result.returncode})")
+    return verdict, time.monotonic() - started, output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__)
+    parser.add_argument("names", nargs="*", help="run only these mutants")
+    parser.add_argument("--list", action="store_true", help="list the mutants and their tests")
+    parser.add_argument("--show", action="store_true", help="show how each mutant was killed")
+    args = parser.parse_args(argv)
+    known = {m.name: m for m in MUTANTS}
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        parser.error(f"no mutant named {', '.join(unknown)}; --list shows them")
+    chosen = [known[name] for name in args.names] or MUTANTS
+    if args.list:
+        for mutant in chosen:
+            print(f"{mutant.name}: {mutant.guarantee}\n  killed by: {' '.join(mutant.tests)}")
+        return 0
+    files = tracked_files()
+    started = time.monotonic()
+    failed: list[str] = []
+    for mutant in chosen:
+        verdict, seconds, output = run_mutant(mutant, files)
+        print(f"{mutant.name:28} {verdict:10} {seconds:6.1f} s", flush=True)
+        if args.show and verdict == "killed":
+            print("  " + "\n  ".join(line for line in output.splitlines() if line[:2] == "E "))
+        if verdict != "killed":
+            failed.append(mutant.name)
+            print(f"  breaks: {mutant.guarantee}\n  tests run: {' '.join(mutant.tests)}")
+            print("  " + "\n  ".join(output.strip().splitlines()[-15:]), flush=True)
+    total = time.monotonic() - started
+    killed = len(chosen) - len(failed)
+    print(f"make mutants: {killed} of {len(chosen)} mutants killed in {total:.0f} s")
+    if failed:
+        print(f"make mutants: not killed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -270,7 +270,7 @@ class TwistdPluginTests:
         assert "stopping: stopped accepting; letting open connections finish for up to 5 s" in text
         assert summary_line(text, TCP) == (
             f"{TCP}: 1 connections, {len(payload):,} bytes echoed, 0 refused over limits, "
-            "0 timed out, 0 errors"
+            "0 shed for other addresses, 0 timed out, 0 errors"
         )
         assert summary_line(text, "udp:0") == (
             f"udp:0: 1 datagrams ({len(datagram):,} bytes) echoed, 0 dropped, 0 errors"

@@ -41,6 +41,35 @@ class ConnectionLimiterTests:
         assert limiter.open == 0
 
 
+class SheddingTests:
+    def test_full_limiter_sheds_the_newest_of_the_peer_holding_most(self) -> None:
+        """
+        At the total, a newcomer from an address holding at least two fewer than the
+        address holding the most takes that address's newest connection, which is
+        counted out at once; its later release is ignored.
+        """
+        limiter = ConnectionLimiter(max_connections=4)
+        for key in ("a1", "a2", "a3"):
+            assert limiter.admit("A", key) is None
+        assert limiter.admit("B", "b1") is None
+        assert limiter.shed_for("C") == "a3"
+        assert limiter.admit("C", "c1") is None
+        assert (limiter.open, limiter.per_peer["A"], limiter.shed) == (4, 2, 1)
+        limiter.release("A", "a3")  # the shed connection's close: counted out already
+        assert (limiter.open, limiter.per_peer["A"]) == (4, 2)
+        assert limiter.shed_for("A") is None  # A holds the most: nothing to take
+        assert limiter.admit("A", "a4") == "total"
+
+    def test_no_shedding_below_the_total_or_between_equals(self) -> None:
+        """Below the total, or against an address holding just one more, nothing is shed."""
+        limiter = ConnectionLimiter(max_connections=3)
+        assert limiter.admit("A", "a1") is None
+        assert limiter.shed_for("B") is None
+        assert limiter.admit("B", "b1") is None
+        assert limiter.admit("A", "a2") is None
+        assert limiter.shed_for("B") is None
+
+
 class EchoBudgetTests:
     def test_per_connection_size(self) -> None:
         """A connection holding more than its echo buffer stops reading; others do not."""

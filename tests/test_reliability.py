@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import gc
 import os
+import pwd
 import shutil
 import socket
 import ssl
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
@@ -34,6 +36,21 @@ from echokit.runtime.policy import ServerPolicy
 from echokit.server.listeners import Listener
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually
+from tests.test_hardening import (
+    SSL,
+    TCP,
+    closed_within,
+    connect,
+    refused_within,
+    report,
+    roundtrip,
+    serving,
+    short_tmp,
+    summary_counts,
+    tls_context,
+)
+
+__all__ = ["short_tmp"]  # a fixture, used by name
 
 LOOPBACK = "127.0.0.1"
 
@@ -299,3 +316,101 @@ class NaiveClientTests(TestCase):
         self.assertLessEqual(budget.peak, bound)
         self.assertGreater(budget.peak, budget.total, "the budget was never reached")
         self.assertEqual(budget.held, 0)
+
+
+# --- process-level: a real `echokit serve` ------------------------------------------
+
+
+class FairnessTests:
+    def test_one_address_holding_every_slot_does_not_lock_out_another(self) -> None:
+        """
+        With --max-connections 20 and 20 idle connections from 127.0.0.1 on tcp and ssl
+        listeners, a client from 127.0.0.2 is still served (tcp, then ssl): the newest
+        127.0.0.1 connection is closed to make room, the 18 others keep working, and
+        the summary and one log line say so. 127.0.0.1 cannot take the slot back.
+        """
+        with serving([TCP, SSL], "--max-connections", "20") as server:
+            tcp, ssl_port = server.port(0), server.port(1)
+            held = [connect(tcp) for _ in range(20)]
+            for i, sock in enumerate(held):
+                assert roundtrip(sock, b"held %d" % i) == b"held %d" % i
+            assert refused_within(tcp, 1.0) is not None, "a 21st from 127.0.0.1 got in"
+            with connect(tcp, source="127.0.0.2") as other:
+                assert roundtrip(other, b"other address") == b"other address"
+                newest_closed = closed_within(held[-1], 2.0)
+                assert refused_within(tcp, 1.0) is not None, "127.0.0.1 took a slot back"
+            with connect(ssl_port, source="127.0.0.2") as raw:
+                context = tls_context()
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    assert roundtrip(tls, b"other, over TLS") == b"other, over TLS"
+                second_closed = closed_within(held[-2], 2.0)
+            for i, sock in enumerate(held[:-2]):
+                assert roundtrip(sock, b"still %d" % i) == b"still %d" % i
+            for sock in held:
+                sock.close()
+            server.stop()
+            counts = summary_counts(server.out_text(), TCP)
+            lines = [x for x in server.err if "every connection slot is taken" in x]
+            report("fairness", newest_closed_s=newest_closed, summary=counts, lines=lines)
+            assert newest_closed is not None and second_closed is not None
+            assert counts["shed for other addresses"] == 2
+            assert 1 <= len(lines) <= 2 and "127.0.0.1" in lines[0], lines
+
+
+def connect_unix_as(path: Path, uid: int | None, payload: bytes) -> str:
+    """
+    Connect to unix socket C{path} from a forked child (running as user C{uid} if
+    given), send C{payload}, and return what came back (C{"closed ..."} if nothing).
+    """
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only socket calls, then _exit
+        answer = b"closed"
+        try:
+            if uid is not None:
+                os.setuid(uid)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(str(path))
+                sock.sendall(payload)
+                answer = sock.recv(100) or b"closed"
+        except OSError as e:
+            answer = f"closed ({e})".encode()
+        finally:
+            os.write(writer, answer)
+            os._exit(0)
+    os.close(writer)
+    try:
+        with os.fdopen(reader, "rb") as pipe:
+            return pipe.read().decode(errors="replace")
+    finally:
+        os.waitpid(pid, 0)
+
+
+class UnixPeerTests:
+    def test_max_per_peer_counts_unix_peers_by_user_id(self, short_tmp: Path) -> None:
+        """
+        With --max-per-peer 1 on a unix socket (mode 666), a second connection from this
+        user is refused and the log names its user id, while a connection from another
+        user (nobody) is served: unix peers are counted by user id (SO_PEERCRED).
+        """
+        if os.geteuid() != 0:
+            pytest.skip("needs root, to connect as another user")
+        short_tmp.chmod(0o755)
+        path = short_tmp / "u.sock"
+        nobody = pwd.getpwnam("nobody").pw_uid
+        with serving([f"unix:{path}:mode=666"], "--max-per-peer", "1") as server:
+            with socket.socket(socket.AF_UNIX) as first:
+                first.settimeout(5)
+                first.connect(str(path))
+                assert roundtrip(first, b"first") == b"first"
+                second = connect_unix_as(path, None, b"second")
+                other = connect_unix_as(path, nobody, b"nobody")
+                assert roundtrip(first, b"still") == b"still"
+            server.stop()
+            lines = [x for x in server.err if "refused a connection" in x]
+            report("unix per-peer", second=second, other=other, lines=lines)
+            assert second.startswith("closed"), second
+            assert other == "nobody"
+            assert len(lines) == 1, lines
+            assert f"uid {os.geteuid()}" in lines[0] and "counted by user id" in lines[0]

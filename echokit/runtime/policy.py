@@ -14,8 +14,11 @@ Defaults:
     idle_timeout           300 s       close a stream connection silent for this long
     handshake_timeout      10 s        close a TLS connection whose handshake takes longer
     close_grace            5 s         abort a connection whose graceful close stalls
-    max_connections        10,000      open stream connections, all listeners together
-    max_per_peer           0 (off)     open stream connections from one IP address
+    max_connections        10,000      open stream connections, all listeners together; once
+                                       reached, a newcomer from an address holding fewer
+                                       takes the newest connection of the one holding most
+    max_per_peer           0 (off)     open stream connections from one IP address (unix
+                                       sockets: from one user id, by SO_PEERCRED)
     echo_buffer            4 MiB       unsent echo one connection may hold and still be read
     max_buffered           64 MiB      unsent echo of all connections together; past it one
                                        connection at a time goes on to its echo buffer, the
@@ -76,13 +79,16 @@ LIMIT_OPTIONS: list[tuple[str, str, type[int] | type[float], str]] = [
         "max-connections",
         "max_connections",
         int,
-        "Open stream connections allowed, all listeners of a process together (0: no limit).",
+        "Open stream connections allowed, all listeners of a process together; once reached, "
+        "a client from an address holding fewer takes the newest connection of the address "
+        "holding the most (0: no limit).",
     ),
     (
         "max-per-peer",
         "max_per_peer",
         int,
-        "Open stream connections allowed from one IP address (0: no limit).",
+        "Open stream connections allowed from one IP address, or over unix sockets from one "
+        "user id (0: no limit).",
     ),
     (
         "echo-buffer",
@@ -131,18 +137,37 @@ class ConnectionLimiter:
         (None, 'per-peer', None)
         >>> limiter.admit("10.0.0.3")
         'total'
+
+    No peer can lock the others out by holding every slot: when the total is reached,
+    L{shed_for} names the newest connection of the peer holding the most (if that peer
+    holds at least two more than the newcomer's), to be closed to make room.
+
+        >>> limiter = ConnectionLimiter(max_connections=3)
+        >>> [limiter.admit("10.0.0.1", key) for key in ("a", "b", "c")]
+        [None, None, None]
+        >>> limiter.shed_for("10.0.0.2"), limiter.admit("10.0.0.2", "d")
+        ('c', None)
+        >>> limiter.shed_for("10.0.0.2")  # 2 against 1: no more room taken
+        >>> limiter.admit("10.0.0.2", "e")
+        'total'
+
+    @ivar shed: how many connections L{shed_for} named.
     """
 
     max_connections: int = 0
     max_per_peer: int = 0
     open: int = 0
+    shed: int = 0
     per_peer: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
+    _keys: dict[str, dict[object, None]] = field(default_factory=dict)
 
-    def admit(self, peer: str) -> str | None:
+    def admit(self, peer: str, key: object = None) -> str | None:
         """
         Count a new connection from C{peer} in, or say which limit refuses it.
 
+        @param key: what stands for the connection (its protocol), so that
+            L{shed_for} can name it; C{None} for a connection never to be shed.
         @return: C{None} if admitted (call L{release} when it closes), else the name of
             the limit that refused it (C{"total"} or C{"per-peer"}).
         """
@@ -154,14 +179,45 @@ class ConnectionLimiter:
             return "per-peer"
         self.open += 1
         self.per_peer[peer] += 1
+        if key is not None:
+            self._keys.setdefault(peer, {})[key] = None
         return None
 
-    def release(self, peer: str) -> None:
-        """An admitted connection from C{peer} closed."""
+    def shed_for(self, peer: str) -> object | None:
+        """
+        If the total is reached, make room for a connection from C{peer}: the key of
+        the newest connection of the peer holding the most, if it holds at least two
+        more than C{peer}; that connection is counted out now (close it), and its
+        L{release} later is ignored. C{None} if there is room, or none to take.
+        """
+        if not self.max_connections or self.open < self.max_connections:
+            return None
+        top = max(self._keys, key=lambda p: self.per_peer[p], default=None)
+        if top is None or self.per_peer[top] < self.per_peer[peer] + 2:
+            return None
+        keys = self._keys[top]
+        victim = next(reversed(keys))
+        self._count_out(top, victim)
+        self.shed += 1
+        return victim
+
+    def release(self, peer: str, key: object = None) -> None:
+        """An admitted connection from C{peer} closed (ignored if it was shed)."""
+        keys = self._keys.get(peer)
+        if key is not None and (keys is None or key not in keys):
+            return  # shed: counted out already
+        self._count_out(peer, key)
+
+    def _count_out(self, peer: str, key: object) -> None:
         self.open -= 1
         self.per_peer[peer] -= 1
         if self.per_peer[peer] <= 0:
             del self.per_peer[peer]
+        keys = self._keys.get(peer)
+        if keys is not None and key is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._keys[peer]
 
 
 @dataclass

@@ -98,7 +98,8 @@ class Listener:
         c = server.stats
         return (
             f"{self.description}: {c.connections:,} connections, {c.bytes:,} bytes echoed, "
-            f"{c.refused:,} refused over limits, {c.timeouts:,} timed out, {c.errors:,} errors"
+            f"{c.refused:,} refused over limits, {c.shed:,} shed for other addresses, "
+            f"{c.timeouts:,} timed out, {c.errors:,} errors"
         )
 
 

@@ -23,6 +23,8 @@ exactly the same bytes come back; it reads while it sends.
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,9 +100,32 @@ def describe_address(address: IAddress) -> str:
     return "unix peer" if type(address).__name__ == "UNIXAddress" else str(address)
 
 
-def peer_host(address: IAddress) -> str:
-    """The peer's IP address, the key for per-peer limits (C{"unix"} for unix sockets)."""
-    return str(getattr(address, "host", "unix"))
+def peer_credentials(transport: object) -> tuple[int, int] | None:
+    """
+    The user id and process id of the peer of a unix-socket transport (SO_PEERCRED,
+    Linux), or C{None} where there is none (TCP, wrappers, other systems).
+    """
+    sock = getattr(transport, "socket", None)
+    option = getattr(socket, "SO_PEERCRED", None)
+    if not isinstance(sock, socket.socket) or sock.family != socket.AF_UNIX or option is None:
+        return None
+    try:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, 12))
+    except OSError:
+        return None
+    return uid, pid
+
+
+def peer_key(transport: StreamTransport) -> str:
+    """
+    Who a connection is from, for per-peer limits: the IP address, or for a unix
+    socket the peer's user id (C{"uid 1000"}; C{"unix"} where it cannot be known).
+    """
+    host = getattr(transport.getPeer(), "host", None)
+    if host is not None:
+        return str(host)
+    credentials = peer_credentials(transport)
+    return f"uid {credentials[0]}" if credentials is not None else "unix"
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener, IPushProducer)
@@ -119,6 +144,7 @@ class EchoServerProtocol(Protocol):
     factory: EchoServerFactory
     transport: StreamTransport  # type: ignore[assignment]
     bytes_echoed = 0
+    peer_key = ""
     _writer: Writer  # set as the connection opens (L{echokit.transports.fastpath.writer_for})
     admitted = False
     peer_finished = False
@@ -132,7 +158,14 @@ class EchoServerProtocol(Protocol):
         factory = self.factory
         self._writer = writer_for(self.transport)
         self.peer = describe_address(self.transport.getPeer())
-        refused = factory.limiter.admit(peer_host(self.transport.getPeer()))
+        self.peer_key = peer_key(self.transport)
+        credentials = peer_credentials(self.transport)
+        if credentials is not None:
+            self.peer = f"{self.peer} (uid {credentials[0]}, pid {credentials[1]})"
+        victim = factory.limiter.shed_for(self.peer_key)
+        if isinstance(victim, EchoServerProtocol):
+            victim.shed_for(self)
+        refused = factory.limiter.admit(self.peer_key, self)
         if refused is not None:
             factory.connection_refused(self, refused)
             self.transport.abortConnection()
@@ -207,6 +240,15 @@ class EchoServerProtocol(Protocol):
         grace = self.factory.policy.close_grace
         if grace:
             self._timer = self.factory.clock.callLater(grace, self._abort, "close stalled")
+
+    def shed_for(self, newcomer: EchoServerProtocol) -> None:
+        """
+        Every connection slot is taken and this one's address holds the most: abort
+        this connection so that C{newcomer}, from an address holding fewer, is served.
+        """
+        self.closed_by = "shed to make room for another address"
+        self.factory.connection_shed(self, newcomer)
+        self.transport.abortConnection()
 
     def _check_idle(self) -> None:
         policy = self.factory.policy
@@ -322,6 +364,7 @@ class EchoServerFactory(Factory):
         self.open_protocols: set[EchoServerProtocol] = set()
         self.stats = ListenerStats()
         self._refusals = EveryInterval(10.0)
+        self._sheddings = EveryInterval(10.0)
 
     @property
     def open_connections(self) -> int:
@@ -363,12 +406,36 @@ class EchoServerFactory(Factory):
         if suppressed is not None:
             _log.warn(
                 "{listener}: refused a connection from {peer}: over the {limit} connection "
-                "limit{more}",
+                "limit{counted}{more}",
                 listener=self.listener,
                 transport=self.transport_name,
                 peer=protocol.peer,
                 limit=limit,
+                counted=(
+                    f" (unix peers are counted by user id: {protocol.peer_key})"
+                    if limit == "per-peer" and protocol.peer_key.startswith(("uid ", "unix"))
+                    else ""
+                ),
                 more=f" ({suppressed} more refused since the last message)" if suppressed else "",
+            )
+
+    def connection_shed(self, protocol: EchoServerProtocol, newcomer: EchoServerProtocol) -> None:
+        """
+        A connection is aborted to make room for another address's: count it, and log
+        once per interval.
+        """
+        self.stats.shed += 1
+        suppressed = self._sheddings.ready(self.clock.seconds())
+        if suppressed is not None:
+            _log.warn(
+                "{listener}: every connection slot is taken: closed the newest connection "
+                "of {key}, which holds the most, to serve {newcomer}{more}",
+                listener=self.listener,
+                transport=self.transport_name,
+                peer=protocol.peer,
+                key=protocol.peer_key,
+                newcomer=newcomer.peer,
+                more=f" ({suppressed} more closed so since the last message)" if suppressed else "",
             )
 
     def timed_out(self, protocol: EchoServerProtocol, why: str) -> None:
@@ -383,7 +450,7 @@ class EchoServerFactory(Factory):
 
     def connection_closed(self, protocol: EchoServerProtocol, reason: Failure) -> None:
         self.open_protocols.discard(protocol)
-        self.limiter.release(peer_host(protocol.transport.getPeer()))
+        self.limiter.release(protocol.peer_key, protocol)
         self.stats.bytes += protocol.bytes_echoed
         if self.is_tls and not protocol.handshake_done:
             self.stats.errors += 1
@@ -417,6 +484,7 @@ class ListenerStats:
     connections: int = 0
     bytes: int = 0
     refused: int = 0
+    shed: int = 0
     timeouts: int = 0
     errors: int = 0
 

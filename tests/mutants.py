@@ -71,8 +71,8 @@ MUTANTS = [
         "Half-close loses nothing (tcp, tcp6, unix): the stream echo server no longer "
         "provides IHalfCloseableProtocol, so Twisted tears the connection down at the FIN",
         "echokit/transports/stream.py",
-        "@implementer(IHalfCloseableProtocol, IHandshakeListener)\nclass EchoServerProtocol",
-        "@implementer(IHandshakeListener)\nclass EchoServerProtocol",
+        "@implementer(IHalfCloseableProtocol, IHandshakeListener",
+        "@implementer(IHandshakeListener",
         (
             f"{T}::HalfCloseWhileServerHoldsEchoTests::test_fin_while_server_holds_echo_loses_nothing[tcp]",
             f"{T}::HalfCloseWhileServerHoldsEchoTests::test_fin_while_server_holds_echo_loses_nothing[unix]",
@@ -106,11 +106,12 @@ MUTANTS = [
     ),
     Mutant(
         "no-backpressure",
-        "Backpressure: the echo protocol no longer registers its transport as producer, "
-        "so a client that never reads makes the server buffer without bound",
+        "Backpressure: the echo protocol never stops reading when its transport asks it "
+        "to pause, so a client that never reads makes the server buffer without bound",
         "echokit/transports/stream.py",
-        "        self.transport.registerProducer(self.transport, True)\n        send_without_delay",
-        "        send_without_delay",
+        "        if held is None or not self.factory.budget.hold(self, held):\n"
+        "            self._pause_reading()",
+        "        if False:\n            self._pause_reading()",
         (f"{H}::BackpressureTests",),
     ),
     Mutant(

@@ -563,10 +563,22 @@ def _bench_setup(
     help="Also measure this local server process's CPU per message (with its children).",
 )
 @bench_options
+@click.option(
+    "--processes",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Client processes measuring at once (auto: one per CPU), one merged result.",
+)
 @reactor_option
 @click.pass_context
 def bench(
-    ctx: click.Context, /, descriptions: tuple[str, ...], server_pid: int | None, **kwargs: Any
+    ctx: click.Context,
+    /,
+    descriptions: tuple[str, ...],
+    server_pid: int | None,
+    processes: str,
+    **kwargs: Any,
 ) -> None:
     """Measure running echo servers over the client strings given, one table.
 
@@ -590,17 +602,50 @@ def bench(
             check_server_pid(server_pid)
         except EchokitError as e:
             fail(e)
+    from echokit.measure.processes import process_count, shares
+
+    try:
+        count = process_count(processes, len(os.sched_getaffinity(0)))
+        if count > 1:
+            shares(settings, count)  # checked now: enough connections for every process
+    except EchokitError as e:
+        fail(e)
+    if count > 1 and server_pid is not None:
+        fail(InputError("--server-pid does not go with --processes yet: measure one or the other"))
+    mode = "clients in this process"
+    if count > 1:
+        mode = f"{count} client processes started together, each its own reactor; merged"
 
     async def job(reactor: Any) -> None:
         from echokit.measure.compare import measure
         from echokit.measure.cpu import CpuMeter
 
         pids = None if server_pid is None else (lambda: [server_pid])
-        mode = "clients in this process"
+        described = mode
         if server_pid is not None:
-            mode += f"; server CPU from process {server_pid} and its children"
+            described += f"; server CPU from process {server_pid} and its children"
         meter = CpuMeter(pids, client=True)
-        await measure(reactor, specs, options, settings, output, mode, meter)
+        await measure(
+            reactor, specs, options, settings, output, described, meter, count, _global_argv(ctx)
+        )
+
+    run(job, ctx)
+
+
+@main.command("bench-process", hidden=True)
+@cert_dir_option
+@click.argument("config")
+@click.pass_context
+def bench_process(ctx: click.Context, cert_dir: Path | None, config: str) -> None:
+    """Internal: one of `echokit bench --processes N`'s clients (see echokit.measure.processes)."""
+    from echokit.client.connect import ClientOptions
+
+    options = ClientOptions(_cert_store(cert_dir))
+
+    async def job(reactor: Any) -> None:
+        from echokit.measure.processes import run_child
+
+        await run_child(reactor, config, options, sys.stdout)
 
     run(job, ctx)
 

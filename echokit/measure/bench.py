@@ -127,12 +127,16 @@ class EndpointResult:
     reordered: int = 0
     corrupted: int = 0
     error: str | None = None
+    processes: int = 1
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+    histogram_raw: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         # Not asdict: it would deep-copy the histogram's counts only to throw them away.
         data = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
-        data["histogram"] = self.histogram.encode() if self.histogram.count else None
+        for name in ("histogram", "histogram_raw"):
+            histogram = getattr(self, name)
+            data[name] = histogram.encode() if histogram.count else None
         return data
 
     def add_cpu(self, use: CpuUse, messages: int) -> None:
@@ -140,6 +144,13 @@ class EndpointResult:
         self.server_cpu_us_per_msg, self.client_cpu_us_per_msg = use.per_message(messages)
         if self.mode == "closed-loop" and use.client_saturated():
             self.client_bound = True
+
+    def fill_latency(self) -> None:
+        """Set C{latency_us} and C{latency_samples} from the histogram (ns to us)."""
+        self.latency_samples = self.histogram.count
+        self.latency_us = _percentiles_us(self.histogram) if self.histogram.count else {}
+        if self.histogram_raw.count:
+            self.latency_raw_us = _percentiles_us(self.histogram_raw)
 
     def add_audit(self, checker: MessageChecker, sent: int) -> None:
         self.sent += sent
@@ -589,7 +600,7 @@ async def _fixed_rate(
         None if meter is None else (meter.start, window_ends),
     )
     result.latency_client = "fixed-rate sender on the reactor"
-    result.latency_raw_us = _percentiles_us(openloop.histogram_of(run.raw))
+    result.histogram_raw = openloop.histogram_of(run.raw)
     result.send_lag_us = _percentiles_us(openloop.histogram_of(run.send_lag), ("p50", "p99", "max"))
     result.histogram = openloop.histogram_of(run.corrected)
     result.client_bound = run.client_bound
@@ -712,14 +723,6 @@ async def bench_endpoint(
         result.family = "unix"
     elif result.family == "?":
         result.family = "IPv6" if spec.kind == "tcp6" or ":" in str(spec.get("host")) else "IPv4"
-    result.latency_samples = result.histogram.count
-    if rate is not None:
-        if result.histogram.count:
-            result.latency_us = _percentiles_us(result.histogram)
-    elif result.histogram.count:
-        result.latency_us = {
-            name: value / 1000 for name, value in result.histogram.percentiles().items()
-        }
-        result.latency_us["mean"] = result.histogram.mean / 1000
+    result.fill_latency()
     progress(1.0)
     return result

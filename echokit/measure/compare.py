@@ -102,25 +102,37 @@ async def measure(
     output: Output,
     mode: str,
     meter: CpuMeter | None = None,
+    processes: int = 1,
+    global_argv: Sequence[str] = (),
 ) -> list[EndpointResult]:
     """
     Measure every endpoint in turn (at each of C{settings.rates}, if any) and report
     them all; return the results. C{meter} measures CPU over each measured phase.
+
+    @param processes: measure from this many client processes at once, merged
+        (L{echokit.measure.processes}); C{global_argv} are the options they run with.
     """
     baseline = report.load(output.baseline) if output.baseline else None
     rates: Sequence[float | None] = settings.rates or [None]
-    bar = ProgressBar(output.progress, len(specs) * len(rates))
     results: list[EndpointResult] = []
-    try:
-        for spec in specs:
-            for rate in rates:
-                label = spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
-                bar.start(len(results), label)
-                results.append(
-                    await bench_endpoint(reactor, spec, options, settings, bar, rate, meter)
-                )
-    finally:
-        bar.finish()
+    if processes > 1:
+        from echokit.measure.processes import measure_in_processes
+
+        results = await measure_in_processes(
+            reactor, specs, options, settings, processes, global_argv
+        )
+    else:
+        bar = ProgressBar(output.progress, len(specs) * len(rates))
+        try:
+            for spec in specs:
+                for rate in rates:
+                    label = spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
+                    bar.start(len(results), label)
+                    results.append(
+                        await bench_endpoint(reactor, spec, options, settings, bar, rate, meter)
+                    )
+        finally:
+            bar.finish()
     env = environment(reactor)
     out = output.out
     if output.json:

@@ -60,9 +60,13 @@ class LatencyHistogram:
         return self._hdr
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+        # Another thread may be appending (the blocking latency probe): take a prefix and
+        # delete it, both atomic under the GIL, rather than swap the list under its feet.
+        pending = self._pending
+        taken = len(pending)
+        values = [min(max(0, int(value)), HIGHEST) for value in pending[:taken]]
+        del pending[:taken]
         hdr = self._hdr
-        values = [min(max(0, int(value)), HIGHEST) for value in pending]
         if hdr.unit_magnitude:  # a decoded histogram whose lowest value is above 1
             for value in values:
                 hdr.record_value(value)

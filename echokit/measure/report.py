@@ -40,10 +40,14 @@ these fields, all always present (C{null} where not measured):
     lost, duplicated,     messages that never came back, came back twice, came back
     reordered, corrupted  out of order, or came back damaged
     error                 why the endpoint could not be measured (null if it was)
+    processes             client processes (or merged runs) behind the figures: their
+                          histograms were added, their counts and rates summed
     histogram             every round trip of latency_us, in B{nanoseconds}: an
                           HdrHistogram in its standard compressed base64 form
                           (C{HISTF...}; null if nothing was measured). Histograms
                           add exactly: C{echokit merge} combines saved runs with them
+    histogram_raw         open-loop: latency_raw_us's histogram, the same way (null
+                          otherwise)
     ====================  =========================================================
 """
 
@@ -89,7 +93,9 @@ JSON_FIELDS = (
     "reordered",
     "corrupted",
     "error",
+    "processes",
     "histogram",
+    "histogram_raw",
 )
 
 

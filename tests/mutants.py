@@ -159,10 +159,8 @@ MUTANTS = [
         "--max-per-peer behind a PROXY header: the limit counts the proxy's address, not "
         "the client's",
         "echokit/transports/stream.py",
-        "        refused = factory.limiter.admit(peer_host(self.transport.getPeer()))",
-        "        refused = factory.limiter.admit(\n"
-        "            peer_host(getattr(self.transport, 'transport', self.transport).getPeer())\n"
-        "        )",
+        "        self.peer_key = peer_key(self.transport)",
+        "        self.peer_key = peer_key(getattr(self.transport, 'transport', self.transport))",
         (f"{D}::HAProxyTests::test_per_peer_limit_behind_proxy_counts_each_client",),
     ),
     Mutant(
@@ -223,7 +221,10 @@ MUTANTS = [
         "echokit/measure/integrity.py",
         "        elif seq > self._next:\n            self._missing.update(range(self._next, seq))",
         "        elif seq > self._next:\n            pass",
-        ("tests/test_bench.py",),
+        (
+            "tests/test_bench.py::MessageCheckerTests::test_lost_duplicated_reordered_corrupted",
+            "tests/test_bench.py::BenchCommandTests::test_lossy_udp_peer_is_reported_with_its_loss",
+        ),
     ),
     Mutant(
         "sigterm-drops-in-flight",

@@ -164,6 +164,43 @@ MUTANTS = [
         (f"{D}::HAProxyTests::test_per_peer_limit_behind_proxy_counts_each_client",),
     ),
     Mutant(
+        "tls-keeps-wrapped",
+        "A closed connection is freed by reference counting: the TLS layer keeps the "
+        "protocol it wraps, which points back at it (a cycle only a full gc frees)",
+        "echokit/transports/tlslayer.py",
+        "        wrapped, self.wrapped = self.wrapped, _DETACHED",
+        "        wrapped = self.wrapped",
+        ("tests/test_reliability.py::MemoryGivenBackTests",),
+    ),
+    Mutant(
+        "no-echo-buffer",
+        "Naive clients get 4 MiB back: the server stops reading as soon as the transport "
+        "holds 256 KiB of unsent echo, whatever the echo buffer",
+        "echokit/transports/stream.py",
+        "        if held is None or not self.factory.budget.hold(self, held):",
+        "        if True:",
+        (
+            "tests/test_reliability.py::NaiveClientTests::"
+            "test_blocking_client_gets_4_mib_back_on_every_stream_transport",
+        ),
+    ),
+    Mutant(
+        "no-shedding",
+        "No address locks out the others: at --max-connections every newcomer is refused",
+        "echokit/transports/stream.py",
+        "        victim = factory.limiter.shed_for(self.peer_key)",
+        "        victim = None",
+        ("tests/test_reliability.py::FairnessTests",),
+    ),
+    Mutant(
+        "unix-peers-one",
+        "--max-per-peer on unix sockets counts by user id: every unix peer is one peer",
+        "echokit/transports/stream.py",
+        '    return f"uid {credentials[0]}" if credentials is not None else "unix"',
+        '    return "unix"',
+        ("tests/test_reliability.py::UnixPeerTests",),
+    ),
+    Mutant(
         "udp-guard-off",
         "UDP reflection loop dies: the repeat guard never sees a repeat",
         "echokit/runtime/policy.py",

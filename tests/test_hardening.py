@@ -31,6 +31,7 @@ import stat
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,7 @@ from echokit.transports import stream as echokit_stream
 from echokit.transports.datagram import EchoDatagramServer
 from echokit.transports.stream import EchoServerFactory
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually
-from tests.support import ECHOKIT, CollectedProcess, port_of
+from tests.support import ECHOKIT, CollectedProcess, port_of, unmet
 
 LOOPBACK = "127.0.0.1"
 TCP = "tcp:0:interface=127.0.0.1"
@@ -1050,6 +1051,7 @@ class UnixSocketTests:
 
 
 def _tls11_only() -> ssl.SSLContext:
+    """A client context that offers TLS 1.1 and nothing else (and accepts any certificate)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -1063,22 +1065,65 @@ def _tls11_only() -> ssl.SSLContext:
     return context
 
 
+def tls11_handshake_with_a_willing_server(client: ssl.SSLContext) -> str | None:
+    """
+    The TLS version C{client} negotiates with a stdlib server that allows TLS 1.1 (echokit's
+    test certificate, C{@SECLEVEL=0}); C{None} if they cannot agree. This proves that
+    C{client} offers TLS 1.1 and that this machine's OpenSSL speaks it, so that a refusal
+    by echokit's server is echokit's own.
+    """
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_store().server_cert, cert_store().server_key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.suppress(ValueError, ssl.SSLError):
+            server.set_ciphers("DEFAULT:@SECLEVEL=0")
+            server.minimum_version = ssl.TLSVersion.TLSv1_1
+    with socket.socket() as listening:
+        listening.bind((LOOPBACK, 0))
+        listening.listen(1)
+
+        def serve_one() -> None:
+            with contextlib.suppress(OSError), listening.accept()[0] as raw:
+                raw.settimeout(5)
+                with server.wrap_socket(raw, server_side=True):
+                    pass
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        try:
+            with (
+                connect(listening.getsockname()[1]) as raw,
+                client.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                return tls.version()
+        except ssl.SSLError:
+            return None
+        finally:
+            thread.join(5)
+
+
 class TLSTests:
     def test_versions(self) -> None:
         """
-        A TLS 1.1-only client fails its handshake and the server keeps serving;
-        TLS 1.2-only and TLS 1.3 clients get their echo.
+        A client offering only TLS 1.1 (one that a TLS 1.1 server does accept) gets the
+        server's protocol_version alert, and the server keeps serving; TLS 1.2-only and
+        TLS 1.3 clients get their echo.
         """
+        tls11 = _tls11_only()
+        willing = tls11_handshake_with_a_willing_server(tls11)
+        if willing != "TLSv1.1":
+            unmet(f"this machine's OpenSSL does not speak TLS 1.1 (got {willing})")
         with serving([SSL]) as server:
             port = server.port()
-            with pytest.raises(OSError) as refused:
-                tls_echo(port, b"old", _tls11_only())
-            assert not isinstance(refused.value, ConnectionRefusedError)
+            with pytest.raises(ssl.SSLError) as refused:
+                tls_echo(port, b"old", tls11)
             tls12 = tls_echo(
                 port, b"tls 1.2", tls_context(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
             )
             tls13 = tls_echo(port, b"tls 1.3", tls_context(ssl.TLSVersion.TLSv1_3))
             report("TLS versions", tls11_error=str(refused.value), tls12=tls12, tls13=tls13)
+            assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", refused.value
             assert tls12 == (b"tls 1.2", "TLSv1.2")
             assert tls13 == (b"tls 1.3", "TLSv1.3")
             assert server.process.poll() is None

@@ -725,6 +725,36 @@ def worker(
 
 
 @main.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path), metavar="FILE...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per endpoint.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the merged latency-percentile chart (.png or .svg; needs echokit[plot]).",
+)
+@click.option("--force", is_flag=True, help="Merge runs that do not match, saying what differed.")
+def merge(files: tuple[Path, ...], as_json: bool, plot: Path | None, force: bool) -> None:
+    """Merge runs saved on several hosts (or runs) into one result, exactly.
+
+    Each FILE is a run written by `bench --save` or `bench --json`, of the same
+    endpoints, message size and mode. Latency histograms are added (percentiles are
+    those of all the samples), counts and rates summed: run the hosts at the same
+    time (`bench --start-at`) so that the sum means the load they put together.
+
+    \b
+    Example:
+      echokit merge host1.json host2.json host3.json --plot merged.png
+    """
+    from echokit.measure.merge import merge_files
+
+    try:
+        merge_files(list(files), sys.stdout, as_json, plot, force)
+    except EchokitError as e:
+        fail(e)
+
+
+@main.command()
 @click.option(
     "--dir",
     "--cert-dir",

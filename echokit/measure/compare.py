@@ -166,30 +166,8 @@ async def measure(
         if not output.json:
             out.write(f"\nlatency chart written to {output.plot}\n")
     out.flush()
-    _fail_if_broken(results)
+    report.fail_if_broken(results)
     return results
-
-
-def _fail_if_broken(results: Sequence[EndpointResult]) -> None:
-    """
-    After reporting: exit 1 if an endpoint could not be measured, or a stream's echo lost,
-    duplicated, reordered or damaged a message (UDP loss is a measurement, not a failure).
-    """
-    unreachable = [r.endpoint for r in results if r.error]
-    damaged = [
-        r.endpoint
-        for r in results
-        if r.transport != "udp"
-        and not r.error
-        and (r.lost or r.duplicated or r.reordered or r.corrupted)
-    ]
-    if unreachable or damaged:
-        problems = []
-        if unreachable:
-            problems.append(f"could not measure {', '.join(unreachable)}")
-        if damaged:
-            problems.append(f"the echo was not intact over {', '.join(damaged)}")
-        raise RuntimeFailure("; ".join(problems))
 
 
 class _Announcements(protocol.ProcessProtocol):

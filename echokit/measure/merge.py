@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from echokit.errors import InputError
 from echokit.measure.bench import EndpointResult
@@ -185,15 +187,57 @@ def parse_run(text: str, label: str) -> list[dict[str, Any]]:
     records: Any
     try:
         data = json.loads(text)
-        records = data.get("results") if isinstance(data, dict) and "results" in data else [data]
+        records = data.get("results") if isinstance(data, dict) and "results" in data else data
+        records = records if isinstance(records, list) else [records]
     except ValueError:
         try:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except ValueError as e:
-            raise InputError(f"{what}: {e}") from None
+        except json.JSONDecodeError as e:
+            raise InputError(f"{what}: not JSON, or cut short ({e.msg}, line {e.lineno})") from None
     if not isinstance(records, list) or not records:
         raise InputError(f"{what}: it holds no result")
     for record in records:
         if not isinstance(record, dict) or not {"endpoint", "transport"} <= record.keys():
             raise InputError(f"{what}: a result without endpoint and transport")
     return records
+
+
+def merge_files(
+    paths: Sequence[Path], out: TextIO, as_json: bool, plot: Path | None, force: bool
+) -> list[EndpointResult]:
+    """
+    C{echokit merge}: read the saved runs at C{paths}, merge them, report the result
+    (a table, or JSON lines) on C{out}, and draw it to C{plot} if given.
+
+    @raise InputError: if a file cannot be read or is not a saved run, or the runs do
+        not match and C{force} is false.
+    @raise RuntimeFailure: after reporting, if a merged endpoint is an error row.
+    """
+    from echokit.measure import report
+
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        raise InputError(f"--plot writes .png or .svg files, not '{plot.name}'")
+    runs = []
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"'{path}' is not a run saved by echokit (--save or --json)") from None
+        runs.append((str(path), parse_run(text, str(path))))
+    results, found = merge_runs(runs, force)
+    if found:
+        sys.stderr.write(f"echokit: warning: --force: merged although {'; '.join(found)}\n")
+    if as_json:
+        out.write(report.render_json(results))
+    else:
+        out.write(report.render_table(results))
+        out.write(f"\nmerged {len(runs)} runs: {', '.join(label for label, _ in runs)}\n")
+    if plot is not None:
+        report.plot(plot, results)
+        if not as_json:
+            out.write(f"latency chart written to {plot}\n")
+    out.flush()
+    report.fail_if_broken(results)
+    return results

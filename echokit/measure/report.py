@@ -58,7 +58,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from echokit.errors import InputError
+from echokit.errors import InputError, RuntimeFailure
 from echokit.measure.bench import EndpointResult
 from echokit.measure.cpu import CLIENT_BOUND_CPU
 from echokit.measure.schedule import CLIENT_BOUND_LAG_US, format_rate
@@ -374,3 +374,25 @@ def _plot_percentiles(axes: Any, results: Sequence[EndpointResult]) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     axes.set_title("echokit: round-trip latency by percentile, one message in flight")
+
+
+def fail_if_broken(results: Sequence[EndpointResult]) -> None:
+    """
+    After reporting: exit 1 if an endpoint could not be measured, or a stream's echo lost,
+    duplicated, reordered or damaged a message (UDP loss is a measurement, not a failure).
+    """
+    unreachable = [r.endpoint for r in results if r.error]
+    damaged = [
+        r.endpoint
+        for r in results
+        if r.transport != "udp"
+        and not r.error
+        and (r.lost or r.duplicated or r.reordered or r.corrupted)
+    ]
+    if unreachable or damaged:
+        problems = []
+        if unreachable:
+            problems.append(f"could not measure {', '.join(unreachable)}")
+        if damaged:
+            problems.append(f"the echo was not intact over {', '.join(damaged)}")
+        raise RuntimeFailure("; ".join(problems))

@@ -30,15 +30,18 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer, reactor, task, threads
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import TestCase
 
 from echokit.runtime.policy import ServerPolicy
 from echokit.server.listeners import Listener
+from echokit.transports import stream as echokit_stream
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually
 from tests.test_hardening import (
     SSL,
     TCP,
+    EventList,
     closed_within,
     connect,
     refused_within,
@@ -414,3 +417,67 @@ class UnixPeerTests:
             assert other == "nobody"
             assert len(lines) == 1, lines
             assert f"uid {os.geteuid()}" in lines[0] and "counted by user id" in lines[0]
+
+
+class WarningThrottleTests:
+    def test_per_connection_warnings_are_one_line_per_interval(self) -> None:
+        """
+        30 TLS clients on a plaintext port and 30 plaintext clients on a TLS port (each
+        a failed handshake) make at most 2 warning lines of each kind, not 30: they are
+        throttled like refusals (one line per 10 s, the next one with a count).
+        """
+        with serving([TCP, SSL]) as server:
+            tcp, ssl_port = server.port(0), server.port(1)
+            for _ in range(30):
+                with connect(tcp) as raw, contextlib.suppress(ssl.SSLError, OSError):
+                    tls_context().wrap_socket(raw, server_hostname="localhost").close()
+                with connect(ssl_port) as raw:
+                    raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    closed_within(raw, 5.0, tls_alert=True)
+            server.stop()
+            plaintext = [x for x in server.err if "speaks TLS to this plaintext" in x]
+            handshakes = [x for x in server.err if "TLS handshake with" in x]
+            counts = summary_counts(server.out_text(), SSL)
+            failed = counts["errors"]
+            report(
+                "warning throttle",
+                tls_on_plaintext_lines=len(plaintext),
+                failed_handshake_lines=len(handshakes),
+                failed_handshakes=failed,
+                stderr_bytes=len(server.err_text()),
+            )
+            assert failed == 30
+            assert 1 <= len(plaintext) <= 2, plaintext
+            assert 1 <= len(handshakes) <= 2, handshakes
+
+
+class FailedHandshakeLogTests(TestCase):
+    @deferred_test
+    async def test_next_line_counts_the_failed_handshakes_in_between(self) -> None:
+        """
+        Failed handshakes are logged once per 10 s; the next line says how many failed
+        in between (the factory's clock is replaced by a fake one).
+        """
+        session = EchoSession(self)
+        [listener] = await session.serve(SSL)
+        factory = listener.server
+        assert isinstance(factory, EchoServerFactory)
+        events = EventList()
+        self.patch(echokit_stream, "_log", Logger(namespace="echokit.serve", observer=events))
+        clock = task.Clock()
+        clock.advance(1000)
+        factory.clock = clock
+
+        async def fail_one() -> None:
+            errors = factory.stats.errors
+            await threads.deferToThread(failed_handshake, listener)
+            await eventually(lambda: factory.stats.errors == errors + 1, 5)
+
+        for _ in range(4):
+            await fail_one()
+        clock.advance(11)
+        await fail_one()
+        lines = [formatEvent(e) for e in events if "TLS handshake with" in formatEvent(e)]
+        print(f"\n[failed handshake log] {lines}")
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("(3 more failed since the last message)", lines[1])

@@ -197,13 +197,7 @@ class EchoServerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if not self.bytes_echoed and not self.factory.is_tls and looks_like_tls(data):
-            _log.warn(
-                "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
-                "echoed back and will fail (use an ssl: listener for TLS)",
-                listener=self.factory.listener,
-                transport=self.factory.transport_name,
-                peer=self.peer,
-            )
+            self.factory.tls_on_plaintext(self)
         self._writer.write(data)
         self.bytes_echoed += len(data)
         if self._timer is not None:
@@ -365,6 +359,8 @@ class EchoServerFactory(Factory):
         self.stats = ListenerStats()
         self._refusals = EveryInterval(10.0)
         self._sheddings = EveryInterval(10.0)
+        self._tls_on_plaintext = EveryInterval(10.0)
+        self._failed_handshakes = EveryInterval(10.0)
 
     @property
     def open_connections(self) -> int:
@@ -398,6 +394,21 @@ class EchoServerFactory(Factory):
             version=version,
             cipher=cipher,
         )
+
+    def tls_on_plaintext(self, protocol: EchoServerProtocol) -> None:
+        """A client began a TLS handshake on this plaintext listener: log once per interval."""
+        suppressed = self._tls_on_plaintext.ready(self.clock.seconds())
+        if suppressed is not None:
+            _log.warn(
+                "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
+                "echoed back and will fail (use an ssl: listener for TLS){more}",
+                listener=self.listener,
+                transport=self.transport_name,
+                peer=protocol.peer,
+                more=f" ({suppressed} more such clients since the last message)"
+                if suppressed
+                else "",
+            )
 
     def connection_refused(self, protocol: EchoServerProtocol, limit: str) -> None:
         """A connection over a limit was refused: count it, and log once per interval."""
@@ -454,13 +465,18 @@ class EchoServerFactory(Factory):
         self.stats.bytes += protocol.bytes_echoed
         if self.is_tls and not protocol.handshake_done:
             self.stats.errors += 1
-            _log.warn(
-                "{listener}: TLS handshake with {peer} failed: {why}",
-                listener=self.listener,
-                transport=self.transport_name,
-                peer=protocol.peer,
-                why=protocol.closed_by or tls_failure_text(reason),
-            )
+            suppressed = self._failed_handshakes.ready(self.clock.seconds())
+            if suppressed is not None:
+                _log.warn(
+                    "{listener}: TLS handshake with {peer} failed: {why}{more}",
+                    listener=self.listener,
+                    transport=self.transport_name,
+                    peer=protocol.peer,
+                    why=protocol.closed_by or tls_failure_text(reason),
+                    more=f" ({suppressed} more failed since the last message)"
+                    if suppressed
+                    else "",
+                )
             return
         # A peer that half-closed, then closed before our close completed, is done too.
         clean = reason.check(error.ConnectionDone) is not None or protocol.peer_finished

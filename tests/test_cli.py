@@ -845,6 +845,7 @@ class InteractiveTests:
 
         try:
             read_until(rb"connected to .*Ctrl-D to quit")
+            typed_at = time.monotonic()
             os.write(master, typed)
             if typed.endswith(b"\n"):
                 match = read_until(echo)
@@ -853,7 +854,10 @@ class InteractiveTests:
                 time.sleep(0.3)
                 os.write(master, b"\x04")
                 match = read_until(echo)
-            assert float(match[1]) >= 0
+            waited_ms = (time.monotonic() - typed_at) * 1000
+            # The time shown is the line's own round trip: more than nothing, and no
+            # more than the test waited from typing it to seeing its echo.
+            assert 0 < float(match[1]) <= waited_ms, (match[1], waited_ms)
             status = process.wait(timeout=15)
         finally:
             if process.poll() is None:
@@ -879,12 +883,32 @@ class PartialLineTests:
         assert result.returncode == 0, result.stderr
         assert result.stdout == b"abc"
 
-    def test_udp_pipe_lines_split_across_reads(self, tmp_path: Path) -> None:
-        """Long lines arriving in several reads are still one datagram each."""
+    def test_udp_pipe_lines_split_across_reads(self) -> None:
+        """
+        Long lines arriving in several reads are still one datagram each: a UDP echo
+        written here records every datagram it gets, and gets each line whole.
+        """
         lines = [os.urandom(20_000).replace(b"\n", b"x") + b"\n" for _ in range(5)]
-        with echokit_server(["udp:0"], tmp_path) as server:
+        datagrams: list[bytes] = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as echo:
+            echo.bind(("127.0.0.1", 0))
+            echo.settimeout(30)
+
+            def serve() -> None:
+                with contextlib.suppress(OSError):
+                    while len(datagrams) < len(lines):
+                        datagram, peer = echo.recvfrom(65_536)
+                        datagrams.append(datagram)
+                        echo.sendto(datagram, peer)
+
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
             result = run_echokit(
-                ["connect", server.connect_strings[0]], stdin=b"".join(lines), timeout=30
+                ["connect", f"udp:host=127.0.0.1:port={echo.getsockname()[1]}"],
+                stdin=b"".join(lines),
+                timeout=30,
             )
+            server.join(5)
         assert result.returncode == 0, result.stderr
         assert result.stdout == b"".join(lines)
+        assert datagrams == lines

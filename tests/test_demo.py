@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from twisted.internet import reactor, utils
+from twisted.trial.unittest import TestCase
+
+from echokit import demo as demo_module
 from echokit.demo import Row, render
+from echokit.transports.endpoints import ipv6_unavailable
+from tests.realnet import cert_store, deferred_test
 from tests.support import run_echokit
+
+Check = Callable[[Any, Any, Any, Row], Awaitable[None]]
 
 
 class DemoCommandTests:
@@ -27,13 +40,44 @@ class DemoCommandTests:
         assert (tmp_path / "certs" / "ca.pem").is_file()
         assert f"created a CA and certificates in {tmp_path / 'certs'}" in out
 
-    def test_endpoint_column_holds_working_connect_strings(self, tmp_path: Path) -> None:
-        """The endpoint column shows client strings of each transport's kind."""
-        out = run_echokit(["demo"], cert_dir=tmp_path).stdout.decode()
-        assert "tcp:host=127.0.0.1:port=" in out
-        assert "ssl:host=localhost:port=" in out
-        assert "udp:host=127.0.0.1:port=" in out
-        assert "unix:path=" in out
+
+class DemoConnectStringTests(TestCase):
+    """The endpoint column is what a user copies: it must reach the demo's servers."""
+
+    @deferred_test
+    async def test_endpoint_column_holds_working_connect_strings(self) -> None:
+        """
+        While the demo serves, C{echokit connect STRING --message ...} (a separate
+        process, as a user would run it) is echoed through each endpoint string the
+        table then shows, one per transport.
+        """
+        reached: dict[str, tuple[str, int, bytes]] = {}
+        env = dict(os.environ, ECHOKIT_CERT_DIR=str(cert_store().directory))
+
+        def also_connect(check: Check) -> Check:
+            async def checked(clock: Any, listener: Any, options: Any, row: Row) -> None:
+                await check(clock, listener, options, row)
+                out, err, code = await utils.getProcessOutputAndValue(
+                    sys.executable,
+                    ["-m", "echokit", "connect", row.endpoint, "--message", "copied"],
+                    env=env,
+                )
+                reached[row.transport] = (row.endpoint, code, out + err)
+
+            return checked
+
+        self.patch(demo_module, "_check_stream", also_connect(demo_module._check_stream))
+        self.patch(demo_module, "_check_datagrams", also_connect(demo_module._check_datagrams))
+        out = io.StringIO()
+        await demo_module.demo(reactor, cert_store(), out)
+        table = out.getvalue().splitlines()
+        expected = {"tcp", "unix", "ssl", "udp"} | (set() if ipv6_unavailable() else {"tcp6"})
+        self.assertEqual(set(reached), expected)
+        for transport, (endpoint, code, output) in reached.items():
+            self.assertEqual(code, 0, output)
+            self.assertTrue(output.startswith(b"copied  ("), output)
+            [row] = [line for line in table if line.split()[:1] == [transport]]
+            self.assertEqual(row.split()[1], endpoint)
 
 
 class RenderTests:

@@ -220,9 +220,16 @@ class ReactorChoiceTests:
 class LeanReactorErrorTests(TestCase):
     """An exception in a protocol on the lean reactor is logged and drops only its connection."""
 
-    def test_reactor_under_test_is_the_default_trial_one(self) -> None:
-        """(Trial's reactor runs these in-process tests; the lean one runs the CLI's.)"""
-        self.assertTrue(hasattr(reactor, "doIteration"))
+    def test_reactor_under_test_is_twisteds_default_not_the_lean_one(self) -> None:
+        """In-process tests run on Twisted's default reactor (epoll on Linux), not on
+        the lean one, which only the CLI installs: the tests below build their own."""
+        from echokit.runtime.leanreactor import LeanEPollReactor
+
+        self.assertNotIsInstance(reactor, LeanEPollReactor)
+        if sys.platform == "linux":
+            from twisted.internet.epollreactor import EPollReactor
+
+            self.assertIs(type(reactor), EPollReactor)
 
     def test_dispatch_survives_a_failing_selectable(self) -> None:
         """A selectable whose doRead raises is disconnected; the next one still runs."""

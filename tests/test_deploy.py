@@ -38,7 +38,7 @@ import pytest
 from twisted.python import usage
 
 from echokit.runtime.policy import ServerPolicy
-from tests.support import ECHOKIT, CollectedProcess, port_of
+from tests.support import ECHOKIT, CollectedProcess, port_of, unmet
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -426,12 +426,13 @@ class TwistdPluginTests:
             r"\[echokit\.serve#info\]   tcp:0:interface=127\.0\.0\.1: 1 connections", log
         )
 
-    @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to bind a port below 1024")
     def test_privileged_port_is_bound_before_dropping_privileges(self, tmp_path: Path) -> None:
         """
         C{twistd -u 65534 -g 65534 echokit --listen tcp:PORT} with PORT below 1024 listens
         while still root (privilegedStartService), then echoes as uid 65534.
         """
+        if os.geteuid() != 0:
+            unmet("needs root to bind a port below 1024")
         port = free_privileged_port()
         description = f"tcp:{port}:interface=127.0.0.1"
         argv = [str(TWISTD), "-n", "--pidfile=", "-u", "65534", "-g", "65534", "echokit"]
@@ -468,7 +469,7 @@ def free_privileged_port() -> int:
             except OSError:
                 continue
             return port
-    pytest.skip("no free port below 1024 on 127.0.0.1")
+    unmet("no free port below 1024 on 127.0.0.1")
 
 
 # --- HAProxy PROXY protocol -------------------------------------------------------
@@ -679,6 +680,30 @@ class Deadline:
         return min(at_most, remaining)
 
 
+PROBE_OPTIONS = ("--retries", "0", "--timeout", "10")
+
+
+def package_index_unreachable() -> str | None:
+    """
+    Why pip cannot reach its package index (PyPI unless pip is configured otherwise),
+    or C{None} if it can: the packaging test needs it, for the build backend (an isolated
+    build) and for the fresh venv's Twisted and other dependencies.
+    """
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "index", "versions", "setuptools", *PROBE_OPTIONS],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if probe.returncode == 0:
+        return None
+    said = (probe.stderr or probe.stdout).decode(errors="replace").strip().splitlines()
+    return (
+        "the packaging test needs pip's package index (PyPI) to build the wheel and install "
+        f"its dependencies, and pip cannot reach it: {said[-1] if said else probe.returncode}"
+    )
+
+
 @pytest.mark.packaging
 class PackagingTests:
     def test_wheel_installs_into_a_fresh_venv_and_runs(self, tmp_path: Path) -> None:
@@ -689,6 +714,9 @@ class PackagingTests:
         dropin.cache), and C{twistd -n echokit} echoing; uninstalling leaves Twisted's
         plugins intact.
         """
+        index = package_index_unreachable()
+        if index is not None:
+            unmet(index)
         deadline = Deadline(300)
         source, dist, venv, work = (tmp_path / name for name in ("src", "dist", "venv", "work"))
         shutil.copytree(REPO, source, ignore=_NOT_SOURCE)

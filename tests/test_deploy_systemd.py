@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from echokit.transports.endpoints import ipv6_unavailable
-from tests.support import port_of, require_tool
+from tests.support import port_of, require_tool, skip_reason
 from tests.test_deploy import REPO, Child, no_traceback, read_all, read_exactly, twistd
 
 NO_IPV6 = ipv6_unavailable()
@@ -42,7 +42,7 @@ FAMILIES = [
         socket.AF_INET6,
         "::1",
         id="INET6",
-        marks=pytest.mark.skipif(NO_IPV6 is not None, reason=f"{NO_IPV6}"),
+        marks=pytest.mark.skipif(skip_reason(NO_IPV6) is not None, reason=f"{NO_IPV6}"),
     ),
 ]
 

@@ -23,7 +23,7 @@ from echokit.transports.endpoints import ipv6_unavailable
 from echokit.transports.fastpath import SocketWriter
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
-from tests.support import ECHOKIT, echokit_server, run_echokit
+from tests.support import ECHOKIT, echokit_server, run_echokit, skip_reason
 
 
 class PartialSocket:
@@ -146,7 +146,7 @@ class NoNagleTests(TestCase):
         on their sockets.
         """
         session = EchoSession(self)
-        kinds = ["tcp", "ssl"] + ([] if ipv6_unavailable() else ["tcp6"])
+        kinds = ["tcp", "ssl"] + ([] if skip_reason(ipv6_unavailable()) else ["tcp6"])
         descriptions = {
             "tcp": "tcp:0:interface=127.0.0.1",
             "ssl": "ssl:0:interface=127.0.0.1",

@@ -58,6 +58,7 @@ from tests.support import (
     port_of,
     require_tool,
     run_echokit,
+    skip_reason,
 )
 
 #: No process run here may take longer than this many seconds.
@@ -68,7 +69,7 @@ STREAM_PAYLOAD = 300 * 1024
 NCAT_STEP = 8 * 1024
 #: Why IPv6 loopback cannot be used here, or None when it can.
 NO_IPV6 = ipv6_unavailable()
-needs_ipv6 = pytest.mark.skipif(NO_IPV6 is not None, reason=f"{NO_IPV6}")
+needs_ipv6 = pytest.mark.skipif(skip_reason(NO_IPV6) is not None, reason=f"{NO_IPV6}")
 
 
 # --- processes --------------------------------------------------------------------------
@@ -381,7 +382,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, short_dir: Path) -> Iterato
         "ssl": "ssl:0:interface=127.0.0.1",
         "udp": "udp:0",
     }
-    if NO_IPV6:
+    if skip_reason(NO_IPV6):
         del wanted["tcp6"]
     with echokit_server(list(wanted.values()), cert_dir) as server:
         assert (cert_dir / "ca.pem").is_file(), server.announcements

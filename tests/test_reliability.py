@@ -37,7 +37,7 @@ from echokit.server.listeners import Listener
 from echokit.transports import stream as echokit_stream
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually
-from tests.support import skip_reason, unmet
+from tests.support import run_echokit, skip_reason, unmet
 from tests.test_hardening import (
     SSL,
     TCP,
@@ -481,3 +481,51 @@ class FailedHandshakeLogTests(TestCase):
         print(f"\n[failed handshake log] {lines}")
         self.assertEqual(len(lines), 2, lines)
         self.assertIn("(3 more failed since the last message)", lines[1])
+
+
+class UnixPathTests:
+    def serve_fails(self, path: Path) -> str:
+        """Run C{echokit serve unix:PATH}, which must fail with one error line; the line."""
+        done = run_echokit(["serve", f"unix:{path}"], timeout=30)
+        stderr = done.stderr.decode(errors="replace")
+        assert done.returncode != 0, stderr
+        assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
+        return stderr
+
+    def test_regular_file_and_symlink_are_named_and_leave_no_lock(self, short_tmp: Path) -> None:
+        """
+        A regular file, or a symlink, at the path of a unix listener: the error names
+        it as what it is (not "a socket file"), the file is left alone, and no PATH.lock
+        is left behind.
+        """
+        regular = short_tmp / "file"
+        regular.write_text("mine")
+        link = short_tmp / "link"
+        link.symlink_to(regular)
+        file_error = self.serve_fails(regular)
+        link_error = self.serve_fails(link)
+        leftovers = sorted(p.name for p in short_tmp.iterdir())
+        report("unix path taken", file=file_error, link=link_error, leftovers=leftovers)
+        assert f"a regular file is at {regular}" in file_error
+        assert f"a symbolic link is at {link}" in link_error
+        assert leftovers == ["file", "link"]
+        assert regular.read_text() == "mine"
+
+    def test_lock_planted_by_another_user_is_not_taken_for_a_server(self, short_tmp: Path) -> None:
+        """
+        A PATH.lock symlink naming PID 1 but made by another user (nobody) is read, not
+        followed or believed: the error says it is no server's lock and who made it,
+        instead of "process 1 holds".
+        """
+        if os.geteuid() != 0:
+            unmet("needs root, to plant a link owned by another user")
+        path = short_tmp / "s"
+        lock = short_tmp / "s.lock"
+        lock.symlink_to("1")
+        nobody = pwd.getpwnam("nobody").pw_uid
+        os.lchown(lock, nobody, -1)
+        error = self.serve_fails(path)
+        report("planted lock", error=error)
+        assert "process 1 holds" not in error
+        assert f"made by user id {nobody}" in error and "no server's lock" in error
+        assert os.readlink(lock) == "1"  # left alone

@@ -13,9 +13,11 @@ Both C{echokit serve} (L{echokit.server.serve}) and its worker processes
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,15 +198,72 @@ def _same_command(spec: EndpointSpec, started: Sequence[Listener]) -> str | None
 
 
 def _lock_holder(path: str) -> str:
-    """Who holds the lock of unix socket C{path} (Twisted's lock: a symlink to a pid)."""
+    """
+    Who holds the lock of unix socket C{path} (Twisted's lock: a symlink whose target
+    is the holder's pid, made by the holder). The link is read, never followed; one
+    made by another user than the one running that pid is not a server's lock.
+    """
+    lock = f"{path}.lock"
     try:
-        pid = os.readlink(f"{path}.lock")
+        pid = os.readlink(lock)
+        made_by = os.lstat(lock).st_uid
     except OSError:
         return "another process is serving there; stop it, or choose another path"
+    try:
+        runs_as: int | None = os.stat(f"/proc/{int(pid)}").st_uid
+    except (OSError, ValueError):
+        runs_as = None
+    if runs_as is not None and runs_as != made_by:
+        return (
+            f"{lock} names process {pid}, but was made by user id {made_by}, not by the "
+            f"user running process {pid} (user id {runs_as}): it is no server's lock; "
+            f"remove {lock} (or have its owner remove it), or choose another path"
+        )
     return (
-        f"process {pid} holds {path}.lock; stop it, or choose another path (if process "
-        f"{pid} serves nothing there, remove {path}.lock)"
+        f"process {pid} holds {lock}; stop it, or choose another path (if process "
+        f"{pid} serves nothing there, remove {lock})"
     )
+
+
+def _what_is_at(path: str) -> str:
+    """What occupies unix socket C{path}, named as what it is (never following a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return f"something is at {path}: stop what serves there, or remove it"
+    if stat.S_ISLNK(mode):
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:
+            target = ""
+        return (
+            f"a symbolic link is at {path}{target}: echokit binds no socket through a "
+            "link; remove the link, or choose another path"
+        )
+    if stat.S_ISREG(mode):
+        return (
+            f"a regular file is at {path}: echokit removes only stale sockets; remove the "
+            "file, or choose another path"
+        )
+    if stat.S_ISDIR(mode):
+        return f"a directory is at {path}: choose another path"
+    if stat.S_ISSOCK(mode):
+        return f"a socket file is at {path}: stop what serves there, or remove the file"
+    return f"a special file is at {path}: choose another path"
+
+
+def remove_own_lock(spec: EndpointSpec) -> None:
+    """
+    Remove the lock of unix listener C{spec} if this process made it: Twisted takes the
+    lock before it binds, and leaves it behind when the bind fails.
+    """
+    spec = _listening_spec(spec)
+    if spec.kind != "unix" or not spec.get("lockfile", True):
+        return
+    lock = f"{spec.get('address')}.lock"
+    with contextlib.suppress(OSError):
+        if os.readlink(lock) == str(os.getpid()):
+            os.unlink(lock)
 
 
 def _listen_hint(spec: EndpointSpec, code: int | None) -> str | None:
@@ -213,7 +272,7 @@ def _listen_hint(spec: EndpointSpec, code: int | None) -> str | None:
     if spec.kind == "unix":
         path = spec.get("address")
         if code == errno.EADDRINUSE:
-            return f"a socket file is at {path}: stop what serves there, or remove the file"
+            return _what_is_at(str(path))
         locked = spec.get("lockfile", True)
         if code in (errno.EACCES, errno.EPERM) and locked and os.path.lexists(f"{path}.lock"):
             return (
@@ -298,6 +357,8 @@ async def start_listeners(
         except Exception as e:
             for started in listeners:
                 await defer.maybeDeferred(started.port.stopListening)
-            raise _listen_failed(plan, e, listeners) from None
+            failure = _listen_failed(plan, e, listeners)
+            remove_own_lock(plan.spec)
+            raise failure from None
         listeners.append(Listener(plan, port, server))
     return listeners

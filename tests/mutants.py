@@ -96,6 +96,15 @@ MUTANTS = [
         (f"{T}::TLSHalfCloseTests::test_half_close_while_server_holds_echo[close_notify]",),
     ),
     Mutant(
+        "proxy-fin-closes",
+        "Half-close behind a PROXY header (haproxy: listeners pass half-close on): the "
+        "header wrapper no longer provides IHalfCloseableProtocol",
+        "echokit/transports/proxy.py",
+        "@implementer(IHalfCloseableProtocol)\nclass ProxyHeaderProtocol",
+        "class ProxyHeaderProtocol",
+        (f"{D}::HAProxyTests::test_half_close_echoes_everything[haproxy]",),
+    ),
+    Mutant(
         "write-through-skips-a-byte",
         "Random payloads echo exactly: the write-through path drops one byte whenever the "
         "kernel takes only part of a write",

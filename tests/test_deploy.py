@@ -38,6 +38,7 @@ import pytest
 from twisted.python import usage
 
 from echokit.runtime.policy import ServerPolicy
+from tests.halfclose import fill_until_server_holds_echo, read_to_end
 from tests.support import ECHOKIT, CollectedProcess, port_of, unmet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -616,37 +617,22 @@ class HAProxyTests:
     )
     def test_half_close_echoes_everything(self, tmp_path: Path, description: str) -> None:
         """
-        Send 1 MiB, shut down the write side, read everything back. The last 16 KiB and
-        the FIN are sent while the server is stopped (SIGSTOP), so they reach it
-        together, as they would at a busy server: its echo of them must still be sent
-        before it closes.
+        Behind a PROXY header as on plain tcp, the client's FIN is a half-close passed on
+        to the echo: the client reads nothing until the server holds echo it cannot send
+        yet (L{tests.halfclose}), then half-closes; every byte still comes back.
         """
-        data = os.urandom(1 << 20)
-        tail = 16 << 10
         prefix = PROXY_V1 if description == HAPROXY else b""
         with serve(tmp_path, description) as server:
             (connect_string,) = server.wait_announced(1)
             with connect(port_of(connect_string)) as sock:
-                received = bytearray()
-                reader = threading.Thread(target=read_all, args=(sock, received), daemon=True)
-                reader.start()
-                sock.sendall(prefix + data[:-tail])
-                for _ in range(400):
-                    if len(received) >= len(data) - tail:
-                        break
-                    time.sleep(0.025)
-                assert len(received) == len(data) - tail
-                os.kill(server.process.pid, signal.SIGSTOP)
-                try:
-                    sock.sendall(data[-tail:])
-                    sock.shutdown(socket.SHUT_WR)
-                    time.sleep(0.05)
-                finally:
-                    os.kill(server.process.pid, signal.SIGCONT)
-                reader.join(10)
-                assert not reader.is_alive()
-        assert len(received) == len(data)
-        assert bytes(received) == data
+                sock.sendall(prefix)
+                held = fill_until_server_holds_echo(sock)
+                sock.shutdown(socket.SHUT_WR)
+                time.sleep(0.3)  # the server reads the FIN now, with echo still queued
+                received = read_to_end(sock)
+        assert held.in_server > 0
+        assert len(received) == len(held.sent), server.text()
+        assert received == held.sent
 
 
 # --- packaging ----------------------------------------------------------------------

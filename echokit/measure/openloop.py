@@ -12,10 +12,15 @@ the headline) and from the actual send (I{raw}); how late the sender was is the
 I{send lag}.
 
 The sender wakes on the reactor's timers and sends every message that is due, one write
-per connection (a datagram each over UDP). On Linux, epoll's timeouts have 1 ms
-resolution, so a lag up to about 1 ms comes from the timer alone; a sender whose send lag
-at p99 exceeds L{CLIENT_BOUND_LAG_US} is behind its schedule, and its row is marked
-client-bound (the numbers then describe the client as much as the server).
+per connection (a datagram each over UDP). The reactor's timers have epoll's resolution,
+1 ms, which alone would make each send up to 1 ms late (and the corrected latency with
+it): so the last stretch before a send (under L{TIMER_RESOLUTION}) is waited in
+C{select()} on the reactor's sockets, which has microsecond resolution and returns early
+when one is readable, so that echoes (and, in one process, the server's reads) are still
+handled as they come. A sender
+whose send lag at p99 still exceeds L{CLIENT_BOUND_LAG_US} is behind its schedule, and
+its row is marked client-bound (the numbers then describe the client as much as the
+server).
 
 The schedule itself is sans-IO: L{echokit.measure.schedule.Schedule}.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,10 +44,12 @@ from twisted.python.failure import Failure
 from echokit.measure.histogram import LatencyHistogram
 from echokit.measure.integrity import MessageChecker, MessageMaker
 from echokit.measure.schedule import CLIENT_BOUND_LAG_US, Schedule, format_rate
-from echokit.transports.fastpath import send_without_delay
+from echokit.transports.fastpath import Writer, send_without_delay, writer_for
 
 #: Seconds to wait after the last send for stream echoes still on their way.
 DRAIN_SECONDS = 5.0
+#: The reactor's timer resolution (epoll's timeout is in milliseconds, rounded up).
+TIMER_RESOLUTION = 0.001
 
 
 Counts = dict[int, int]
@@ -96,6 +104,9 @@ class FixedRateSender:
     @param send: C{send(connection, first_seq, count, now_ns)} writes those messages.
     @param now_ns: the clock (C{time.perf_counter_ns} for real runs).
     @param measure_from: message number from which send lag is recorded (after warm-up).
+    @param wait: C{wait(seconds)} blocks for at most C{seconds} (less than
+        L{TIMER_RESOLUTION}), returning early if an echo arrives; without it the sender
+        relies on the reactor's timers alone.
     """
 
     def __init__(
@@ -106,6 +117,7 @@ class FixedRateSender:
         lag: Counts,
         now_ns: Callable[[], int],
         measure_from: int = 0,
+        wait: Callable[[float], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.schedule = schedule
@@ -113,6 +125,7 @@ class FixedRateSender:
         self.lag = lag
         self.now_ns = now_ns
         self.measure_from = measure_from
+        self.wait = wait
         self.done: defer.Deferred[None] = defer.Deferred()
         self._call: IDelayedCall | None = None
 
@@ -145,8 +158,22 @@ class FixedRateSender:
             if not self.done.called:
                 self.done.callback(None)
             return
-        delay = max(0, schedule.next_ns() - self.now_ns()) / 1e9
-        self._call = self.reactor.callLater(delay, self.tick)
+        delay = (schedule.next_ns() - self.now_ns()) / 1e9
+        if self.wait is None:
+            self._call = self.reactor.callLater(max(0, delay), self.tick)
+        elif delay >= TIMER_RESOLUTION:
+            self._call = self.reactor.callLater(delay - TIMER_RESOLUTION, self.tick)
+        else:
+            # First let the reactor flush what was just written (a transport's write
+            # may only buffer) and read what came back; then wait out the rest.
+            self._call = self.reactor.callLater(0, self._wait_then_tick)
+
+    def _wait_then_tick(self) -> None:
+        assert self.wait is not None
+        delay = (self.schedule.next_ns() - self.now_ns()) / 1e9
+        if delay > 0:
+            self.wait(delay)  # returns early if an echo came: the reactor reads it next
+        self.tick()
 
 
 class _Receiver:
@@ -204,15 +231,18 @@ class _StreamReceiver(Protocol, _Receiver):
     def __init__(self, connection: int, maker: MessageMaker, run: OpenLoopRun, window: _Window):
         _Receiver.__init__(self, connection, maker, run, window)
         self._buffer = bytearray()
+        self._writer: Writer | None = None
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.lost_reason: Failure | None = None
 
     def connectionMade(self) -> None:
         send_without_delay(self.transport)
+        # A plain socket's write goes out now, not at the reactor's next turn.
+        self._writer = writer_for(self.transport)
 
     def send(self, first: int, count: int, now: int) -> None:
-        if self.transport is not None and self.lost_reason is None:
-            self.transport.write(self.write_messages(first, count, now))
+        if self._writer is not None and self.lost_reason is None:
+            self._writer.write(self.write_messages(first, count, now))
 
     def dataReceived(self, data: bytes) -> None:
         now = time.perf_counter_ns()
@@ -306,11 +336,18 @@ async def run_fixed_rate(
     def send(connection: int, first: int, count: int, now: int) -> None:
         receivers[connection].send(first, count, now)
 
+    def wait(seconds: float) -> None:
+        # Every socket the reactor reads (a server's too, when it shares this reactor).
+        readers = [reader.fileno() for reader in reactor.getReaders()]
+        with contextlib.suppress(OSError, ValueError):
+            select.select(readers, [], [], seconds)
+
     clock = time.perf_counter_ns
     start = clock()
     schedule.start_ns = start
     window.end_ns = start + int((warmup + duration) * 1e9)
-    sender = FixedRateSender(reactor, schedule, send, run.send_lag, clock, window.first)
+    precise = wait if hasattr(reactor, "getReaders") else None
+    sender = FixedRateSender(reactor, schedule, send, run.send_lag, clock, window.first, precise)
 
     started_window = False
 

@@ -12,7 +12,7 @@ Divided by the messages echoed in the phase this gives CPU microseconds per mess
 what a transport (or a server) costs, apart from how fast it went.
 
     >>> parse_stat(b"42 (a b) S 1 " + b"0 " * 9 + b"150 50 30 20 0")
-    (1, 2.5)
+    (1, 2.5, False)
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ class ProcessGone(RuntimeFailure):
     """The server process being measured ended."""
 
 
-def parse_stat(data: bytes) -> tuple[int, float]:
+def parse_stat(data: bytes) -> tuple[int, float, bool]:
     """
     From one C{/proc/PID/stat}: (parent pid, CPU seconds of the process and of its
-    reaped children: utime + stime + cutime + cstime).
+    reaped children: utime + stime + cutime + cstime, whether it has ended: a zombie).
     """
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = data.rsplit(b")", 1)[1].split()
     ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
-    return int(fields[1]), ticks / _TICK
+    return int(fields[1]), ticks / _TICK, fields[0] in (b"Z", b"X")
 
 
-def _all_stats() -> dict[int, tuple[int, float]]:
+def _all_stats() -> dict[int, tuple[int, float, bool]]:
     stats = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -66,10 +66,10 @@ def tree_cpu_seconds(pid: int) -> float:
     @raise ProcessGone: if C{pid} is no longer running.
     """
     stats = _all_stats()
-    if pid not in stats:
+    if pid not in stats or stats[pid][2]:
         raise ProcessGone(f"the server process {pid} ended during the run")
     children: dict[int, list[int]] = {}
-    for child, (parent, _) in stats.items():
+    for child, (parent, _, _) in stats.items():
         children.setdefault(parent, []).append(child)
     total, todo = 0.0, [pid]
     while todo:
@@ -89,13 +89,15 @@ def check_server_pid(pid: int) -> None:
         raise InputError(f"--server-pid {pid}: give the process id of a running server")
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            parse_stat(f.read())
+            ended = parse_stat(f.read())[2]
     except FileNotFoundError:
-        raise InputError(
-            f"--server-pid {pid}: no such process: give the pid of a running local server"
-        ) from None
+        ended = True
     except OSError as e:
         raise InputError(f"--server-pid {pid}: cannot read its CPU time: {e.strerror}") from None
+    if ended:
+        raise InputError(
+            f"--server-pid {pid}: no such process: give the pid of a running local server"
+        )
 
 
 def client_cpu_seconds() -> float:

@@ -101,7 +101,7 @@ class Schedule:
 
     def due(self, now_ns: int) -> range:
         """The messages due by C{now_ns} and not handed out yet; they are now taken."""
-        upto = min(self.total, int((now_ns - self.start_ns) / self.interval_ns) + 1)
+        upto = min(self.total, math.floor((now_ns - self.start_ns) / self.interval_ns) + 1)
         first, self.taken = self.taken, max(self.taken, upto)
         return range(first, self.taken)
 

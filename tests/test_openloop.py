@@ -364,7 +364,8 @@ class RateTests:
         A server that takes 1 ms per message, offered 2000 msg/s for 1 s: echoes come
         back at the server's pace (well under the rate), the queue makes the corrected
         p99 hundreds of milliseconds, and it is the server, not the client, that is
-        behind (not client-bound; exit 0, everything echoed after the run).
+        behind (the send lag is a small part of it; exit 0, everything echoed after
+        the run).
         """
         server = EchoThread(per_message=0.001)
         with server.running():
@@ -373,7 +374,8 @@ class RateTests:
         assert float(str(record["messages_per_s"])) < 0.7 * 2000, record["messages_per_s"]
         assert us(record, "p99") > 200_000, record["latency_us"]
         assert us(record, "p50") < us(record, "p99") / 1.5  # it grows through the run
-        assert record["client_bound"] is False
+        # The latency is the server's queue, not the client's lateness.
+        assert us(record, "p99", "send_lag_us") < 0.1 * us(record, "p99"), record
         assert record["received"] == record["sent"] == 2000
 
     def test_rate_list_gives_one_row_per_rate_and_a_load_curve(self, tmp_path: Path) -> None:

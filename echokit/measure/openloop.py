@@ -50,6 +50,8 @@ from echokit.transports.fastpath import Writer, send_without_delay, writer_for
 DRAIN_SECONDS = 5.0
 #: The reactor's timer resolution (epoll's timeout is in milliseconds, rounded up).
 TIMER_RESOLUTION = 0.001
+#: Echoes timed between two looks at the schedule while a burst of echoes is read.
+POKE_EVERY = 32
 
 
 Counts = dict[int, int]
@@ -141,8 +143,11 @@ class FixedRateSender:
         if not self.done.called:
             self.done.callback(None)
 
-    def tick(self) -> None:
-        self._call = None
+    def send_due(self) -> None:
+        """
+        Send what is due now. The receivers call this every L{POKE_EVERY} echoes, so
+        that a large burst of echoes to time does not hold the sends back.
+        """
         now = self.now_ns()
         schedule = self.schedule
         indices = schedule.due(now)
@@ -154,6 +159,11 @@ class FixedRateSender:
             for index in range(max(indices.start, self.measure_from), indices.stop):
                 late = (now - intended(index)) // 1000
                 lag[late] = lag.get(late, 0) + 1
+
+    def tick(self) -> None:
+        self._call = None
+        self.send_due()
+        schedule = self.schedule
         if schedule.finished:
             if not self.done.called:
                 self.done.callback(None)
@@ -189,6 +199,7 @@ class _Receiver:
         self.run = run
         self.window = window
         self.sent_at: list[int] = []
+        self.poke: Callable[[], None] = lambda: None
 
     def write_messages(self, first: int, count: int, now: int) -> bytes:
         make = self.maker.make
@@ -250,8 +261,11 @@ class _StreamReceiver(Protocol, _Receiver):
         buffer += data
         size = self.maker.size
         whole = len(buffer) - len(buffer) % size
+        every = POKE_EVERY * size
         for offset in range(0, whole, size):
             self.echoed(bytes(buffer[offset : offset + size]), now)
+            if offset and offset % every == 0:
+                self.poke()
         del buffer[:whole]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -348,6 +362,8 @@ async def run_fixed_rate(
     window.end_ns = start + int((warmup + duration) * 1e9)
     precise = wait if hasattr(reactor, "getReaders") else None
     sender = FixedRateSender(reactor, schedule, send, run.send_lag, clock, window.first, precise)
+    for receiver in receivers:
+        receiver.poke = sender.send_due
 
     started_window = False
 

@@ -273,6 +273,18 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "drain-never-ends",
+        "SIGTERM: a connection still sending after the drain is aborted and its client "
+        "sees a reset: the drain waits 1,000 times longer than --drain",
+        "echokit/server/serve.py",
+        "    for _ in range(max(0, int(seconds / 0.05))):\n        if not any(f.open_protocols",
+        "    for _ in range(max(0, int(seconds / 0.05 * 1000))):\n        if not any(f.open_protocols",
+        (
+            "tests/test_reliability.py::AbortedAfterDrainTests::"
+            "test_client_still_sending_after_the_drain_sees_a_reset",
+        ),
+    ),
+    Mutant(
         "sigterm-drops-in-flight",
         "SIGTERM finishes in-flight echoes: open connections are aborted at once",
         "echokit/server/serve.py",

@@ -17,7 +17,9 @@ import dataclasses
 import gc
 import os
 import pwd
+import select
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -529,3 +531,61 @@ class UnixPathTests:
         assert "process 1 holds" not in error
         assert f"made by user id {nobody}" in error and "no server's lock" in error
         assert os.readlink(lock) == "1"  # left alone
+
+
+def keep_sending(sock: socket.socket, seconds: float) -> tuple[str, int]:
+    """
+    Send and read (non-blocking) until the connection ends or C{seconds} pass: what
+    ended it first (C{"reset"}, C{"eof"}, C{"still open"}) and the bytes read back.
+    """
+    sock.setblocking(False)
+    chunk = os.urandom(1 << 16)
+    received = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock.send(chunk)
+        except BlockingIOError:
+            pass
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset", received
+        try:
+            data = sock.recv(1 << 18)
+        except BlockingIOError:
+            select.select([sock], [sock], [], 0.05)
+            continue
+        except ConnectionResetError:
+            return "reset", received
+        if not data:
+            return "eof", received
+        received += len(data)
+    return "still open", received
+
+
+class AbortedAfterDrainTests:
+    def test_client_still_sending_after_the_drain_sees_a_reset(self) -> None:
+        """
+        SIGTERM with --drain 0.5 while a client keeps sending (and reading its echo):
+        once the drain is over the server aborts the connection, and the client sees
+        a reset (an error, not a clean end of stream); the summary says it was aborted.
+        """
+        with serving([TCP], "--drain", "0.5") as server, connect(server.port()) as client:
+            assert roundtrip(client, b"hello") == b"hello"
+            assert keep_sending(client, 0.3)[0] == "still open"
+            server.signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            ended, received = keep_sending(client, 10)
+            after = time.monotonic() - signalled
+            status = server.wait(10)
+            server.stop()
+            out = server.out_text()
+            report(
+                "client after the drain",
+                ended=ended,
+                after_s=round(after, 2),
+                echo_mib=round(received / (1 << 20), 1),
+            )
+            assert ended == "reset", f"the client saw {ended} after {after:.2f} s"
+            assert 0.4 < after < 5
+            assert status == 0
+            assert "1 connection(s) still open after the drain were aborted" in out

@@ -289,6 +289,14 @@ def serve(
         fail(e)
     if client_ca is not None and not require_client_cert:
         fail(InputError("--client-ca only applies with --require-client-cert: add it"))
+    if processes > 1 and any(spec.kind == "quic" for spec in specs):
+        fail(
+            InputError(
+                "--workers: quic: listeners cannot share their socket between processes (each "
+                "QUIC connection's packets must reach the one process that holds it): serve "
+                "quic: in a process of its own, without --workers"
+            )
+        )
     policy = ServerPolicy(require_client_cert=require_client_cert, client_ca=client_ca, **limits)
 
     async def job(reactor: Any) -> None:
@@ -654,7 +662,7 @@ def bench_process(ctx: click.Context, cert_dir: Path | None, config: str) -> Non
 @click.argument(
     "transports",
     nargs=-1,
-    type=click.Choice(["tcp", "tcp6", "unix", "ssl", "udp"]),
+    type=click.Choice(["tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram"]),
     metavar="[TRANSPORT...]",
 )
 @click.option(
@@ -670,7 +678,8 @@ def compare(
 ) -> None:
     """Start echokit's servers and measure every transport side by side.
 
-    With no TRANSPORT, all five: tcp, tcp6, unix, ssl and udp, on loopback with
+    With no TRANSPORT, all of them: tcp, tcp6, unix, ssl, udp, and with echokit[quic]
+    quic (a QUIC stream) and quic-dgram (QUIC DATAGRAM frames), on loopback with
     ephemeral ports. The output says whether servers and clients shared one process.
 
     \b
@@ -678,9 +687,9 @@ def compare(
       echokit compare
       echokit compare tcp unix ssl --size 1k --server-process --plot latency.png
     """
-    from echokit.measure.compare import TRANSPORTS
+    from echokit.measure.compare import TRANSPORTS, default_transports
 
-    chosen = [t for t in TRANSPORTS if t in transports] if transports else list(TRANSPORTS)
+    chosen = [t for t in TRANSPORTS if t in transports] if transports else default_transports()
     settings, options, output = _bench_setup(**kwargs)
 
     async def job(reactor: Any) -> None:

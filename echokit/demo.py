@@ -1,7 +1,8 @@
 """
 What C{echokit demo} does: the tutorial's C{main()}, on every transport at once.
 
-One process, one reactor: start an echo server on tcp, tcp6, unix, ssl and udp (ephemeral
+One process, one reactor: start an echo server on tcp, tcp6, unix, ssl, udp and (with
+echokit[quic]) quic, whose streams and DATAGRAM frames get a row each (ephemeral
 ports, a temporary unix socket, echokit's generated certificates), connect a client to
 each through the connect string the server announced, check the echo byte for byte, and
 print one table. A transport this machine lacks (no IPv6) is shown as skipped, with the
@@ -10,6 +11,7 @@ reason, not as a failure.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -19,7 +21,7 @@ from typing import Any, TextIO
 
 from twisted.internet import defer
 
-from echokit.client.connect import ClientOptions, open_datagram, open_stream
+from echokit.client.connect import ClientOptions, close_datagrams, open_datagram, open_stream
 from echokit.errors import EchokitError, RuntimeFailure
 from echokit.server.listeners import Listener, plan_servers, start_listeners
 from echokit.transports.certs import CertStore
@@ -76,19 +78,25 @@ async def _check_stream(reactor: Any, listener: Listener, options: ClientOptions
 
 
 async def _check_datagrams(
-    reactor: Any, listener: Listener, options: ClientOptions, row: Row
+    reactor: Any, listener: Listener, options: ClientOptions, row: Row, text: str = ""
 ) -> None:
-    spec = parse_client(listener.connect_string)
+    """Datagrams to C{text} (the listener's connect string if empty), up to the largest."""
+    spec = parse_client(text or listener.connect_string)
+    started = reactor.seconds()
     client = await open_datagram(reactor, spec, options)
+    if spec.kind == "quic":
+        row.connect = _ms(reactor.seconds() - started) + " (QUIC)"
     rtts = []
-    for payload in [PING] * PINGS + [os.urandom(LARGEST_DATAGRAM)]:
+    largest = min(LARGEST_DATAGRAM, client.max_payload)  # a QUIC DATAGRAM frame holds less
+    for payload in [PING] * PINGS + [os.urandom(largest)]:
         result = await client.request(payload)
         row.sent += len(payload)
         if result.echo is not None and result.rtt is not None:
             row.echoed += len(result.echo)
             rtts.append(result.rtt)
-    client.transport.stopListening()
-    row.connect = "(connectionless)"
+    await close_datagrams(client)
+    if spec.kind == "udp":
+        row.connect = "(connectionless)"
     row.rtt = _ms(statistics.median(rtts)) if rtts else "-"
     row.verified = client.ledger.lost == 0 and row.sent == row.echoed
     if client.ledger.lost:
@@ -127,11 +135,18 @@ async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
             "unix": f"unix:{os.path.join(tmp, 'echo.sock')}",
             "ssl": "ssl:0:interface=127.0.0.1",
             "udp": "udp:0",
+            "quic": "quic:0",  # its stream row, and a quic-dgram row for its datagrams
         }
         rows = {name: Row(name, text) for name, text in wanted.items()}
+        rows["quic-dgram"] = Row("quic-dgram", "quic:0")
         if no_ipv6:
             del wanted["tcp6"]
             rows["tcp6"].skipped, rows["tcp6"].note = True, f"skipped: {no_ipv6}"
+        if importlib.util.find_spec("aioquic") is None:
+            del wanted["quic"]
+            for name in ("quic", "quic-dgram"):
+                rows[name].skipped = True
+                rows[name].note = "skipped: needs aioquic (pip install 'echokit[quic]')"
         plans = plan_servers(reactor, list(wanted.values()), certs)
         if any(p.created_certs for p in plans):
             out.write(f"created a CA and certificates in {certs.directory}\n")
@@ -148,6 +163,13 @@ async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
                         await _check_stream(reactor, listener, options, row)
                 except EchokitError as e:
                     row.note = str(e)
+                if name == "quic":
+                    row = rows["quic-dgram"]
+                    row.endpoint = listener.connect_string + ":datagram=yes"
+                    try:
+                        await _check_datagrams(reactor, listener, options, row, row.endpoint)
+                    except EchokitError as e:
+                        row.note = str(e)
         finally:
             for listener in listeners:
                 await defer.maybeDeferred(listener.port.stopListening)

@@ -44,20 +44,34 @@ from twisted.internet import defer, task, threads
 from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from echokit.client.connect import ClientOptions, connect_failed, open_datagram, open_stream
+from echokit.client.connect import (
+    ClientOptions,
+    close_datagrams,
+    connect_failed,
+    open_datagram,
+    open_stream,
+)
 from echokit.errors import EchokitError, InputError
 from echokit.measure import openloop
 from echokit.measure.cpu import CpuMeter, CpuUse
 from echokit.measure.histogram import LatencyHistogram
 from echokit.measure.integrity import MIN_SIZE, MessageChecker, MessageMaker
 from echokit.transports.datagram import READ_SIZE, UDPClientEndpoint
-from echokit.transports.endpoints import TLS_KINDS, client_endpoint, tls_trust
+from echokit.transports.endpoints import (
+    TLS_KINDS,
+    carries_datagrams,
+    client_endpoint,
+    tls_trust,
+)
 from echokit.transports.fastpath import send_without_delay
 from echokit.transports.grammar import EndpointSpec
 
 #: Above this size, latency is measured on the reactor too (a blocking client could
 #: deadlock against a server that stops reading while its echo is not read).
 BLOCKING_PROBE_MAX = 64 * 1024
+#: Transports the blocking latency client speaks; the others' latency is measured on the
+#: reactor (QUIC: aioquic on echokit's Twisted client).
+BLOCKING_KINDS = frozenset({"tcp", "tcp6", "unix", "ssl", "tls", "udp"})
 #: Connects timed for the connect-time median.
 CONNECTS = 5
 
@@ -361,7 +375,9 @@ class _DatagramLoop(DatagramProtocol):
         self.sent = 0
         self.running = False
         self._sent_at = 0.0
+        self._sent_ns = 0
         self.noisy = False
+        self.histogram: LatencyHistogram | None = None
 
     def start(self) -> None:
         self.running = True
@@ -369,13 +385,16 @@ class _DatagramLoop(DatagramProtocol):
 
     def _send(self) -> None:
         self._sent_at = time.monotonic()
+        self._sent_ns = time.perf_counter_ns()
         # An error sending is a datagram lost: the checker sees the gap when the next arrives.
         with contextlib.suppress(OSError):
             self.transport.write(self.maker.make(self.sent))  # type: ignore[union-attr,call-arg]
         self.sent += 1
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.checker.feed_datagram(datagram)
+        seq = self.checker.feed_datagram(datagram)
+        if self.histogram is not None and seq == self.sent - 1:  # the one in flight
+            self.histogram.record(time.perf_counter_ns() - self._sent_ns)
         if self.running:
             self._send()
 
@@ -501,19 +520,35 @@ async def _datagram_throughput(
     result: EndpointResult,
     progress: Progress,
     meter: CpuMeter | None = None,
+    measure_latency: bool = False,
 ) -> None:
-    endpoint = client_endpoint(reactor, spec, options.certs)
-    assert isinstance(endpoint, UDPClientEndpoint)
+    """
+    Closed-loop datagrams: one in flight per client. With C{measure_latency}, one client
+    whose round trips go to C{result}'s histogram (and no throughput).
+    """
+    endpoint: Any = client_endpoint(reactor, spec, options.certs, options.insecure)
     maker = MessageMaker(settings.size)
-    loops = [_DatagramLoop(maker, settings.timeout) for _ in range(settings.connections)]
-    address = await endpoint._resolve()
+    connections = 1 if measure_latency else settings.connections
+    loops = [_DatagramLoop(maker, settings.timeout) for _ in range(connections)]
     ports = []
-    for loop in loops:
-        port = reactor.listenUDP(
-            0, loop, interface="::" if ":" in address else "0.0.0.0", maxPacketSize=READ_SIZE
-        )
-        port.connect(address, endpoint.port)
-        ports.append(port)
+    if isinstance(endpoint, UDPClientEndpoint):
+        address = await endpoint._resolve()
+        for loop in loops:
+            port = reactor.listenUDP(
+                0, loop, interface="::" if ":" in address else "0.0.0.0", maxPacketSize=READ_SIZE
+            )
+            port.connect(address, endpoint.port)
+            ports.append(port)
+    else:  # quic:...:datagram=yes: one QUIC connection per client
+        for loop in loops:
+            try:
+                await endpoint.connect(loop)
+            except Exception:
+                raise connect_failed(spec, Failure()) from None
+            ports.append(loop.transport)
+    if measure_latency:
+        loops[0].histogram = result.histogram
+        result.latency_client = "Twisted client on the reactor"
 
     def check_timeouts() -> None:
         for loop in loops:
@@ -525,10 +560,12 @@ async def _datagram_throughput(
         loop.start()
     watchdog.start(0.05, now=False)
     try:
-        if settings.warmup:
+        if settings.warmup and not measure_latency:
             await _sleep(reactor, settings.warmup)
         checkers = [x.checker for x in loops]
-        elapsed, messages = await _measured(reactor, settings, progress, checkers, result, meter)
+        elapsed, messages = await _measured(
+            reactor, settings, progress, checkers, result, None if measure_latency else meter
+        )
         for loop in loops:
             loop.running = False
         await _sleep(reactor, settings.timeout)  # echoes of the last datagrams still count
@@ -539,8 +576,9 @@ async def _datagram_throughput(
     for loop in loops:
         loop.checker.close(loop.sent)  # after the timeout: what has not come back is lost
         result.add_audit(loop.checker, loop.sent)
-    result.messages_per_s = messages / elapsed
-    result.mb_per_s = messages * settings.size / elapsed / 1e6
+    if not measure_latency:
+        result.messages_per_s = messages / elapsed
+        result.mb_per_s = messages * settings.size / elapsed / 1e6
 
 
 async def _fixed_rate(
@@ -555,6 +593,11 @@ async def _fixed_rate(
 ) -> None:
     """The fixed-rate phase (L{openloop.run_fixed_rate}) wired to this endpoint's result."""
     connect_stream = open_udp = None
+    if spec.kind == "quic" and carries_datagrams(spec):
+        raise InputError(
+            f"{spec.text}: --rate does not drive QUIC datagrams yet; measure quic streams "
+            "(without datagram=yes) or udp at a fixed rate"
+        )
     if spec.kind == "udp":
         endpoint = client_endpoint(reactor, spec, options.certs)
         assert isinstance(endpoint, UDPClientEndpoint)
@@ -614,7 +657,7 @@ async def _fixed_rate(
         if isinstance(use, EchokitError):
             raise use
         result.add_cpu(use, run.received_in_window)
-    if spec.kind != "udp" and run.unanswered:
+    if not carries_datagrams(spec) and run.unanswered:
         result.error = (
             f"{spec.text}: {run.unanswered} messages not echoed {openloop.DRAIN_SECONDS:g} s "
             f"after the last send: the server is slower than {run.label} "
@@ -653,6 +696,18 @@ async def _connect_times(
         result.tls_handshake_ms = statistics.median(handshakes) * 1000
 
 
+#: Transports whose lost messages are a measurement, not a broken echo.
+LOSSY_TRANSPORTS = frozenset({"udp", "quic-dgram"})
+
+
+def transport_name(spec: EndpointSpec) -> str:
+    """
+    The transport column of a result: the string's kind, and C{quic-dgram} for QUIC
+    DATAGRAM frames (C{quic:...:datagram=yes}), which lose messages as UDP may.
+    """
+    return "quic-dgram" if spec.kind == "quic" and carries_datagrams(spec) else spec.kind
+
+
 async def bench_endpoint(
     reactor: Any,
     spec: EndpointSpec,
@@ -669,15 +724,15 @@ async def bench_endpoint(
     An endpoint that cannot be reached gives a result with C{error} set rather than an
     exception, so one dead endpoint does not hide the others' numbers.
     """
+    datagram = carries_datagrams(spec)
     result = EndpointResult(
         endpoint=spec.text,
-        transport=spec.kind,
+        transport=transport_name(spec),
         size=settings.size,
         connections=settings.connections,
     )
     if rate is not None:
         result.mode, result.rate = "open-loop", rate
-    datagram = spec.kind == "udp"
 
     def phase(start: float, width: float) -> Progress:
         return lambda fraction: progress(start + width * min(1.0, max(0.0, fraction)))
@@ -686,13 +741,14 @@ async def bench_endpoint(
         if not datagram:
             await _connect_times(reactor, spec, options, result)
         else:
-            await open_datagram(reactor, spec, options)  # resolves and checks the address
+            # Resolves and checks the address (and a QUIC server's handshake).
+            await close_datagrams(await open_datagram(reactor, spec, options))
         progress(0.1)
         if rate is not None:
             await _fixed_rate(
                 reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter
             )
-        elif settings.size <= BLOCKING_PROBE_MAX:
+        elif settings.size <= BLOCKING_PROBE_MAX and spec.kind in BLOCKING_KINDS:
             await threads.deferToThreadPool(
                 reactor,
                 reactor.getThreadPool(),
@@ -706,6 +762,10 @@ async def bench_endpoint(
         elif not datagram:
             await _stream_throughput(
                 reactor, spec, options, settings, result, phase(0.1, 0.45), True
+            )
+        elif spec.kind != "udp":
+            await _datagram_throughput(
+                reactor, spec, options, settings, result, phase(0.1, 0.45), None, True
             )
         if rate is None and datagram:
             await _datagram_throughput(

@@ -26,7 +26,12 @@ from twisted.python.failure import Failure
 from echokit.client.connect import ClientOptions
 from echokit.errors import RuntimeFailure
 from echokit.measure import report
-from echokit.measure.bench import BenchSettings, EndpointResult, bench_endpoint, environment
+from echokit.measure.bench import (
+    BenchSettings,
+    EndpointResult,
+    bench_endpoint,
+    environment,
+)
 from echokit.measure.cpu import CpuMeter
 from echokit.measure.schedule import format_rate
 from echokit.server.listeners import Listener, plan_servers, start_listeners
@@ -34,8 +39,26 @@ from echokit.transports.certs import CERT_DIR_ENV
 from echokit.transports.endpoints import ipv6_unavailable
 from echokit.transports.grammar import EndpointSpec, parse_client
 
-#: The transports C{compare} knows, in table order.
-TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp")
+#: The transports C{compare} knows, in table order. C{quic} is a QUIC stream per client,
+#: C{quic-dgram} QUIC DATAGRAM frames (RFC 9221); both need aioquic (echokit[quic]).
+TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram")
+#: Transports that need an optional package, and which.
+_NEEDS = {"quic": "aioquic", "quic-dgram": "aioquic"}
+
+
+def default_transports() -> list[str]:
+    """What C{compare} measures when given no transport: every one whose library is installed."""
+    import importlib.util
+
+    return [t for t in TRANSPORTS if t not in _NEEDS or importlib.util.find_spec(_NEEDS[t])]
+
+
+def client_strings(transports: Sequence[str], connect_strings: Sequence[str]) -> list[str]:
+    """The client strings to measure, from the servers' announced connect strings."""
+    return [
+        text + ":datagram=yes" if transport == "quic-dgram" else text
+        for transport, text in zip(transports, connect_strings, strict=True)
+    ]
 
 
 def server_strings(transports: Sequence[str], directory: str) -> list[str]:
@@ -46,6 +69,8 @@ def server_strings(transports: Sequence[str], directory: str) -> list[str]:
         "unix": f"unix:{os.path.join(directory, 'echo.sock')}",
         "ssl": "ssl:0:interface=127.0.0.1",
         "udp": "udp:0",
+        "quic": "quic:0",
+        "quic-dgram": "quic:0",
     }
     return [table[t] for t in transports]
 
@@ -232,7 +257,7 @@ async def compare(
             mode = f"server in a child process ({shlex.join(['echokit', *flags, 'serve'])}), "
             mode += "clients in this one"
             results = await _with_child_server(
-                reactor, strings, flags, options, settings, output, mode
+                reactor, strings, flags, options, settings, output, mode, wanted
             )
         else:
             mode = "server and clients in this process, one reactor"
@@ -241,7 +266,8 @@ async def compare(
                 listeners = await start_listeners(
                     reactor, plan_servers(reactor, strings, options.certs)
                 )
-                specs = [parse_client(listener.connect_string) for listener in listeners]
+                announced = [listener.connect_string for listener in listeners]
+                specs = [parse_client(text) for text in client_strings(wanted, announced)]
                 results = await measure(reactor, specs, options, settings, output, mode)
             finally:
                 for listener in listeners:
@@ -260,6 +286,7 @@ async def _with_child_server(
     settings: BenchSettings,
     output: Output,
     mode: str,
+    transports: Sequence[str],
 ) -> list[EndpointResult]:
     child = _Announcements(len(strings))
     env = dict(os.environ, **{CERT_DIR_ENV: str(options.certs.directory)}, PYTHONUNBUFFERED="1")
@@ -271,7 +298,7 @@ async def _with_child_server(
     )
     try:
         connect_strings = await child.ready.addTimeout(30, reactor)
-        specs = [parse_client(text) for text in connect_strings]
+        specs = [parse_client(text) for text in client_strings(transports, connect_strings)]
         meter = CpuMeter(lambda: [process.pid], client=True)
         return await measure(reactor, specs, options, settings, output, mode, meter)
     finally:

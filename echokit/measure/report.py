@@ -7,7 +7,7 @@ these fields, all always present (C{null} where not measured):
 
     ====================  =========================================================
     endpoint              the client endpoint string measured
-    transport             its kind: tcp, tcp6, unix, ssl, tls, udp
+    transport             its kind: tcp, tcp6, unix, ssl, tls, udp, quic, quic-dgram (QUIC DATAGRAM frames)
     family                IPv4, IPv6 or unix
     tls_version           e.g. TLSv1.3 (null without TLS)
     tls_cipher            e.g. TLS_AES_256_GCM_SHA384 (null without TLS)
@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from echokit.errors import InputError, RuntimeFailure
-from echokit.measure.bench import EndpointResult
+from echokit.measure.bench import LOSSY_TRANSPORTS, EndpointResult
 from echokit.measure.cpu import CLIENT_BOUND_CPU
 from echokit.measure.schedule import CLIENT_BOUND_LAG_US, format_rate
 
@@ -379,13 +379,14 @@ def _plot_percentiles(axes: Any, results: Sequence[EndpointResult]) -> None:
 def fail_if_broken(results: Sequence[EndpointResult]) -> None:
     """
     After reporting: exit 1 if an endpoint could not be measured, or a stream's echo lost,
-    duplicated, reordered or damaged a message (UDP loss is a measurement, not a failure).
+    duplicated, reordered or damaged a message (UDP's and QUIC datagrams' loss is a
+    measurement, not a failure).
     """
     unreachable = [r.endpoint for r in results if r.error]
     damaged = [
         r.endpoint
         for r in results
-        if r.transport != "udp"
+        if r.transport not in LOSSY_TRANSPORTS
         and not r.error
         and (r.lost or r.duplicated or r.reordered or r.corrupted)
     ]

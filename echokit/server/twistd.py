@@ -80,7 +80,7 @@ class Options(usage.Options):
     longdesc = (
         "Echo on every endpoint given, in one process, as `echokit serve` does. "
         "DESCRIPTION is an `echokit serve` endpoint string: tcp, tcp6, unix, ssl, udp, "
-        "udp6, or a Twisted endpoint plugin's (systemd:, haproxy:, ...). Example: "
+        "udp6, quic, or a Twisted endpoint plugin's (systemd:, haproxy:, ...). Example: "
         "twistd -n echokit --listen tcp:16000 --listen udp:16000"
     )
     optFlags = [

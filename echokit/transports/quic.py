@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import ssl
@@ -67,6 +68,7 @@ from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfigura
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import (
     QuicErrorCode,
+    QuicFrameType,
     QuicPacketType,
     encode_quic_retry,
     encode_quic_version_negotiation,
@@ -95,6 +97,9 @@ from echokit.transports.datagram import LOWEST_SOURCE_PORT, READ_SIZE, UDPClient
 
 #: Every server log line is in this namespace, whichever class writes it.
 _log = Logger(namespace="echokit.serve")
+# aioquic logs every connection error itself (Python logging, logger "quic"), which would
+# reach stderr through logging's last-resort handler: echokit says each once, its own way.
+logging.getLogger("quic").addHandler(logging.NullHandler())
 
 #: The one application protocol echokit's QUIC speaks (ALPN).
 ALPN = "echo"
@@ -363,7 +368,12 @@ class ServerConnection(QuicDriver):
         """Close the connection (once: aioquic ignores a second close)."""
         if not self.ended and not self.closing:
             self.closing = True
-            self.connection.close(error_code=code, reason_phrase=why)
+            self.server.closing(self)
+            # A transport-level close (with a frame type): its reason reaches a client
+            # still in its handshake, where an application close would arrive blank.
+            self.connection.close(
+                error_code=code, frame_type=QuicFrameType.PADDING, reason_phrase=why
+            )
             self.transmit()
 
     def handle_event(self, event: events.QuicEvent) -> None:
@@ -430,7 +440,7 @@ class QuicEchoServer(DatagramProtocol):
     """
     A QUIC echo server on one UDP port: routes datagrams to connections, makes new ones.
 
-    @ivar open_protocols: connections not yet ended (what a drain waits for).
+    @ivar open_protocols: connections open, not yet closing (what a drain waits for).
     @ivar stats: connections, streams, bytes, datagrams, refusals, timeouts and errors.
     """
 
@@ -459,6 +469,8 @@ class QuicEchoServer(DatagramProtocol):
         self.connection_class = connection_class
         self.stats = QuicStats()
         self.open_protocols: set[ServerConnection] = set()
+        #: Connections closing: they answer late packets with CONNECTION_CLOSE for a while.
+        self.closing_protocols: set[ServerConnection] = set()
         self.accepting = True
         self._routes: dict[bytes, ServerConnection] = {}
         self._drops = EveryInterval(10.0)
@@ -557,8 +569,14 @@ class QuicEchoServer(DatagramProtocol):
         self._routes[quic.host_cid] = connection
         self.open_protocols.add(connection)
         refused = self.limiter.admit(connection.peer_host)
-        connection.receive(datagram, addr)
-        if refused is not None:
+        if refused is None:
+            connection.admitted = True
+            self.stats.connections += 1
+            connection.receive(datagram, addr)
+        else:
+            # Read the Initial (for its keys) but answer only with CONNECTION_CLOSE: the
+            # handshake never starts, and the client reads the reason.
+            quic.receive_datagram(datagram, addr, now=self.clock.seconds())
             self.stats.refused += 1
             connection.closed_by = f"over the {refused} connection limit"
             connection.close(QuicErrorCode.CONNECTION_REFUSED, connection.closed_by)
@@ -575,9 +593,17 @@ class QuicEchoServer(DatagramProtocol):
                     if suppressed
                     else "",
                 )
-        else:
-            connection.admitted = True
-            self.stats.connections += 1
+
+    def closing(self, connection: ServerConnection) -> None:
+        """C{connection} has sent its CONNECTION_CLOSE: no longer open."""
+        self.open_protocols.discard(connection)
+        self.closing_protocols.add(connection)
+
+    def _maybe_ended(self) -> None:
+        if self.accepting or self.open_protocols or self.closing_protocols:
+            return
+        if not self.ended.called:
+            self.ended.callback(None)
 
     def route(self, cid: bytes, connection: ServerConnection) -> None:
         self._routes[cid] = connection
@@ -609,6 +635,7 @@ class QuicEchoServer(DatagramProtocol):
         self, connection: ServerConnection, event: events.ConnectionTerminated
     ) -> None:
         self.open_protocols.discard(connection)
+        self.closing_protocols.discard(connection)
         for cid in [c for c, known in self._routes.items() if known is connection]:
             del self._routes[cid]
         if connection.admitted:
@@ -640,16 +667,14 @@ class QuicEchoServer(DatagramProtocol):
                 datagrams=connection.datagrams_echoed,
                 why=why,
             )
-        if not self.accepting and not self.open_protocols and not self.ended.called:
-            self.ended.callback(None)
+        self._maybe_ended()
 
     def stop_accepting(self) -> None:
         """Take no new connection; close those with nothing left to echo."""
         self.accepting = False
         for connection in list(self.open_protocols):
             connection.transmitted()
-        if not self.open_protocols and not self.ended.called:
-            self.ended.callback(None)
+        self._maybe_ended()
 
     def _drop(self, addr: Any, why: str) -> None:
         self.stats.dropped += 1
@@ -792,6 +817,7 @@ class ClientConnection(QuicDriver, DatagramProtocol):
         self.after_transmit: list[Callable[[], object]] = []
         self.terminated: defer.Deferred[None] = defer.Deferred()
         self._port: Any = None
+        self._connected = False
         self.peer: tuple[str, int] = ("", 0)
 
     def _write(self, data: bytes, addr: Any) -> None:
@@ -824,8 +850,8 @@ class ClientConnection(QuicDriver, DatagramProtocol):
         self._fail(ConnectFailed(f"the QUIC connection to {self.text} was closed"))
 
     def handle_event(self, event: events.QuicEvent) -> None:
-        if isinstance(event, events.HandshakeCompleted) and not self.ready.called:
-            self.ready.callback(self)
+        if isinstance(event, events.HandshakeCompleted):
+            self._connected = True  # ready fires once the Finished has been sent
         if isinstance(event, events.ConnectionTerminated) and not self.ready.called:
             self.ready.errback(_connect_problem(self.text, event))
         for handler in list(self.handlers):
@@ -834,6 +860,8 @@ class ClientConnection(QuicDriver, DatagramProtocol):
             self.finish()
 
     def transmitted(self) -> None:
+        if self._connected and not self.ready.called:
+            self.ready.callback(self)
         for callback in list(self.after_transmit):
             callback()
 

@@ -7,7 +7,7 @@ these fields, all always present (C{null} where not measured):
 
     ====================  =========================================================
     endpoint              the client endpoint string measured
-    transport             its kind: tcp, tcp6, unix, ssl, tls, udp, quic, quic-dgram (QUIC DATAGRAM frames)
+    transport             kind: tcp, tcp6, unix, ssl, tls, udp, quic, quic-dgram
     family                IPv4, IPv6 or unix
     tls_version           e.g. TLSv1.3 (null without TLS)
     tls_cipher            e.g. TLS_AES_256_GCM_SHA384 (null without TLS)

@@ -578,6 +578,25 @@ def _bench_setup(
     metavar="N|auto",
     help="Client processes measuring at once (auto: one per CPU), one merged result.",
 )
+@click.option(
+    "--start-at",
+    default=None,
+    metavar="TIME",
+    help="Start at this wall-clock time (ISO 8601, or Unix seconds): hosts measure together.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=None,
+    metavar="S",
+    help="Every S seconds, one JSON line of that interval's latency on stdout.",
+)
+@click.option(
+    "--hlog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write HdrHistogram's interval log to FILE (every --interval S, else every 1 s).",
+)
 @reactor_option
 @click.pass_context
 def bench(
@@ -586,6 +605,9 @@ def bench(
     descriptions: tuple[str, ...],
     server_pid: int | None,
     processes: str,
+    start_at: str | None,
+    interval: float | None,
+    hlog: Path | None,
     **kwargs: Any,
 ) -> None:
     """Measure running echo servers over the client strings given, one table.
@@ -620,6 +642,29 @@ def bench(
         fail(e)
     if count > 1 and server_pid is not None:
         fail(InputError("--server-pid does not go with --processes yet: measure one or the other"))
+    if count > 1 and (interval is not None or hlog is not None):
+        fail(InputError("--interval and --hlog do not go with --processes yet"))
+    if start_at is not None:
+        import dataclasses
+        import time
+
+        from echokit.measure.starttime import parse_start_at
+
+        try:
+            settings = dataclasses.replace(settings, start_at=parse_start_at(start_at, time.time()))
+        except EchokitError as e:
+            fail(e)
+    if interval is not None or hlog is not None:
+        from echokit.measure.intervals import IntervalLog
+
+        try:
+            log_file = None if hlog is None else hlog.open("w")
+        except OSError as e:
+            fail(InputError(f"--hlog: cannot write '{hlog}': {e.strerror}"))
+        rows = len(specs) * max(1, len(settings.rates))
+        output.intervals = IntervalLog(
+            interval or 1.0, sys.stdout if interval else None, log_file, tagged=rows > 1
+        )
     mode = "clients in this process"
     if count > 1:
         mode = f"{count} client processes started together, each its own reactor; merged"

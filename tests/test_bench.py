@@ -67,6 +67,13 @@ class LatencyHistogramTests:
             reference.record_value(min(max(0, value), HIGHEST))
         assert reference.equals(h.hdr)
         assert h.max == reference.get_max_value()
+        ps = [0, 0.1, 1, 10, 25, 50, 75, 90, 99, 99.9, 99.99, 100]
+        expected = reference.get_percentile_to_value_dict(ps)
+        assert h.percentiles(ps) == {f"p{p:g}": expected[p] for p in ps} | {"max": h.max}
+        assert h.mean == reference.get_mean_value()
+        points = [(item.value_iterated_to, item.percentile) for item in reference]
+        assert [v for v, _ in h.cumulative()] == [v for v, _ in points]
+        assert [f * 100 for _, f in h.cumulative()] == pytest.approx([p for _, p in points])
 
     def test_merged_percentiles_are_those_of_all_samples(self) -> None:
         """

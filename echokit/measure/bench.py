@@ -56,6 +56,7 @@ from echokit.measure import openloop
 from echokit.measure.cpu import CpuMeter, CpuUse
 from echokit.measure.histogram import LatencyHistogram
 from echokit.measure.integrity import MIN_SIZE, MessageChecker, MessageMaker
+from echokit.measure.intervals import Source, counts_since_last
 from echokit.transports.datagram import READ_SIZE, UDPClientEndpoint
 from echokit.transports.endpoints import (
     TLS_KINDS,
@@ -76,6 +77,8 @@ BLOCKING_KINDS = frozenset({"tcp", "tcp6", "unix", "ssl", "tls", "udp"})
 CONNECTS = 5
 
 Progress = Callable[[float], None]
+#: Told of each live source of latencies as it starts (L{echokit.measure.intervals}).
+Watch = Callable[[Source], None]
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class BenchSettings:
     @ivar warmup: seconds of throughput traffic before measuring, not counted.
     @ivar timeout: seconds before a UDP message with no echo counts as lost.
     @ivar rates: fixed rates (msg/s) to measure at, one row each; none: closed loop.
+    @ivar start_at: the Unix time to start at (L{echokit.measure.starttime}), or now.
     """
 
     size: int = 64
@@ -97,6 +101,7 @@ class BenchSettings:
     warmup: float = 0.5
     timeout: float = 1.0
     rates: tuple[float, ...] = ()
+    start_at: float | None = None
 
     def check(self) -> None:
         if self.rates and self.count is not None:
@@ -590,6 +595,7 @@ async def _fixed_rate(
     result: EndpointResult,
     progress: Progress,
     meter: CpuMeter | None,
+    watch: Watch | None = None,
 ) -> None:
     """The fixed-rate phase (L{openloop.run_fixed_rate}) wired to this endpoint's result."""
     connect_stream = open_udp = None
@@ -629,6 +635,9 @@ async def _fixed_rate(
         except EchokitError as e:  # the server process ended
             cpu.append(e)
 
+    live = openloop.OpenLoopRun(rate)
+    if watch is not None:
+        watch(counts_since_last(lambda: {v * 1000 + 500: c for v, c in live.corrected.items()}))
     run = await openloop.run_fixed_rate(
         reactor,
         connect_stream,
@@ -641,6 +650,7 @@ async def _fixed_rate(
         settings.timeout,
         progress,
         None if meter is None else (meter.start, window_ends),
+        live,
     )
     result.latency_client = "fixed-rate sender on the reactor"
     result.histogram_raw = openloop.histogram_of(run.raw)
@@ -716,13 +726,15 @@ async def bench_endpoint(
     progress: Progress = lambda fraction: None,
     rate: float | None = None,
     meter: CpuMeter | None = None,
+    watch: Watch | None = None,
 ) -> EndpointResult:
     """
     Measure one endpoint: connects, latency, throughput and integrity; at a fixed
     C{rate} (msg/s), connects then one open-loop phase (L{openloop}).
 
     An endpoint that cannot be reached gives a result with C{error} set rather than an
-    exception, so one dead endpoint does not hide the others' numbers.
+    exception, so one dead endpoint does not hide the others' numbers. C{watch} is
+    given a live view of the latencies as they are counted (L{echokit.measure.intervals}).
     """
     datagram = carries_datagrams(spec)
     result = EndpointResult(
@@ -733,6 +745,8 @@ async def bench_endpoint(
     )
     if rate is not None:
         result.mode, result.rate = "open-loop", rate
+    elif watch is not None:
+        watch(result.histogram.since_last())
 
     def phase(start: float, width: float) -> Progress:
         return lambda fraction: progress(start + width * min(1.0, max(0.0, fraction)))
@@ -746,7 +760,7 @@ async def bench_endpoint(
         progress(0.1)
         if rate is not None:
             await _fixed_rate(
-                reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter
+                reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter, watch
             )
         elif settings.size <= BLOCKING_PROBE_MAX and spec.kind in BLOCKING_KINDS:
             await threads.deferToThreadPool(

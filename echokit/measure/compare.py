@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,7 +34,9 @@ from echokit.measure.bench import (
     environment,
 )
 from echokit.measure.cpu import CpuMeter
+from echokit.measure.intervals import IntervalLog
 from echokit.measure.schedule import format_rate
+from echokit.measure.starttime import wait_until
 from echokit.server.listeners import Listener, plan_servers, start_listeners
 from echokit.transports.certs import CERT_DIR_ENV
 from echokit.transports.endpoints import ipv6_unavailable
@@ -85,6 +88,7 @@ class Output:
     baseline: Path | None = None
     plot: Path | None = None
     progress: bool = False
+    intervals: IntervalLog | None = None
 
 
 class ProgressBar:
@@ -164,17 +168,27 @@ async def measure(
             reactor, specs, options, settings, processes, global_argv
         )
     else:
+        if settings.start_at is not None:
+            await wait_until(reactor, settings.start_at)
         bar = ProgressBar(output.progress, len(specs) * len(rates))
+        log = output.intervals
+        if log is not None:
+            log.start(reactor)
         try:
             for spec in specs:
                 for rate in rates:
                     label = spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
                     bar.start(len(results), label)
+                    watch = None if log is None else partial(log.follow, label)
                     results.append(
-                        await bench_endpoint(reactor, spec, options, settings, bar, rate, meter)
+                        await bench_endpoint(
+                            reactor, spec, options, settings, bar, rate, meter, watch
+                        )
                     )
         finally:
             bar.finish()
+            if log is not None:
+                log.stop()
     env = environment(reactor)
     out = output.out
     if output.json:

@@ -24,8 +24,10 @@ tools' default unit (they show milliseconds by dividing by 10^6).
 
 from __future__ import annotations
 
+import ctypes
+from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -37,6 +39,8 @@ LOWEST = 1
 HIGHEST = 3600 * 10**9
 #: Decimal digits every value is kept to.
 DIGITS = 3
+#: array typecodes of unsigned counts by their size in bytes.
+_TYPECODES = {2: "H", 4: "I", 8: "Q"}
 
 
 class LatencyHistogram:
@@ -51,6 +55,7 @@ class LatencyHistogram:
         # Values not yet counted: the package's record_value costs ~4 us in Python, an
         # append ~0.05 us, so the hot path appends and the counting happens in batches.
         self._pending: list[int] = []
+        self._tap: list[int] | None = None
 
     @property
     def hdr(self) -> Any:
@@ -88,8 +93,28 @@ class LatencyHistogram:
     def record(self, value: int) -> None:
         """Count one value in nanoseconds (clamped to 0 .. L{HIGHEST})."""
         self._pending.append(value)
+        if self._tap is not None:
+            self._tap.append(value)
         if len(self._pending) >= 65536:
             self._flush()
+
+    def since_last(self) -> Callable[[], LatencyHistogram]:
+        """
+        A function that returns, at each call, a histogram of the values recorded since
+        its previous call (the first: since C{since_last} was called). For live
+        intervals; safe while another thread records.
+        """
+        tap: list[int] = []
+        self._tap = tap
+
+        def take() -> LatencyHistogram:
+            taken = len(tap)
+            interval = LatencyHistogram()
+            interval.record_all(tap[:taken])
+            del tap[:taken]
+            return interval
+
+        return take
 
     def record_corrected(self, value: int, expected_interval: int) -> None:
         """
@@ -98,6 +123,13 @@ class LatencyHistogram:
         C{value - 2 * interval}, ... down to the interval (HdrHistogram's correction).
         """
         self.hdr.record_corrected_value(min(max(0, int(value)), HIGHEST), int(expected_interval))
+
+    def record_counts(self, counts: Mapping[int, int]) -> None:
+        """Count each value (ns) of C{counts} as many times as it says."""
+        hdr = self.hdr
+        for value, count in counts.items():
+            if count > 0:
+                hdr.record_value(min(max(0, int(value)), HIGHEST), count)
 
     def record_all(self, values: Iterable[int]) -> None:
         for value in values:
@@ -123,26 +155,64 @@ class LatencyHistogram:
 
     @property
     def mean(self) -> float:
-        return float(self.hdr.get_mean_value())
+        """The mean, each value taken as the middle of its bucket (HdrHistogram's way)."""
+        total = self.count
+        if not total:
+            return 0.0
+        hdr = self.hdr
+        middle = hdr._hdr_median_equiv_value
+        weighted = sum(c * middle(hdr.get_value_from_index(i)) for i, c in self._nonzero())
+        return float(weighted / total)
+
+    def _nonzero(self) -> list[tuple[int, int]]:
+        """(counts index, count) of every bucket holding values, in order."""
+        counts = self.hdr.counts
+        # Reading the ctypes array item by item costs ~1 us each: copy it out at once.
+        words = array(_TYPECODES[ctypes.sizeof(counts._type_)], bytes(counts))
+        return [(i, c) for i, c in enumerate(words) if c]
 
     def percentile(self, p: float) -> int:
         """The value at percentile C{p} (0 to 100), as HdrHistogram reads it; 0 if empty."""
-        return int(self.hdr.get_value_at_percentile(p)) if self.count else 0
+        return self.percentiles([p])[f"p{float(p):g}"]
 
     def percentiles(self, ps: Iterable[float] = (50, 90, 99, 99.9)) -> dict[str, int]:
-        """Several percentiles at once, keyed like C{"p99.9"}, plus C{"max"}."""
+        """
+        Several percentiles at once, keyed like C{"p99.9"}, plus C{"max"}: the same values
+        as hdrh's C{get_value_at_percentile} (the highest value of the bucket where the
+        count reaches the percentile), read from the buckets that hold values only, so
+        that reporting an interval does not hold the interpreter for tens of ms.
+        """
         wanted = [float(p) for p in ps]
-        values = self.hdr.get_percentile_to_value_dict(wanted) if self.count else {}
-        out = {f"p{p:g}": int(values.get(p, 0)) for p in wanted}
+        out = dict.fromkeys((f"p{p:g}" for p in wanted), 0)
+        total = self.count
+        if total:
+            hdr = self.hdr
+            targets = sorted((max(int(min(p, 100.0) * total / 100 + 0.5), 1), p) for p in wanted)
+            seen, next_target = 0, 0
+            for index, count in self._nonzero():
+                seen += count
+                while next_target < len(targets) and seen >= targets[next_target][0]:
+                    p = targets[next_target][1]
+                    value = hdr.get_value_from_index(index)
+                    out[f"p{p:g}"] = int(
+                        hdr.get_highest_equivalent_value(value)
+                        if p
+                        else hdr.get_lowest_equivalent_value(value)
+                    )
+                    next_target += 1
+                if next_target == len(targets):
+                    break
         out["max"] = self.max
         return out
 
     def cumulative(self) -> list[tuple[int, float]]:
         """(value, fraction of values at or below it) per recorded bucket, for plotting."""
+        hdr = self.hdr
         points, seen, total = [], 0, self.count
-        for item in self.hdr.get_recorded_iterator():
-            seen += item.count_at_value_iterated_to
-            points.append((int(item.value_iterated_to), seen / total))
+        for index, count in self._nonzero():
+            seen += count
+            value = hdr.get_highest_equivalent_value(hdr.get_value_from_index(index))
+            points.append((int(value), seen / total))
         return points
 
     def encode(self) -> str:

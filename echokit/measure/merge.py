@@ -194,6 +194,8 @@ def parse_run(text: str, label: str) -> list[dict[str, Any]]:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as e:
             raise InputError(f"{what}: not JSON, or cut short ({e.msg}, line {e.lineno})") from None
+    if isinstance(records, list):  # --interval's live lines are not results
+        records = [r for r in records if not (isinstance(r, dict) and "interval" in r)]
     if not isinstance(records, list) or not records:
         raise InputError(f"{what}: it holds no result")
     for record in records:

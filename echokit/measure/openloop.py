@@ -318,6 +318,7 @@ async def run_fixed_rate(
     timeout: float,
     progress: Callable[[float], None] = lambda fraction: None,
     around_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    run: OpenLoopRun | None = None,
 ) -> OpenLoopRun:
     """
     Send C{rate} messages/s of C{size} bytes over C{connections} for C{warmup} then
@@ -326,9 +327,9 @@ async def run_fixed_rate(
     Give C{connect_stream(factory)} (a stream endpoint's C{connect}) or
     C{open_datagram(protocol)} (which starts a connected UDP socket and returns its
     port). C{around_window} is called at the start and at the end of the measured
-    window (the CPU meter).
+    window (the CPU meter). C{run}, if given, is filled as the run goes (live figures).
     """
-    run = OpenLoopRun(rate)
+    run = run if run is not None else OpenLoopRun(rate)
     maker = MessageMaker(size)
     total = math.ceil((warmup + duration) * rate)
     schedule = Schedule(rate, connections, 0, total)

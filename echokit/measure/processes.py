@@ -34,6 +34,7 @@ from echokit.errors import InputError, RuntimeFailure
 from echokit.measure.bench import BenchSettings, EndpointResult, bench_endpoint
 from echokit.measure.cpu import CpuMeter
 from echokit.measure.merge import merge_records
+from echokit.measure.starttime import wait_until
 from echokit.transports.certs import CERT_DIR_ENV
 from echokit.transports.grammar import EndpointSpec, parse_client
 
@@ -222,6 +223,8 @@ async def measure_in_processes(
         await defer.gatherResults(
             [child.ready for child in children], consumeErrors=True
         ).addTimeout(START_TIMEOUT, reactor)
+        if settings.start_at is not None:
+            await wait_until(reactor, settings.start_at)
         for transport in transports:
             transport.write(GO)
             transport.closeStdin()

@@ -355,8 +355,9 @@ def connect(
     time; with --message, send one message (or --count of them).
 
     DESCRIPTION is a client endpoint string: tcp:host=H:port=P, tcp6:host=H:port=P,
-    unix:path=P, ssl:host=H:port=P, tls:host=H:port=P or udp:host=H:port=P. TLS servers
-    are verified against echokit's CA (or trustRoots=/caCertsDir=) unless --insecure.
+    unix:path=P, ssl:host=H:port=P, tls:host=H:port=P, udp:host=H:port=P or
+    quic:host=H:port=P[:datagram=yes]. TLS and QUIC servers are verified against
+    echokit's CA (or trustRoots=/caCertsDir=) unless --insecure.
 
     \b
     Examples:

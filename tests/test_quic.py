@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aioquic.quic.connection import QuicConnection
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import DatagramProtocol
@@ -27,11 +28,13 @@ from echokit.errors import ConnectFailed, EndpointError, InputError
 from echokit.runtime.policy import ServerPolicy
 from echokit.server.serve import drain
 from echokit.transports import quic
+from echokit.transports.endpoints import ipv6_unavailable
 from echokit.transports.grammar import parse_client, parse_server
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually, random_bytes
-from tests.support import echokit_server, port_of, run_echokit
+from tests.support import echokit_server, port_of, run_echokit, skip_reason
 
 udp_reactor: Any = reactor
+NO_IPV6 = ipv6_unavailable()
 
 
 def _server(listener: Any) -> Any:
@@ -207,6 +210,48 @@ class QuicEchoTests(TestCase):
         port.write(first, target)
         await eventually(lambda: _server(listener).stats.timeouts == 1, 5)
         await eventually(lambda: not _server(listener).open_protocols, 5)
+
+    @deferred_test
+    async def test_idle_timeout_ends_a_silent_connection(self) -> None:
+        """A connection silent for --idle-timeout ends (QUIC's own idle timeout), counted."""
+        session = EchoSession(self)
+        session.policy = ServerPolicy(idle_timeout=0.5)
+        [listener] = await session.serve("quic:0")
+        spec = parse_client(listener.connect_string)
+        connection = await open_stream(reactor, spec, session.options)
+        connection.protocol.send(b"then nothing")
+        await connection.protocol.wait_echoed()
+        connection.protocol.done.addErrback(lambda _: None)
+        await eventually(lambda: _server(listener).stats.timeouts == 1, 10)
+        self.assertEqual(_server(listener).open_protocols, set())
+        connection.protocol.transport.abortConnection()
+        await connection.protocol.closed
+
+    @deferred_test
+    async def test_retry_validates_the_address_first(self) -> None:
+        """With retry=yes a client proves its address (a Retry round trip), then echoes."""
+        session = EchoSession(self)
+        [listener] = await session.serve("quic:0:retry=yes")
+        connection = await session.stream(listener)
+        connection.protocol.send(b"after a retry")
+        connection.protocol.finish()
+        await connection.protocol.done
+        await connection.protocol.closed
+        await eventually(lambda: _server(listener).stats.bytes == len(b"after a retry"))
+        self.assertEqual(_server(listener).retries, 1)
+
+    @pytest.mark.skipif(skip_reason(NO_IPV6) is not None, reason=f"{NO_IPV6}")
+    @deferred_test
+    async def test_ipv6_loopback(self) -> None:
+        """quic:0:interface=::1 listens on ::1, and its announced string reaches it."""
+        session = EchoSession(self)
+        [listener] = await session.serve("quic:0:interface=\\:\\:1")
+        self.assertIn("host=\\:\\:1", listener.connect_string)
+        connection = await session.stream(listener)
+        connection.protocol.send(b"over IPv6")
+        connection.protocol.finish()
+        await connection.protocol.done
+        await connection.protocol.closed
 
 
 class QuicGrammarTests(TestCase):

@@ -466,6 +466,8 @@ class QuicEchoServer(DatagramProtocol):
         )
         self.verbose = verbose
         self.retry = QuicRetryTokenHandler() if retry else None
+        #: Retry packets sent (each asks a new client to prove its address).
+        self.retries = 0
         self.connection_class = connection_class
         self.stats = QuicStats()
         self.open_protocols: set[ServerConnection] = set()
@@ -535,6 +537,7 @@ class QuicEchoServer(DatagramProtocol):
                     now=self.clock.seconds(),
                 )
                 assert header.version is not None  # an Initial has one
+                self.retries += 1
                 self.send(
                     encode_quic_retry(
                         version=header.version,
@@ -643,6 +646,8 @@ class QuicEchoServer(DatagramProtocol):
         self.stats.bytes += connection.bytes_echoed
         self.stats.datagrams += connection.datagrams_echoed
         why = connection.closed_by or event.reason_phrase or _error_name(event.error_code)
+        if event.reason_phrase == "Idle timeout" and connection.closed_by is None:
+            self.stats.timeouts += 1  # aioquic's words: QUIC's idle timeout ran out
         if not connection.handshake_done:
             if connection.admitted:
                 self.stats.errors += 1

@@ -47,6 +47,7 @@ from zope.interface import implementer
 
 from echokit.echo import EchoVerifier, looks_like_tls
 from echokit.errors import EchokitError, EchoMismatch, RuntimeFailure
+from echokit.runtime.memory import give_back_freed_memory
 from echokit.runtime.policy import ConnectionLimiter, EchoBudget, EveryInterval, ServerPolicy
 from echokit.transports.fastpath import (
     Writer,
@@ -359,6 +360,7 @@ class EchoServerFactory(Factory):
         self.stats = ListenerStats()
         self._refusals = EveryInterval(10.0)
         self._sheddings = EveryInterval(10.0)
+        self._trims = EveryInterval(1.0)
         self._tls_on_plaintext = EveryInterval(10.0)
         self._failed_handshakes = EveryInterval(10.0)
 
@@ -462,6 +464,9 @@ class EchoServerFactory(Factory):
     def connection_closed(self, protocol: EchoServerProtocol, reason: Failure) -> None:
         self.open_protocols.discard(protocol)
         self.limiter.release(protocol.peer_key, protocol)
+        if not self.limiter.open and self._trims.ready(self.clock.seconds()) is not None:
+            # The last connection is gone: hand what the allocator kept back to the system.
+            give_back_freed_memory()
         self.stats.bytes += protocol.bytes_echoed
         if self.is_tls and not protocol.handshake_done:
             self.stats.errors += 1

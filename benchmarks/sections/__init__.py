@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from harness import Report, Settings
 
 #: Every section, in the order a full run measures them; C{--only NAME} picks some.
-SECTIONS = ("honest", "servers", "workers", "reactors", "extras", "quic")
+SECTIONS = ("honest", "servers", "workers", "reactors", "extras", "quic", "processes")
 
 Section = Callable[["Settings", "Report", Path], None]
 

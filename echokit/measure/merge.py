@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from echokit.errors import InputError
-from echokit.measure.bench import EndpointResult
 from echokit.measure.histogram import LatencyHistogram
+from echokit.measure.results import EndpointResult
 
 #: Fields that must be equal for records to be merged (absent from all is equal too).
 MATCHED = ("endpoint", "transport", "size", "mode")

@@ -59,8 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from echokit.errors import InputError, RuntimeFailure
-from echokit.measure.bench import LOSSY_TRANSPORTS, EndpointResult
 from echokit.measure.cpu import CLIENT_BOUND_CPU
+from echokit.measure.results import LOSSY_TRANSPORTS, EndpointResult
 from echokit.measure.schedule import CLIENT_BOUND_LAG_US, format_rate
 
 #: The fields of a JSON record, in order (see the module docstring).

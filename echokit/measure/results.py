@@ -1,0 +1,126 @@
+"""
+What a measurement is asked and what it found: L{BenchSettings} and L{EndpointResult}.
+
+Kept apart from L{echokit.measure.bench} (which measures, on Twisted) so that what only
+reads results, C{echokit merge} and the reports, starts without importing Twisted.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from echokit.errors import InputError
+from echokit.measure.cpu import CpuUse
+from echokit.measure.histogram import LatencyHistogram
+from echokit.measure.integrity import MIN_SIZE, MessageChecker
+
+#: Transports whose lost messages are a measurement, not a broken echo.
+LOSSY_TRANSPORTS = frozenset({"udp", "quic-dgram"})
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """
+    How long and how hard to measure.
+
+    @ivar duration: seconds per measuring phase (latency, throughput), unless C{count}.
+    @ivar count: messages per phase instead of a duration.
+    @ivar warmup: seconds of throughput traffic before measuring, not counted.
+    @ivar timeout: seconds before a UDP message with no echo counts as lost.
+    @ivar rates: fixed rates (msg/s) to measure at, one row each; none: closed loop.
+    @ivar start_at: the Unix time to start at (L{echokit.measure.starttime}), or now.
+    """
+
+    size: int = 64
+    connections: int = 4
+    duration: float = 2.0
+    count: int | None = None
+    warmup: float = 0.5
+    timeout: float = 1.0
+    rates: tuple[float, ...] = ()
+    start_at: float | None = None
+
+    def check(self) -> None:
+        if self.rates and self.count is not None:
+            raise InputError(
+                "--rate and --count do not go together: a fixed-rate run lasts --duration"
+            )
+        if self.size < MIN_SIZE:
+            raise InputError(f"--size must be at least {MIN_SIZE} bytes (a message's header)")
+        if self.size > 64 * 1024 * 1024:
+            raise InputError("--size must be at most 64m")
+
+
+@dataclass
+class EndpointResult:
+    """Everything measured for one endpoint; L{as_json} gives the documented fields."""
+
+    endpoint: str
+    transport: str
+    family: str = "?"
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    size: int = 0
+    connections: int = 0
+    mode: str = "closed-loop"
+    rate: float | None = None
+    connect_ms: float | None = None
+    tls_handshake_ms: float | None = None
+    latency_us: dict[str, float] = field(default_factory=dict)
+    latency_samples: int = 0
+    latency_client: str = ""
+    latency_raw_us: dict[str, float] | None = None
+    send_lag_us: dict[str, float] | None = None
+    messages_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    client_bound: bool = False
+    server_cpu_us_per_msg: float | None = None
+    client_cpu_us_per_msg: float | None = None
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    corrupted: int = 0
+    error: str | None = None
+    processes: int = 1
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+    histogram_raw: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        # Not asdict: it would deep-copy the histogram's counts only to throw them away.
+        data = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
+        for name in ("histogram", "histogram_raw"):
+            histogram = getattr(self, name)
+            data[name] = histogram.encode() if histogram.count else None
+        return data
+
+    def add_cpu(self, use: CpuUse, messages: int) -> None:
+        """CPU per message over a phase that echoed C{messages}; a saturated client."""
+        self.server_cpu_us_per_msg, self.client_cpu_us_per_msg = use.per_message(messages)
+        if self.mode == "closed-loop" and use.client_saturated():
+            self.client_bound = True
+
+    def fill_latency(self) -> None:
+        """Set C{latency_us} and C{latency_samples} from the histogram (ns to us)."""
+        self.latency_samples = self.histogram.count
+        self.latency_us = percentiles_us(self.histogram) if self.histogram.count else {}
+        if self.histogram_raw.count:
+            self.latency_raw_us = percentiles_us(self.histogram_raw)
+
+    def add_audit(self, checker: MessageChecker, sent: int) -> None:
+        self.sent += sent
+        for name, value in checker.counts().items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+def percentiles_us(
+    histogram: LatencyHistogram, keys: tuple[str, ...] = ("p50", "p90", "p99", "p99.9", "max")
+) -> dict[str, float]:
+    """A histogram's percentiles (and mean) in microseconds, as the JSON has them."""
+    values = {k: v / 1000 for k, v in histogram.percentiles().items() if k in keys}
+    if "p99.9" in keys:
+        values["mean"] = histogram.mean / 1000
+    return values

@@ -78,10 +78,10 @@ async def _check_stream(reactor: Any, listener: Listener, options: ClientOptions
 
 
 async def _check_datagrams(
-    reactor: Any, listener: Listener, options: ClientOptions, row: Row, text: str = ""
+    reactor: Any, listener: Listener, options: ClientOptions, row: Row
 ) -> None:
-    """Datagrams to C{text} (the listener's connect string if empty), up to the largest."""
-    spec = parse_client(text or listener.connect_string)
+    """Datagrams to the row's endpoint (udp:, or quic:...:datagram=yes), up to the largest."""
+    spec = parse_client(row.endpoint)
     started = reactor.seconds()
     client = await open_datagram(reactor, spec, options)
     if spec.kind == "quic":
@@ -167,7 +167,7 @@ async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
                     row = rows["quic-dgram"]
                     row.endpoint = listener.connect_string + ":datagram=yes"
                     try:
-                        await _check_datagrams(reactor, listener, options, row, row.endpoint)
+                        await _check_datagrams(reactor, listener, options, row)
                     except EchokitError as e:
                         row.note = str(e)
         finally:

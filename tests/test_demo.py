@@ -71,7 +71,9 @@ class DemoConnectStringTests(TestCase):
         out = io.StringIO()
         await demo_module.demo(reactor, cert_store(), out)
         table = out.getvalue().splitlines()
-        expected = {"tcp", "unix", "ssl", "udp"} | (set() if ipv6_unavailable() else {"tcp6"})
+        expected = {"tcp", "unix", "ssl", "udp", "quic", "quic-dgram"} | (
+            set() if ipv6_unavailable() else {"tcp6"}
+        )
         self.assertEqual(set(reached), expected)
         for transport, (endpoint, code, output) in reached.items():
             self.assertEqual(code, 0, output)

@@ -29,15 +29,27 @@ def target(text: str) -> None:
     check_parses_or_explains(text)
 
 
-def fuzz_for(seconds: float) -> int:
-    """Feed random inputs to the target for C{seconds}; return how many ran."""
-    deadline = time.monotonic() + seconds
-    runs = 0
+#: Fewer inputs than this in a run means it tested (almost) nothing: the run fails.
+MIN_RUNS = 100
+
+
+def fuzz_for(seconds: float) -> tuple[int, float, bytes]:
+    """
+    Feed random inputs to the target for C{seconds} (and on, up to four times as long,
+    until L{MIN_RUNS} have run): how many ran, and the slowest one's seconds and bytes.
+    """
+    started = time.monotonic()
+    deadline, hard_deadline = started + seconds, started + 4 * seconds
+    runs, slowest, slowest_input = 0, 0.0, b""
     fuzz_one_input = target.hypothesis.fuzz_one_input  # type: ignore[attr-defined]
-    while time.monotonic() < deadline:
-        fuzz_one_input(os.urandom(256))
+    while (now := time.monotonic()) < deadline or (runs < MIN_RUNS and now < hard_deadline):
+        data = os.urandom(256)
+        fuzz_one_input(data)
+        took = time.monotonic() - now
+        if took > slowest:
+            slowest, slowest_input = took, data
         runs += 1
-    return runs
+    return runs, slowest, slowest_input
 
 
 def main(argv: list[str]) -> int:
@@ -47,8 +59,19 @@ def main(argv: list[str]) -> int:
         atheris.Fuzz()
         return 0
     seconds = float(argv[0]) if argv else 15.0
-    runs = fuzz_for(seconds)
-    print(f"fuzz_endpoints: {runs} inputs in {seconds:g} s, no failure")
+    runs, slowest, slowest_input = fuzz_for(seconds)
+    if runs < MIN_RUNS:
+        print(
+            f"fuzz_endpoints: only {runs} inputs ran (at least {MIN_RUNS} needed): the run "
+            f"tested almost nothing; the slowest took {slowest:.1f} s, from the bytes "
+            f"{slowest_input.hex()} (fuzz_one_input)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"fuzz_endpoints: {runs} inputs in {seconds:g} s (slowest {slowest * 1000:.0f} ms), "
+        "no failure"
+    )
     return 0
 
 

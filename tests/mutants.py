@@ -114,6 +114,35 @@ MUTANTS = [
         (f"{T}::TCPEchoTests::test_random_payloads_echo_exactly",),
     ),
     Mutant(
+        "tls-flush-per-write",
+        "The TLS layer: one write per read (the ciphertext of all echoes of one read "
+        "leaves in one write): it flushes after every write instead",
+        "echokit/transports/tlslayer.py",
+        "        if not self._receiving:\n            self._flush()",
+        "        self._flush()",
+        (f"{TL}::TLSServerProtocolTests::test_one_read_is_one_delivery_and_one_write",),
+    ),
+    Mutant(
+        "udp-reads-8k",
+        "UDP: 1 byte to 65,507 bytes intact: datagrams are read into 8 KiB",
+        "echokit/transports/datagram.py",
+        "READ_SIZE = 65_536",
+        "READ_SIZE = 8192",
+        (f"{T}::UDPEchoTests::test_ipv4_datagrams_up_to_65507_bytes",),
+    ),
+    Mutant(
+        "port-error-escapes",
+        "Any string: endpoint parsing succeeds or raises echokit's one-line error: a port "
+        "that is not a number raises Python's ValueError",
+        "echokit/transports/grammar.py",
+        "            port = int(value, 10)\n        except ValueError:",
+        "            port = int(value, 10)\n        except KeyError:",
+        (
+            "tests/test_properties.py::EndpointParsingPropertyTests::"
+            "test_any_string_parses_or_raises_endpoint_error",
+        ),
+    ),
+    Mutant(
         "no-backpressure",
         "Backpressure: the echo protocol never stops reading when its transport asks it "
         "to pause, so a client that never reads makes the server buffer without bound",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from echokit.transports.endpoints import ipv6_unavailable
 from echokit.transports.grammar import parse_client, parse_server
 from tests.realnet import EchoSession, cert_store, deferred_test, eventually, random_bytes
 from tests.support import echokit_server, port_of, run_echokit, skip_reason
+from tests.test_deploy import child_env, running, summary_line, twistd
 
 udp_reactor: Any = reactor
 NO_IPV6 = ipv6_unavailable()
@@ -355,6 +357,19 @@ class QuicCommandTests:
         assert piped.stdout == payload
         assert datagrams.returncode == 0 and datagrams.stdout.count(b"hi  (") == 2
         assert "2 connections, 1 streams, 1,048,576 bytes and 2 datagrams echoed" in summary
+
+    def test_twistd_listen_quic(self, tmp_path: Path) -> None:
+        """`twistd -n echokit --listen quic:0` announces, echoes, and summarizes on SIGTERM."""
+        env = child_env(tmp_path / "certs", checkout=True)
+        with running(twistd("echokit", "--listen", "quic:0"), tmp_path, env) as child:
+            (text,) = child.wait_announced(1)
+            assert text.startswith("quic:host=127.0.0.1:port="), text
+            done = run_echokit(["connect", text, "-m", "via twistd"], tmp_path / "certs")
+            child.stop(signal.SIGTERM)
+        assert done.returncode == 0 and done.stdout.startswith(b"via twistd"), done.stderr
+        assert summary_line(child.text(), "quic:0").startswith(
+            "quic:0: 1 connections, 1 streams, 10 bytes and 0 datagrams echoed"
+        ), child.text()
 
     def test_client_errors_are_one_line(self, tmp_path: Path) -> None:
         """Nothing there, a udp echo server, an unknown CA: each a clear message, exit 1."""

@@ -716,11 +716,23 @@ def bench_process(ctx: click.Context, cert_dir: Path | None, config: str) -> Non
     is_flag=True,
     help="Run the servers in a child process, so clients and servers do not share a reactor.",
 )
+@click.option(
+    "--pin/--no-pin",
+    default=True,
+    show_default=True,
+    help="Pin clients and servers to CPUs (one CPU in one process; with --server-process "
+    "one each), so that latency does not measure the kernel moving or waking threads.",
+)
 @bench_options
 @reactor_option
 @click.pass_context
 def compare(
-    ctx: click.Context, /, transports: tuple[str, ...], server_process: bool, **kwargs: Any
+    ctx: click.Context,
+    /,
+    transports: tuple[str, ...],
+    server_process: bool,
+    pin: bool,
+    **kwargs: Any,
 ) -> None:
     """Start echokit's servers and measure every transport side by side.
 
@@ -742,7 +754,7 @@ def compare(
         from echokit.measure.compare import compare as run_compare
 
         await run_compare(
-            reactor, chosen, options, settings, output, server_process, ctx.obj["reactor"]
+            reactor, chosen, options, settings, output, server_process, ctx.obj["reactor"], pin
         )
 
     run(job, ctx)

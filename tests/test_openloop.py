@@ -498,3 +498,57 @@ class CpuPerMessageTests:
         [record] = map(json.loads, alone.stdout.decode().splitlines())
         assert record["server_cpu_us_per_msg"] is None
         assert record["client_cpu_us_per_msg"] is None
+
+
+def _allowed_cpus(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            if parse_stat(stat)[0] == pid:
+                found.append(int(name))
+    return found
+
+
+class PinningTests:
+    @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+    def test_compare_pins_client_and_server_apart_by_default(self, tmp_path: Path) -> None:
+        """
+        compare --server-process: while it runs, the client process is on one CPU and
+        its child server on another, and the output says which; --no-pin leaves both
+        where the kernel puts them, and says so.
+        """
+        allowed = sorted(os.sched_getaffinity(0))
+        env = dict(os.environ, ECHOKIT_CERT_DIR=str(tmp_path))
+        argv = [sys.executable, "-m", "echokit", "compare", "tcp", "--server-process"]
+        client = subprocess.Popen(
+            [*argv, "--duration", "2", "--warmup", "0"], stdout=subprocess.PIPE, env=env
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not _children(client.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # the client pins itself back once the child is spawned
+            [server] = _children(client.pid)
+            placed = (_allowed_cpus(client.pid), _allowed_cpus(server))
+            out, _ = client.communicate(timeout=120)
+        finally:
+            client.kill()
+            client.wait()
+        assert placed == (str(allowed[0]), str(allowed[-1]))
+        assert f"pinned: client on CPU {allowed[0]}, server on CPU {allowed[-1]}" in out.decode()
+        unpinned = run_echokit(
+            ["compare", "udp", "--no-pin", "--duration", "0.3", "--warmup", "0"], tmp_path
+        )
+        assert unpinned.returncode == 0, unpinned.stderr.decode()
+        assert "not pinned (the kernel placed client and server)" in unpinned.stdout.decode()

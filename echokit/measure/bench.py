@@ -28,6 +28,7 @@ against a native one.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import socket
 import ssl
@@ -92,17 +93,9 @@ def environment(reactor: Any) -> dict[str, str]:
         "python": platform.python_version(),
         "twisted": twisted.__version__,
         "openssl": ssl.OPENSSL_VERSION,
-        "machine": f"{platform.machine()}, {len(_cpus())} CPUs",
+        # The machine's CPUs, not this process's: compare may have pinned it to one.
+        "machine": f"{platform.machine()}, {os.cpu_count() or 1} CPUs",
     }
-
-
-def _cpus() -> set[int]:
-    import os
-
-    try:
-        return os.sched_getaffinity(0)
-    except AttributeError:  # pragma: no cover - not Linux
-        return set(range(os.cpu_count() or 1))
 
 
 # --- the blocking latency probe ---------------------------------------------------------

@@ -33,7 +33,7 @@ from echokit.measure.bench import (
     bench_endpoint,
     environment,
 )
-from echokit.measure.cpu import CpuMeter
+from echokit.measure.cpu import CpuMeter, pin_plan, pin_this_process
 from echokit.measure.intervals import IntervalLog
 from echokit.measure.schedule import format_rate
 from echokit.measure.starttime import wait_until
@@ -252,13 +252,27 @@ async def compare(
     output: Output,
     server_process: bool,
     reactor_name: str | None = None,
+    pin: bool = True,
 ) -> list[EndpointResult]:
     """
     Start echokit's servers on C{transports}, measure each, report them all.
 
     @param server_process: run the servers in a child C{echokit serve}, on the reactor
         called C{reactor_name} (echokit's default if C{None}), as the clients' is.
+    @param pin: pin clients and servers to CPUs (L{pin_plan}): one CPU for this process
+        when it runs both, else one for the client and another for the server.
     """
+    plan = pin_plan(server_process) if pin else None
+    if plan is None:
+        pinning = "not pinned (the kernel placed client and server)"
+    elif server_process:
+        pinning = f"pinned: client on CPU {plan[0]}, server on CPU {plan[1]}"
+    else:
+        pinning = f"pinned: clients and servers on CPU {plan[0]}"
+    if pin and plan is None:
+        pinning += ": fewer than two CPUs to pin to"
+    elif plan is not None:
+        pinning += " (--no-pin to let the kernel place them)"
     wanted = list(transports)
     skipped = []
     if "tcp6" in wanted and (why := ipv6_unavailable()):
@@ -269,12 +283,14 @@ async def compare(
         if server_process:
             flags = ["--reactor", reactor_name] if reactor_name else []
             mode = f"server in a child process ({shlex.join(['echokit', *flags, 'serve'])}), "
-            mode += "clients in this one"
+            mode += f"clients in this one; {pinning}"
             results = await _with_child_server(
-                reactor, strings, flags, options, settings, output, mode, wanted
+                reactor, strings, flags, options, settings, output, mode, wanted, plan
             )
         else:
-            mode = "server and clients in this process, one reactor"
+            mode = f"server and clients in this process, one reactor; {pinning}"
+            if plan is not None:
+                pin_this_process({plan[0]})
             listeners: list[Listener] = []
             try:
                 listeners = await start_listeners(
@@ -301,15 +317,20 @@ async def _with_child_server(
     output: Output,
     mode: str,
     transports: Sequence[str],
+    plan: tuple[int, int] | None = None,
 ) -> list[EndpointResult]:
     child = _Announcements(len(strings))
     env = dict(os.environ, **{CERT_DIR_ENV: str(options.certs.directory)}, PYTHONUNBUFFERED="1")
+    if plan is not None:
+        pin_this_process({plan[1]})  # the child is forked with this affinity
     process = reactor.spawnProcess(
         child,
         sys.executable,
         [sys.executable, "-m", "echokit", "-q", *flags, "serve", *strings],
         env=env,
     )
+    if plan is not None:
+        pin_this_process({plan[0]})
     try:
         connect_strings = await child.ready.addTimeout(30, reactor)
         specs = [parse_client(text) for text in client_strings(transports, connect_strings)]

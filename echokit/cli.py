@@ -643,8 +643,6 @@ def bench(
         fail(e)
     if count > 1 and server_pid is not None:
         fail(InputError("--server-pid does not go with --processes yet: measure one or the other"))
-    if count > 1 and (interval is not None or hlog is not None):
-        fail(InputError("--interval and --hlog do not go with --processes yet"))
     if start_at is not None:
         import dataclasses
         import time

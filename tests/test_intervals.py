@@ -86,10 +86,9 @@ class IntervalLogTests:
         assert re.search(r"\nTag=tcp:host=a_b_c:port=7,0\.000,1\.000,1\.50\d,HISTF", text)
 
     def test_switching_sources_loses_nothing(self) -> None:
-        """Following the next endpoint ends the last one's interval there, with its values."""
+        """Following the next endpoint keeps the last one's values, on a line of their own."""
         out = io.StringIO()
-        clock = iter([NOW + 0.5, NOW + 1.0])
-        log = IntervalLog(1.0, out, None, tagged=True, clock=lambda: next(clock))
+        log = IntervalLog(1.0, out, None, tagged=True, clock=lambda: NOW)
         log.begin(NOW)
         first, second = LatencyHistogram(), LatencyHistogram()
         log.follow("first", first.since_last())
@@ -99,6 +98,22 @@ class IntervalLogTests:
         log.tick(NOW + 1.0)
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
         assert [(x["endpoint"], x["samples"]) for x in lines] == [("first", 2), ("second", 1)]
+        assert lines[0]["interval"] == lines[1]["interval"] == {"start": NOW, "end": NOW + 1}
+
+    def test_fed_histograms_are_added(self) -> None:
+        """Histograms fed in (child processes') add up per endpoint within an interval."""
+        out = io.StringIO()
+        log = IntervalLog(1.0, out, None, tagged=False, clock=lambda: NOW)
+        log.begin(NOW)
+        for values in ([1000, 2000], [3000], [4000, 5000, 6000]):
+            part = LatencyHistogram()
+            part.record_all(values)
+            log.feed("tcp", part)
+        (merged,) = log.tick(NOW + 1)
+        assert merged.count == 6
+        log.tick(NOW + 2)
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [line["samples"] for line in lines] == [6, 0]
 
     def test_counts_since_last(self) -> None:
         """Cumulative counts (the open-loop engine's) become per-interval histograms."""

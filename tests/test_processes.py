@@ -14,11 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
 
 from echokit.errors import InputError
 from echokit.measure.bench import BenchSettings
 from echokit.measure.processes import process_count, shares, split
 from tests.support import ECHOKIT, echokit_server, run_echokit
+
+TWO = ["bench", "--processes", "2", "--warmup", "0", "--json"]
 
 
 class SharesTests:
@@ -74,6 +78,28 @@ class ProcessesCommandTests:
         assert record["sent"] == record["received"] >= 800
         assert record["lost"] == record["duplicated"] == record["corrupted"] == 0
         assert record["histogram"].startswith("HISTF")
+
+    def test_intervals_from_two_processes(self, tcp_server: str, tmp_path: Path) -> None:
+        """
+        --interval and --hlog with --processes 2: the processes' live histograms are
+        added into the parent's intervals, which hold every latency sample of the run.
+        """
+        path = tmp_path / "run.hlog"
+        result = run_echokit(
+            [*TWO, tcp_server, "--duration", "1", "--interval", "0.4", "--hlog", str(path)],
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+        (final,) = [line for line in lines if "interval" not in line]
+        intervals = [line for line in lines if "interval" in line]
+        assert final["processes"] == 2 and final["latency_samples"] > 0
+        assert sum(line["samples"] for line in intervals) == final["latency_samples"]
+        reader = HistogramLogReader(str(path), HdrHistogram(1, 3600 * 10**9, 3))
+        logged = 0
+        while (histogram := reader.get_next_interval_histogram()) is not None:
+            logged += histogram.get_total_count()
+        assert logged == final["latency_samples"]
 
     def test_a_process_that_dies_is_an_error_row(self, tcp_server: str) -> None:
         """A client process killed mid-run makes the endpoint an error row (exit 1)."""

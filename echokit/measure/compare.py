@@ -165,7 +165,7 @@ async def measure(
         from echokit.measure.processes import measure_in_processes
 
         results = await measure_in_processes(
-            reactor, specs, options, settings, processes, global_argv
+            reactor, specs, options, settings, processes, global_argv, output.intervals
         )
     else:
         if settings.start_at is not None:

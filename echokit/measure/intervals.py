@@ -92,6 +92,7 @@ class IntervalLog:
         self.base: float | None = None
         self._label = ""
         self._source: Source | None = None
+        self._pending: dict[str, LatencyHistogram] = {}
         self._since = 0.0
         self._loop: task.LoopingCall | None = None
 
@@ -113,30 +114,47 @@ class IntervalLog:
 
     def follow(self, label: str, source: Source) -> None:
         """
-        From now on, report what C{source} counts, as C{label}'s; the interval of what
-        was followed before ends here (a shorter one), so nothing is left out.
+        From now on, report what C{source} counts, as C{label}'s. What the source
+        followed before counted since the last interval is kept, under its own label,
+        for the interval now going on: nothing is left out.
         """
-        if self._source is not None and self.base is not None:
-            self.tick(self.clock())
+        self._collect()
         self._label, self._source = label, source
 
-    def tick(self, now: float) -> LatencyHistogram:
-        """Report the interval ending at C{now}; return its histogram."""
-        assert self.base is not None, "tick() before begin()"
-        histogram = LatencyHistogram() if self._source is None else self._source()
-        start, self._since = self._since, now
-        if self.json_out is not None:
-            self._json_line(histogram, start, now)
-        if self.hlog is not None:
-            self._log_line(histogram, start, now)
-        return histogram
+    def feed(self, label: str, histogram: LatencyHistogram) -> None:
+        """Count C{histogram} (a child process's interval, say) in this interval."""
+        self._label = label
+        self._pending.setdefault(label, LatencyHistogram()).add(histogram)
 
-    def _json_line(self, histogram: LatencyHistogram, start: float, end: float) -> None:
+    def _collect(self) -> None:
+        if self._source is not None:
+            histogram = self._source()
+            if histogram.count:
+                self.feed(self._label, histogram)
+
+    def tick(self, now: float) -> list[LatencyHistogram]:
+        """
+        Report the interval ending at C{now}: one line per endpoint counted in it (one
+        with no samples if none was); return their histograms.
+        """
+        assert self.base is not None, "tick() before begin()"
+        self._collect()
+        items = list(self._pending.items()) or [(self._label, LatencyHistogram())]
+        self._pending.clear()
+        start, self._since = self._since, now
+        for label, histogram in items:
+            if self.json_out is not None:
+                self._json_line(label, histogram, start, now)
+            if self.hlog is not None:
+                self._log_line(label, histogram, start, now)
+        return [histogram for _, histogram in items]
+
+    def _json_line(self, label: str, histogram: LatencyHistogram, start: float, end: float) -> None:
         assert self.json_out is not None
         latency = {k: v / 1000 for k, v in histogram.percentiles().items()}
         line = {
             "interval": {"start": round(start, 3), "end": round(end, 3)},
-            "endpoint": self._label,
+            "endpoint": label,
             "samples": histogram.count,
             "latency_us": latency if histogram.count else {},
             "histogram": histogram.encode() if histogram.count else None,
@@ -144,11 +162,11 @@ class IntervalLog:
         self.json_out.write(json.dumps(line) + "\n")
         self.json_out.flush()
 
-    def _log_line(self, histogram: LatencyHistogram, start: float, end: float) -> None:
+    def _log_line(self, label: str, histogram: LatencyHistogram, start: float, end: float) -> None:
         assert self.hlog is not None and self.base is not None
         # Java's HistogramLogWriter line: [Tag=T,]start,length,max (ms),histogram. hdrh's
         # own writer floors the maximum to whole milliseconds and writes no tag.
-        tag = f"Tag={_tag(self._label)}," if self.tagged and self._label else ""
+        tag = f"Tag={_tag(label)}," if self.tagged and label else ""
         self.hlog.write(
             f"{tag}{start - self.base:.3f},{end - start:.3f},"
             f"{histogram.max / 1e6:.3f},{histogram.encode()}\n"

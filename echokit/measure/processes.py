@@ -23,7 +23,8 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TextIO
 
 from twisted.internet import defer, protocol, threads
@@ -33,7 +34,10 @@ from echokit.client.connect import ClientOptions
 from echokit.errors import InputError, RuntimeFailure
 from echokit.measure.bench import BenchSettings, EndpointResult, bench_endpoint
 from echokit.measure.cpu import CpuMeter
+from echokit.measure.histogram import LatencyHistogram
+from echokit.measure.intervals import IntervalLog
 from echokit.measure.merge import merge_records
+from echokit.measure.schedule import format_rate
 from echokit.measure.starttime import wait_until
 from echokit.transports.certs import CERT_DIR_ENV
 from echokit.transports.grammar import EndpointSpec, parse_client
@@ -43,6 +47,8 @@ READY = b"ready"
 GO = b"go\n"
 #: Seconds a child may take to start (import, reactor) before the run is abandoned.
 START_TIMEOUT = 60.0
+#: The longest a child waits before reporting its live latency (with --interval).
+CHILD_TICK = 0.25
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -93,12 +99,16 @@ def shares(settings: BenchSettings, processes: int) -> list[BenchSettings]:
 
 
 def child_config(
-    specs: Sequence[EndpointSpec], options: ClientOptions, settings: BenchSettings
+    specs: Sequence[EndpointSpec],
+    options: ClientOptions,
+    settings: BenchSettings,
+    interval: float | None = None,
 ) -> str:
     """The JSON a child reads: what to measure, and how (see L{run_child})."""
     return json.dumps(
         {
             "endpoints": [spec.text for spec in specs],
+            "interval": interval,
             "settings": dataclasses.asdict(settings),
             "insecure": options.insecure,
             "client_cert": [str(p) if p else None for p in options.client_cert]
@@ -136,18 +146,40 @@ async def run_child(reactor: Any, config: str, options: ClientOptions, out: Text
     out.flush()
     await threads.deferToThread(sys.stdin.readline)
     meter = CpuMeter(None, client=True)
-    for spec in specs:
-        for rate in settings.rates or [None]:
-            result = await bench_endpoint(reactor, spec, options, settings, rate=rate, meter=meter)
-            out.write(json.dumps(result.as_json()) + "\n")
-            out.flush()
+    interval = json.loads(config).get("interval")
+    log = None if interval is None else IntervalLog(interval, out, None, tagged=False)
+    if log is not None:
+        log.start(reactor)
+    try:
+        for spec in specs:
+            for rate in settings.rates or [None]:
+                watch = None if log is None else partial(log.follow, row_label(spec, rate))
+                result = await bench_endpoint(
+                    reactor, spec, options, settings, rate=rate, meter=meter, watch=watch
+                )
+                out.write(json.dumps(result.as_json()) + "\n")
+                out.flush()
+    finally:
+        if log is not None:
+            log.stop()
+
+
+def row_label(spec: EndpointSpec, rate: float | None) -> str:
+    """How a row is named in progress and interval lines: the endpoint, and its rate."""
+    return spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
 
 
 class _Child(protocol.ProcessProtocol):
     """One client process as the parent sees it: readiness, records, last words, exit."""
 
-    def __init__(self, number: int, total: int) -> None:
+    def __init__(
+        self,
+        number: int,
+        total: int,
+        on_interval: Callable[[dict[str, Any]], None] = lambda line: None,
+    ) -> None:
         self.name = f"client process {number} of {total}"
+        self.on_interval = on_interval
         self.buffer = b""
         self.records: list[dict[str, Any]] = []
         self.errors = b""
@@ -167,7 +199,9 @@ class _Child(protocol.ProcessProtocol):
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict):
+            if isinstance(record, dict) and "interval" in record:
+                self.on_interval(record)
+            elif isinstance(record, dict):
                 self.records.append(record)
 
     def errReceived(self, data: bytes) -> None:
@@ -205,30 +239,48 @@ async def measure_in_processes(
     settings: BenchSettings,
     processes: int,
     global_argv: Sequence[str] = (),
+    intervals: IntervalLog | None = None,
 ) -> list[EndpointResult]:
     """
     Measure C{specs} from C{processes} client processes started together; one merged
     result per endpoint (see the module docstring).
 
     @param global_argv: echokit's global options for the children (C{--reactor}, ...).
+    @param intervals: live reporting: each child reports its latency every quarter of
+        its interval (at most L{CHILD_TICK} s apart), and what they report is added
+        into the interval where it arrives.
     """
-    children = [_Child(i + 1, processes) for i in range(processes)]
+
+    def on_interval(line: dict[str, Any]) -> None:
+        if intervals is not None and line.get("histogram"):
+            try:
+                histogram = LatencyHistogram.decode(line["histogram"])
+            except ValueError:
+                return  # not from echokit bench-process: its final record will say more
+            intervals.feed(str(line.get("endpoint")), histogram)
+
+    children = [_Child(i + 1, processes, on_interval) for i in range(processes)]
+    tick = None if intervals is None else min(CHILD_TICK, intervals.seconds / 4)
     env = dict(os.environ, **{CERT_DIR_ENV: str(options.certs.directory)})
     transports = []
     try:
         for child, share in zip(children, shares(settings, processes), strict=True):
             argv = [sys.executable, "-m", "echokit", *global_argv]
-            argv += ["bench-process", child_config(specs, options, share)]
+            argv += ["bench-process", child_config(specs, options, share, tick)]
             transports.append(reactor.spawnProcess(child, sys.executable, argv, env=env))
         await defer.gatherResults(
             [child.ready for child in children], consumeErrors=True
         ).addTimeout(START_TIMEOUT, reactor)
         if settings.start_at is not None:
             await wait_until(reactor, settings.start_at)
+        if intervals is not None:
+            intervals.start(reactor)
         for transport in transports:
             transport.write(GO)
             transport.closeStdin()
         await defer.DeferredList([child.ended for child in children])
+        if intervals is not None:
+            intervals.stop()
     except defer.FirstError as e:
         raise e.subFailure.value from None  # type: ignore[misc]
     except defer.TimeoutError:

@@ -24,7 +24,16 @@ if TYPE_CHECKING:
     from harness import Report, Settings
 
 #: Every section, in the order a full run measures them; C{--only NAME} picks some.
-SECTIONS = ("honest", "servers", "workers", "reactors", "extras", "quic", "processes")
+SECTIONS = (
+    "honest",
+    "servers",
+    "workers",
+    "reactors",
+    "extras",
+    "quic",
+    "processes",
+    "reliability",
+)
 
 Section = Callable[["Settings", "Report", Path], None]
 

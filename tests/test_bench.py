@@ -123,6 +123,33 @@ class LatencyHistogramTests:
             with pytest.raises(ValueError, match="not an encoded HdrHistogram"):
                 LatencyHistogram.decode(bad)  # type: ignore[arg-type]
 
+    def test_baseline_compares_distributions(self) -> None:
+        """
+        Against a saved run with its histogram, the baseline line says how much of this
+        run is slower than the baseline's p99: 1% for the same distribution, more when
+        its tail grew.
+        """
+        from echokit.measure.report import render_baseline
+        from echokit.measure.results import EndpointResult
+
+        def run(values: list[int]) -> EndpointResult:
+            result = EndpointResult(endpoint="tcp:host=h:port=7", transport="tcp")
+            result.histogram.record_all(values)
+            result.fill_latency()
+            return result
+
+        def share(values: list[int]) -> float:
+            line = render_baseline([run(values)], baseline)
+            found = re.search(r"([\d.]+)% of round trips slower than the baseline's p99", line)
+            assert found is not None, line
+            return float(found.group(1))
+
+        same = list(range(1000, 101_000, 10))
+        baseline = [run(same).as_json()]
+        assert 0.9 <= share(same) <= 1.0
+        assert 10.0 <= share(same[:-1000] + [500_000] * 1000) <= 11.0
+        assert LatencyHistogram().fraction_above(5) == 0.0
+
     def test_empty(self) -> None:
         """An empty histogram reports zeros rather than failing."""
         assert LatencyHistogram().percentiles() == {

@@ -205,6 +205,19 @@ class LatencyHistogram:
         out["max"] = self.max
         return out
 
+    def fraction_above(self, value: int) -> float:
+        """
+        The fraction of values recorded above C{value} (ns), counting the buckets that
+        lie wholly above it: how much of this distribution is slower than, say, another
+        run's p99.
+        """
+        total = self.count
+        if not total:
+            return 0.0
+        hdr = self.hdr
+        above = sum(c for i, c in self._nonzero() if hdr.get_value_from_index(i) > value)
+        return above / total
+
     def cumulative(self) -> list[tuple[int, float]]:
         """(value, fraction of values at or below it) per recorded bucket, for plotting."""
         hdr = self.hdr

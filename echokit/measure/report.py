@@ -60,6 +60,7 @@ from typing import Any
 
 from echokit.errors import InputError, RuntimeFailure
 from echokit.measure.cpu import CLIENT_BOUND_CPU
+from echokit.measure.histogram import LatencyHistogram
 from echokit.measure.results import LOSSY_TRANSPORTS, EndpointResult
 from echokit.measure.schedule import CLIENT_BOUND_LAG_US, format_rate
 
@@ -258,6 +259,23 @@ def _change(new: float | None, old: float | None) -> str:
     return f"{(new - old) / old * 100:+.1f}%"
 
 
+def _tail(result: EndpointResult, before: Mapping[str, Any]) -> str:
+    """
+    With both histograms: the share of this run's round trips slower than the
+    baseline's p99 (1% of the baseline's were): the distributions compared, not two
+    numbers.
+    """
+    text = before.get("histogram")
+    if not text or not result.histogram.count:
+        return ""
+    try:
+        old = LatencyHistogram.decode(text)
+    except ValueError:
+        return ""
+    share = result.histogram.fraction_above(old.percentile(99))
+    return f"; {share:.2%} of round trips slower than the baseline's p99 (there: at most 1%)"
+
+
 def render_baseline(
     results: Sequence[EndpointResult], baseline: Sequence[Mapping[str, Any]]
 ) -> str:
@@ -277,7 +295,7 @@ def render_baseline(
         p50 = _change(r.latency_us.get("p50"), (before.get("latency_us") or {}).get("p50"))
         p99 = _change(r.latency_us.get("p99"), (before.get("latency_us") or {}).get("p99"))
         rate = _change(r.messages_per_s, before.get("messages_per_s"))
-        lines.append(f"  {r.endpoint}: p50 {p50}, p99 {p99}, msg/s {rate}")
+        lines.append(f"  {r.endpoint}: p50 {p50}, p99 {p99}, msg/s {rate}{_tail(r, before)}")
     return "\n".join(lines) + "\n"
 
 

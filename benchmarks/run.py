@@ -2,7 +2,7 @@
 echokit's benchmarks: honest latency numbers, echokit serve against asyncio, and extras.
 
     .venv/bin/python benchmarks/run.py [--quick]
-        [--only honest|servers|workers|reactors|extras|quic|processes|reliability]...
+        [--only honest|servers|workers|reactors|extras|quic|processes|reliability|openloop]...
         [--rounds N] [--seconds S] [--no-pin] [--json FILE]
 
 Run it through C{make bench}, which first compiles the native programs into

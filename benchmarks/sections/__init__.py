@@ -33,6 +33,7 @@ SECTIONS = (
     "quic",
     "processes",
     "reliability",
+    "openloop",
 )
 
 Section = Callable[["Settings", "Report", Path], None]

@@ -2,7 +2,7 @@
 echokit's benchmarks: honest latency numbers, echokit serve against asyncio, and extras.
 
     .venv/bin/python benchmarks/run.py [--quick]
-        [--only honest|servers|workers|reactors|extras|quic|processes|reliability|openloop]...
+        [--only SECTION]...
         [--rounds N] [--seconds S] [--no-pin] [--json FILE]
 
 Run it through C{make bench}, which first compiles the native programs into
@@ -42,6 +42,9 @@ from harness import (
 )
 from sections import SECTIONS, section, summary
 
+#: The width of the section names' column in --help.
+WIDTH = max(len(name) for name in SECTIONS)
+
 
 def check_built() -> None:
     missing = [p for p in (ECHO_SERVER, PINGPONG, LOADGEN) if not p.exists()]
@@ -55,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(__doc__ or "").split("\n\n")[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="sections, in the order a full run measures them:\n"
-        + "\n".join(f"  {name:<9} {summary(name)}" for name in SECTIONS),
+        + "\n".join(f"  {name:<{WIDTH}} {summary(name)}" for name in SECTIONS),
     )
     parser.add_argument(
         "--quick", action="store_true", help="short runs, 1 round: a smoke test (~1 minute)"

@@ -114,12 +114,12 @@ MUTANTS = [
         (f"{T}::TCPEchoTests::test_random_payloads_echo_exactly",),
     ),
     Mutant(
-        "tls-flush-per-write",
-        "The TLS layer: one write per read (the ciphertext of all echoes of one read "
-        "leaves in one write): it flushes after every write instead",
+        "tls-delivers-per-record",
+        "The TLS layer: one write per read (all plaintext decrypted from one read is "
+        "handed over at once, so its echo leaves in one write): one delivery per record",
         "echokit/transports/tlslayer.py",
-        "        if not self._receiving:\n            self._flush()",
-        "        self._flush()",
+        '            self.wrapped.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))',
+        "            for chunk in chunks:\n                self.wrapped.dataReceived(chunk)",
         (f"{TL}::TLSServerProtocolTests::test_one_read_is_one_delivery_and_one_write",),
     ),
     Mutant(

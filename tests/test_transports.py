@@ -69,8 +69,12 @@ class _StreamEchoMixin:
             )
 
     @deferred_test
-    async def test_half_close_with_20_mib_loses_nothing(self) -> None:
-        """20 MiB written in one go then half-closed: the server echoes all before closing."""
+    async def test_20_mib_in_one_write_then_finished_loses_nothing(self) -> None:
+        """
+        20 MiB written in one go, then finished: half-closed (tcp, tcp6, unix), or over
+        TLS, which echokit's client does not half-close, closed once all came back (TLS
+        half-close is L{TLSHalfCloseTests}'): the server echoes all of it.
+        """
         payload = random_bytes(20 << 20)
         echoed = await self.echo_payload(payload, chunk=len(payload))
         self.assertEqual(echoed, payload)  # type: ignore[attr-defined]

@@ -123,15 +123,18 @@ def fill_until_server_holds_echo(
     raise AssertionError(f"the server held no echo after {len(sent):,} bytes")
 
 
-def _settled(sock: socket.socket, sent: int) -> int:
-    """Wait until the server has read all C{sent} bytes; the echo bytes in kernel queues."""
-    previous: tuple[int, bool] | None = None
-    for _ in range(1000):  # until the server has read it all and the counts hold still
+def _settled(sock: socket.socket, sent: int, seconds: float = 10.0) -> int:
+    """
+    Wait until the server has read all C{sent} bytes and the counts have held still for
+    a few polls (it has written the echo of what it read); the echo bytes in kernel queues.
+    """
+    deadline = time.monotonic() + seconds
+    readings: list[tuple[int, bool]] = []
+    while time.monotonic() < deadline:
         time.sleep(0.002)
-        now = _downstream(sock)
-        if now[1] and now == previous:
-            return now[0]
-        previous = now
+        readings = [*readings[-2:], _downstream(sock)]
+        if len(readings) == 3 and readings[-1][1] and len(set(readings)) == 1:
+            return readings[-1][0]
     raise AssertionError(f"the server stopped reading after {sent:,} bytes, before holding echo")
 
 

@@ -379,26 +379,29 @@ class RateTests:
         assert record["received"] == record["sent"] == 2000
 
     def test_rate_list_gives_one_row_per_rate_and_a_load_curve(self, tmp_path: Path) -> None:
-        """--rate 1k,3k: one row per rate on each endpoint, in order; --plot draws."""
+        """
+        --rate 1k,3k over tcp, TLS and udp: one row per rate on each endpoint, in
+        order, every message echoed intact; --plot draws the curve.
+        """
         chart = tmp_path / "load.png"
-        with echokit_server(["tcp:0:interface=127.0.0.1", "udp:0"], tmp_path / "c") as server:
-            tcp, udp = server.connect_strings
+        listen = ["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1", "udp:0"]
+        with echokit_server(listen, tmp_path / "c") as server:
+            tcp, ssl, udp = server.connect_strings
             result = run_echokit(
                 [
-                    *("bench", tcp, udp, "--rate", "1k,3k", "--duration", "0.5"),
+                    *("bench", tcp, ssl, udp, "--rate", "1k,3k", "--duration", "0.5"),
                     *("--warmup", "0", "--plot", str(chart)),
                 ],
+                cert_dir=tmp_path / "c",
                 timeout=120,
             )
         out = result.stdout.decode()
         assert result.returncode == 0, result.stderr.decode()
         rows = [line.split() for line in out.splitlines() if ":host=" in line and "/s " in line]
         assert [(row[0], row[1]) for row in rows] == [
-            (tcp, "1k/s"),
-            (tcp, "3k/s"),
-            (udp, "1k/s"),
-            (udp, "3k/s"),
+            (endpoint, rate) for endpoint in (tcp, ssl, udp) for rate in ("1k/s", "3k/s")
         ], out
+        assert all("0/0/0/0" in row for row in rows[:4]), out  # streams: all intact
         assert "load: open loop at the rate shown" in out
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

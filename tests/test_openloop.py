@@ -10,6 +10,7 @@ is slower than the rate asked for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -523,33 +524,48 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _placements(argv: list[str], env: dict[str, str]) -> tuple[set[tuple[str, str]], str]:
+    """
+    Run C{argv} (a compare --server-process) and, every 20 ms while its child server
+    runs, read where the client and the server may run. Return what was seen, and the
+    output.
+    """
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
+    seen = set()
+    try:
+        deadline = time.monotonic() + 60
+        while client.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                [server] = _children(client.pid)
+                seen.add((_allowed_cpus(client.pid), _allowed_cpus(server)))
+            time.sleep(0.02)
+        out, _ = client.communicate(timeout=120)
+    finally:
+        client.kill()
+        client.wait()
+    return seen, out.decode()
+
+
 class PinningTests:
     @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
-    def test_compare_pins_client_and_server_apart_by_default(self, tmp_path: Path) -> None:
+    def test_compare_pins_by_default(self, tmp_path: Path) -> None:
         """
-        compare --server-process: while it runs, the client process is on one CPU and
-        its child server on another, and the output says which; --no-pin leaves both
-        where the kernel puts them, and says so.
+        compare --server-process: the child server is on one CPU; the client joins it
+        while it measures latency (one message in flight) and runs on another CPU under
+        load (here a --rate run), and the output says so; --no-pin leaves both where the
+        kernel puts them, and says so.
         """
-        allowed = sorted(os.sched_getaffinity(0))
+        first, last = min(os.sched_getaffinity(0)), max(os.sched_getaffinity(0))
         env = dict(os.environ, ECHOKIT_CERT_DIR=str(tmp_path))
         argv = [sys.executable, "-m", "echokit", "compare", "tcp", "--server-process"]
-        client = subprocess.Popen(
-            [*argv, "--duration", "2", "--warmup", "0"], stdout=subprocess.PIPE, env=env
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not _children(client.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)  # the client pins itself back once the child is spawned
-            [server] = _children(client.pid)
-            placed = (_allowed_cpus(client.pid), _allowed_cpus(server))
-            out, _ = client.communicate(timeout=120)
-        finally:
-            client.kill()
-            client.wait()
-        assert placed == (str(allowed[0]), str(allowed[-1]))
-        assert f"pinned: client on CPU {allowed[0]}, server on CPU {allowed[-1]}" in out.decode()
+        closed, out = _placements([*argv, "--duration", "1", "--warmup", "0"], env)
+        assert (str(last), str(last)) in closed  # latency: together
+        assert (str(first), str(last)) in closed  # throughput: apart
+        assert f"pinned: server on CPU {last}, client on CPU {last} for latency" in out
+        assert f"and on CPU {first} under load" in out
+        fixed, _ = _placements([*argv, "--rate", "1k", "--duration", "1", "--warmup", "0"], env)
+        assert (str(first), str(last)) in fixed
+        assert (str(last), str(last)) not in fixed  # no latency phase at a fixed rate
         unpinned = run_echokit(
             ["compare", "udp", "--no-pin", "--duration", "0.3", "--warmup", "0"], tmp_path
         )

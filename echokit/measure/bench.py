@@ -614,10 +614,12 @@ async def bench_endpoint(
     rate: float | None = None,
     meter: CpuMeter | None = None,
     watch: Watch | None = None,
+    place: Callable[[str], None] = lambda phase: None,
 ) -> EndpointResult:
     """
     Measure one endpoint: connects, latency, throughput and integrity; at a fixed
-    C{rate} (msg/s), connects then one open-loop phase (L{openloop}).
+    C{rate} (msg/s), connects then one open-loop phase (L{openloop}). C{place} is
+    told of each phase as it starts (C{"latency"}, C{"load"}): compare pins CPUs there.
 
     An endpoint that cannot be reached gives a result with C{error} set rather than an
     exception, so one dead endpoint does not hide the others' numbers. C{watch} is
@@ -645,6 +647,7 @@ async def bench_endpoint(
             # Resolves and checks the address (and a QUIC server's handshake).
             await close_datagrams(await open_datagram(reactor, spec, options))
         progress(0.1)
+        place("latency" if rate is None else "load")
         if rate is not None:
             await _fixed_rate(
                 reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter, watch
@@ -668,6 +671,8 @@ async def bench_endpoint(
             await _datagram_throughput(
                 reactor, spec, options, settings, result, phase(0.1, 0.45), None, True
             )
+        if rate is None:
+            place("load")
         if rate is None and datagram:
             await _datagram_throughput(
                 reactor, spec, options, settings, result, phase(0.55, 0.45), meter

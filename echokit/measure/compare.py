@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from echokit.measure.bench import (
     bench_endpoint,
     environment,
 )
-from echokit.measure.cpu import CpuMeter, pin_plan, pin_this_process
+from echokit.measure.cpu import CpuMeter, pin_plan, pin_process
 from echokit.measure.intervals import IntervalLog
 from echokit.measure.schedule import format_rate
 from echokit.measure.starttime import wait_until
@@ -150,10 +150,12 @@ async def measure(
     meter: CpuMeter | None = None,
     processes: int = 1,
     global_argv: Sequence[str] = (),
+    place: Callable[[str], None] = lambda phase: None,
 ) -> list[EndpointResult]:
     """
     Measure every endpoint in turn (at each of C{settings.rates}, if any) and report
-    them all; return the results. C{meter} measures CPU over each measured phase.
+    them all; return the results. C{meter} measures CPU over each measured phase;
+    C{place} is told of each phase (L{bench_endpoint}).
 
     @param processes: measure from this many client processes at once, merged
         (L{echokit.measure.processes}); C{global_argv} are the options they run with.
@@ -182,7 +184,7 @@ async def measure(
                     watch = None if log is None else partial(log.follow, label)
                     results.append(
                         await bench_endpoint(
-                            reactor, spec, options, settings, bar, rate, meter, watch
+                            reactor, spec, options, settings, bar, rate, meter, watch, place
                         )
                     )
         finally:
@@ -260,13 +262,17 @@ async def compare(
     @param server_process: run the servers in a child C{echokit serve}, on the reactor
         called C{reactor_name} (echokit's default if C{None}), as the clients' is.
     @param pin: pin clients and servers to CPUs (L{pin_plan}): one CPU for this process
-        when it runs both, else one for the client and another for the server.
+        when it runs both; else the server on one CPU, and the client on the same for
+        latency and on another under load.
     """
     plan = pin_plan(server_process) if pin else None
     if plan is None:
         pinning = "not pinned (the kernel placed client and server)"
     elif server_process:
-        pinning = f"pinned: client on CPU {plan[0]}, server on CPU {plan[1]}"
+        pinning = (
+            f"pinned: server on CPU {plan[1]}, client on CPU {plan[1]} for latency "
+            f"(no idle CPU to wake per round trip) and on CPU {plan[0]} under load"
+        )
     else:
         pinning = f"pinned: clients and servers on CPU {plan[0]}"
     if pin and plan is None:
@@ -290,7 +296,7 @@ async def compare(
         else:
             mode = f"server and clients in this process, one reactor; {pinning}"
             if plan is not None:
-                pin_this_process({plan[0]})
+                pin_process(None, {plan[0]})
             listeners: list[Listener] = []
             try:
                 listeners = await start_listeners(
@@ -322,7 +328,7 @@ async def _with_child_server(
     child = _Announcements(len(strings))
     env = dict(os.environ, **{CERT_DIR_ENV: str(options.certs.directory)}, PYTHONUNBUFFERED="1")
     if plan is not None:
-        pin_this_process({plan[1]})  # the child is forked with this affinity
+        pin_process(None, {plan[1]})  # the child is forked with this affinity
     process = reactor.spawnProcess(
         child,
         sys.executable,
@@ -330,12 +336,18 @@ async def _with_child_server(
         env=env,
     )
     if plan is not None:
-        pin_this_process({plan[0]})
+        pin_process(None, {plan[0]})
+
+    def place(phase: str) -> None:
+        """One message in flight: join the server's CPU; under load, a CPU of its own."""
+        if plan is not None:
+            pin_process(None, {plan[1] if phase == "latency" else plan[0]})
+
     try:
         connect_strings = await child.ready.addTimeout(30, reactor)
         specs = [parse_client(text) for text in client_strings(transports, connect_strings)]
         meter = CpuMeter(lambda: [process.pid], client=True)
-        return await measure(reactor, specs, options, settings, output, mode, meter)
+        return await measure(reactor, specs, options, settings, output, mode, meter, place=place)
     finally:
         if not child.ended.called:
             process.signalProcess("TERM")

@@ -173,15 +173,15 @@ class CpuMeter:
         )
 
 
-def pin_this_process(cpus: set[int]) -> None:
+def pin_process(pid: int | None, cpus: set[int]) -> None:
     """
-    Keep every thread of this process (and the threads and children it starts later)
-    on C{cpus}. Silently does nothing where affinity cannot be set.
+    Keep every thread of process C{pid} (None: this one), and the threads and children
+    it starts later, on C{cpus}. Silently does nothing where affinity cannot be set.
     """
     try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid or 'self'}/task")]
     except OSError:
-        threads = [0]
+        threads = [pid or 0]
     for tid in threads:
         try:
             os.sched_setaffinity(tid, cpus)
@@ -191,14 +191,16 @@ def pin_this_process(cpus: set[int]) -> None:
 
 def pin_plan(server_process: bool) -> tuple[int, int] | None:
     """
-    The CPUs C{compare} pins the client and the server to: (client, server), or None
-    with fewer than two CPUs allowed where a child server is asked for (nothing to
-    separate). In one process both are the same CPU.
+    The CPUs C{compare} pins to under load: (client, server), or None with fewer than
+    two CPUs allowed where a child server is asked for (nothing to separate). In one
+    process both are the same CPU. For the latency phase (one message in flight) a
+    child server's client joins it on the server's CPU.
 
     Pinned, a round trip no longer pays for the kernel moving a thread or waking an idle
     CPU, which on a VM is what an unpinned latency measures most (tcp p50 46 us unpinned
-    against 20 us pinned on the 2-CPU VM where echokit is developed); a child server on
-    a CPU of its own also makes each side's CPU use, and client-bound, unambiguous.
+    against 20 us pinned on the 2-CPU VM where echokit is developed); under load a child
+    server on a CPU of its own also makes each side's CPU use, and client-bound,
+    unambiguous.
     """
     try:
         allowed = sorted(os.sched_getaffinity(0))

@@ -22,8 +22,10 @@ not offered (nothing could carry their echo). Hardening:
 
     - Backpressure by flow control: L{EchoQuicConnection} grants a client more stream and
       connection credit only as the client acknowledges the echo, so a client that never
-      reads can make the server hold at most one window (L{WINDOW}) per stream, and one
-      per connection in all, instead of aioquic's ever-doubling windows.
+      reads can make the server hold about one window (L{WINDOW}) per connection, however
+      many streams it opens, instead of aioquic's ever-doubling windows. DATAGRAM frames
+      too large to echo in one packet, or beyond L{MAX_QUEUED_DATAGRAMS} waiting, are
+      dropped (and counted), as UDP may drop them.
     - No amplification: aioquic answers an unvalidated address with at most three times
       the bytes received (RFC 9000 section 8) and ignores client Initials under 1,200
       bytes; C{retry=yes} makes every client prove its address with a Retry round trip

@@ -11,6 +11,7 @@ before the reactor starts, so a typo never binds a port.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -90,7 +91,15 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
     def main(reactor: Any) -> defer.Deferred[object]:
         return defer.ensureDeferred(job(reactor)).addErrback(outcome)
 
-    task.react(main, _reactor=reactor)
+    try:
+        task.react(main, _reactor=reactor)
+    except SystemExit:
+        if getattr(reactor, "_exitSignal", None) == signal.SIGINT:
+            # Ctrl-C: the shell's convention (128 + SIGINT), and the prompt on a new line.
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            raise SystemExit(130) from None
+        raise
     raise AssertionError("task.react returned")  # pragma: no cover
 
 
@@ -123,6 +132,18 @@ def _global_argv(ctx: click.Context) -> list[str]:
         argv.append("-q")
     argv += ["-v"] * max(0, obj["verbosity"])
     return argv
+
+
+def _connect_timeout(ctx: click.Context, timeout: float) -> float | None:
+    """
+    The bound on connecting and on the TLS handshake: C{--timeout} if the user gave it,
+    else C{None} (the client's default, 10 s).
+    """
+    given = ctx.get_parameter_source("timeout") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+    return timeout if given else None
 
 
 def _client_certificate(store: CertStore, wanted: bool) -> tuple[Path, Path | None] | None:
@@ -326,8 +347,16 @@ def serve(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=2.0,
+    help="Seconds to wait for each echo (messages, typed lines, UDP datagrams; default: 2), "
+    "and to connect and complete a TLS handshake (default: 10).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
     show_default=True,
-    help="Seconds to wait for each echo (messages, typed lines, UDP datagrams).",
+    help="Pipe mode: give up when no echo has come for this many seconds while some is due "
+    "(a server that stopped reading or echoing).",
 )
 @click.option(
     "--insecure", is_flag=True, help="Do not verify the TLS server's certificate (unsafe)."
@@ -344,6 +373,7 @@ def connect(
     message: str | None,
     count: int | None,
     timeout: float,
+    idle_timeout: float,
     insecure: bool,
     client_cert: bool,
     cert_dir: Path | None,
@@ -356,8 +386,8 @@ def connect(
 
     DESCRIPTION is a client endpoint string: tcp:host=H:port=P, tcp6:host=H:port=P,
     unix:path=P, ssl:host=H:port=P, tls:host=H:port=P, udp:host=H:port=P or
-    quic:host=H:port=P[:datagram=yes]. TLS and QUIC servers are verified against
-    echokit's CA (or trustRoots=/caCertsDir=) unless --insecure.
+    udp6:host=H:port=P or quic:host=H:port=P[:datagram=yes]. TLS and QUIC servers are
+    verified against echokit's CA (or trustRoots=/caCertsDir=) unless --insecure.
 
     \b
     Examples:
@@ -369,7 +399,11 @@ def connect(
 
     spec = _checked(parse_client, description, "client")
     store = _cert_store(cert_dir)
-    options = ClientOptions(store, insecure, _client_certificate(store, client_cert), timeout)
+    options = ClientOptions(
+        store, insecure, _client_certificate(store, client_cert), timeout, idle_timeout=idle_timeout
+    )
+    if (connect_timeout := _connect_timeout(ctx, timeout)) is not None:
+        options.connect_timeout = connect_timeout
     if insecure and spec.kind in ("ssl", "tls", "quic"):
         click.echo(
             "echokit: warning: --insecure: the server's certificate is NOT verified", err=True
@@ -481,14 +515,21 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--timeout",
             type=click.FloatRange(min=0.001, max=60),
             default=1.0,
-            show_default=True,
-            help="Seconds before a UDP message counts as lost.",
+            help="Seconds without an echo before a UDP message, or a stream's missing bytes, "
+            "count as lost (default: 1); also the bound on connecting and on a TLS handshake "
+            "(default: 10).",
         ),
         click.option(
             "--json",
             "as_json",
             is_flag=True,
             help="One JSON object per endpoint (fields: see README).",
+        ),
+        click.option(
+            "--wide",
+            is_flag=True,
+            help="Every column in the table (p90, p99.9, whole endpoint strings), wider "
+            "than 120 columns.",
         ),
         click.option(
             "--save",
@@ -520,6 +561,7 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _bench_setup(
+    ctx: click.Context,
     size: int,
     connections: int,
     duration: float,
@@ -528,6 +570,7 @@ def _bench_setup(
     warmup: float,
     timeout: float,
     as_json: bool,
+    wide: bool,
     save: Path | None,
     baseline: Path | None,
     plot: Path | None,
@@ -546,6 +589,13 @@ def _bench_setup(
         fail(e)
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         fail(InputError(f"--plot writes .png or .svg files, not '{plot.name}'"))
+    if plot is not None:
+        from echokit.measure.report import PlotUnavailable, check_plotting
+
+        try:
+            check_plotting()
+        except PlotUnavailable as e:
+            fail(e)
     for flag, path in (("--save", save), ("--plot", plot)):
         # Checked now, so that a long run is not measured for nothing.
         if path is not None and not os.access(path.absolute().parent, os.W_OK):
@@ -554,11 +604,15 @@ def _bench_setup(
             )
     store = _cert_store(cert_dir)
     options = ClientOptions(store, insecure, _client_certificate(store, client_cert), timeout)
+    if (connect_timeout := _connect_timeout(ctx, timeout)) is not None:
+        options.connect_timeout = connect_timeout
     if insecure:
         click.echo(
             "echokit: warning: --insecure: TLS servers' certificates are NOT verified", err=True
         )
-    output = Output(sys.stdout, as_json, save, baseline, plot, progress=sys.stderr.isatty())
+    output = Output(
+        sys.stdout, as_json, save, baseline, plot, progress=sys.stderr.isatty(), wide=wide
+    )
     return settings, options, output
 
 
@@ -627,7 +681,7 @@ def bench(
     from echokit.measure.cpu import check_server_pid
 
     specs = [_checked(parse_client, text, "client") for text in descriptions]
-    settings, options, output = _bench_setup(**kwargs)
+    settings, options, output = _bench_setup(ctx, **kwargs)
     if server_pid is not None:
         try:
             check_server_pid(server_pid)
@@ -746,7 +800,7 @@ def compare(
     from echokit.measure.compare import TRANSPORTS, default_transports
 
     chosen = [t for t in TRANSPORTS if t in transports] if transports else default_transports()
-    settings, options, output = _bench_setup(**kwargs)
+    settings, options, output = _bench_setup(ctx, **kwargs)
 
     async def job(reactor: Any) -> None:
         from echokit.measure.compare import compare as run_compare

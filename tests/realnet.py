@@ -8,8 +8,10 @@ the reactor is left clean.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -29,10 +31,15 @@ _STORE: CertStore | None = None
 
 
 def cert_store() -> CertStore:
-    """One generated CA and certificates for the whole test run (in a temp directory)."""
+    """
+    One generated CA and certificates for the whole test run, in a temporary directory
+    removed when the run ends (it holds private keys).
+    """
     global _STORE
     if _STORE is None:
-        _STORE = CertStore(Path(tempfile.mkdtemp(prefix="echokit-test-certs-")))
+        directory = Path(tempfile.mkdtemp(prefix="echokit-test-certs-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        _STORE = CertStore(directory)
         _STORE.create()
     return _STORE
 

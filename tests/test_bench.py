@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from echokit.measure.bench import EndpointResult
 from echokit.measure.histogram import HIGHEST, LatencyHistogram
 from echokit.measure.integrity import MessageChecker, MessageMaker
+from echokit.measure.report import plot, render_table
 from tests.support import echokit_server, run_echokit
 
 QUICK = ["--duration", "0.3", "--warmup", "0"]
@@ -188,12 +190,29 @@ class MessageCheckerTests:
         bad[40] ^= 0xFF
         for message in [maker.make(0), maker.make(2), maker.make(1), maker.make(1), bytes(bad)]:
             checker.feed_datagram(message)
-        checker.feed_datagram(maker.make(6))  # 3, 4 and 5 never arrive intact
+        checker.feed_datagram(maker.make(6))  # 3 and 4 never arrive; 5 arrives damaged
         assert checker.counts() == {
             "received": 5,
-            "lost": 3,
+            "lost": 2,
             "duplicated": 1,
             "reordered": 1,
+            "corrupted": 1,
+        }
+
+    @pytest.mark.parametrize("where", [3, 40], ids=["header", "payload"])
+    def test_corrupted_is_not_also_lost(self, where: int) -> None:
+        """A message that comes back damaged is counted corrupted, not lost as well."""
+        maker = MessageMaker(64)
+        checker = MessageChecker(64)
+        stream = bytearray(b"".join(maker.make(i) for i in range(4)))
+        stream[64 + where] ^= 0x01  # message 1 is damaged
+        checker.feed_stream(bytes(stream))
+        checker.close(4)
+        assert checker.counts() == {
+            "received": 3,
+            "lost": 0,
+            "duplicated": 0,
+            "reordered": 0,
             "corrupted": 1,
         }
 
@@ -330,10 +349,12 @@ class BenchCommandTests:
         lines = table.stdout.decode().splitlines()
         assert table.returncode == 1
         assert f"echokit: error: could not measure {dead}" in table.stderr.decode()
-        # the error row does not stretch the table's columns
+        # the error row does not stretch the table's columns: its text wraps within them
         assert lines[2].startswith(dead) and "error: connection refused" in lines[2]
-        assert lines[3].split()[13] == "0/0/0/0", lines[:4]  # 14 columns, then a note
-        assert "  connect ms  tls ms  p50 us" in lines[0], lines[0]  # not widened by the error
+        measured = next(line for line in lines if line.startswith(tcp))
+        assert measured.split()[-1] == "0/0/0/0", lines[:5]
+        assert lines[0].split()[1:4] == ["conn", "ms", "p50"], lines[0]
+        assert max(len(line) for line in lines[: lines.index("")]) <= 120, lines
 
     def test_bad_size_is_a_one_line_error(self) -> None:
         """--size must be a size: exit 2, one line naming the accepted forms."""
@@ -386,6 +407,7 @@ class CompareCommandTests:
         )
         out = second.stdout.decode()
         assert second.returncode == 0, second.stderr.decode()
+        assert json.loads(saved.read_text())["mode"].startswith("server in a child process")
         assert "change against the baseline" in out
         assert "not in the baseline" not in out
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -417,3 +439,71 @@ class CompareCommandTests:
         )
         assert result.returncode == 2, result.stderr.decode()
         assert "pip install 'echokit[plot]'" in result.stderr.decode()
+        assert result.stdout == b"", "refused before measuring, not after"
+
+
+def _result(endpoint: str, **fields: object) -> EndpointResult:
+    result = EndpointResult(endpoint, endpoint.split(":", 1)[0], size=64, connections=4)
+    result.histogram.record_all([30_000, 45_000, 1_234_567])
+    result.latency_us = {"p50": 30.0, "p90": 45.0, "p99": 1234.6, "p99.9": 1234.6, "max": 1234.6}
+    result.connect_ms, result.messages_per_s, result.mb_per_s = 0.12, 123_456.0, 7.9
+    for name, value in fields.items():
+        setattr(result, name, value)
+    return result
+
+
+#: What compare measures: its unix socket lives in a long temporary path.
+COMPARE_LIKE = [
+    "tcp:host=127.0.0.1:port=40123",
+    "tcp6:host=\\:\\:1:port=40124",
+    "unix:path=/tmp/echokit-compare-k2j3h4g5/echo.sock",
+    "ssl:host=localhost:port=40125",
+    "udp:host=127.0.0.1:port=40126",
+]
+
+
+class TableTests:
+    """bench and compare tables fit a 120-column terminal; --wide shows every column."""
+
+    def test_default_table_fits_120_columns(self) -> None:
+        """Compare-like endpoints and an error row: no line over 120 columns, units defined."""
+        results = [_result(e, tls_handshake_ms=1.5) for e in COMPARE_LIKE]
+        results.append(
+            _result(
+                "tcp:host=127.0.0.1:port=1",
+                error="connection refused by tcp:host=127.0.0.1:port=1: is an echo server "
+                "listening there? " + "and a long explanation " * 6,
+            )
+        )
+        table = render_table(results)
+        lines = table.splitlines()
+        assert max(len(line) for line in lines) <= 120, table
+        assert "MB/s = 10^6 bytes" in table
+        error_rows = [i for i, line in enumerate(lines) if "error: connection refused" in line]
+        assert len(error_rows) == 1
+        # the error row is wrapped within the table, continued under its first column's end
+        continued = lines[error_rows[0] + 1]
+        assert continued.startswith(" " * 20) and "long explanation" in continued, table
+
+    def test_wide_table_has_every_percentile(self) -> None:
+        """--wide adds p90 and p99.9 and the full endpoint strings."""
+        results = [_result(e) for e in COMPARE_LIKE]
+        wide = render_table(results, wide=True)
+        assert "p90 us" in wide and "p99.9 us" in wide
+        assert COMPARE_LIKE[2] in wide
+        assert "p90 us" not in render_table(results)
+
+    def test_plot_legend_and_picture_say_what_was_measured(self, tmp_path: Path) -> None:
+        """The chart's legend names each endpoint once; the picture gives size, connections, mode."""
+        matplotlib = pytest.importorskip("matplotlib")
+        chart = tmp_path / "chart.svg"
+        results = [_result(e) for e in COMPARE_LIKE[:2]]
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            plot(chart, results, "clients in this process")
+        svg = chart.read_text()
+        for endpoint in COMPARE_LIKE[:2]:
+            kind = endpoint.split(":", 1)[0]
+            assert f"{kind}: {kind}:" not in svg
+        assert "64-byte messages" in svg
+        assert "4 connections" in svg
+        assert "clients in this process" in svg

@@ -437,6 +437,30 @@ class ConnectParseErrorTests:
                 ["too many fields in 'tcp:a:1:2'", "tcp takes tcp:host:port", r"as \:"],
             ),
             ("tcp:host=:port=1", ["empty host", "name the server"]),
+            (
+                "unix:path=/tmp/" + "x" * 120,
+                ["unix socket path is 125 bytes long", "the limit is 107"],
+            ),
+            (
+                f"tcp:host={'a' * 64}.example:port=1",
+                [f"host '{'a' * 64}.example' is not a valid name", "label", "63"],
+            ),
+            ("udp:host=a..b:port=1", ["host 'a..b' is not a valid name", "empty label"]),
+            (
+                "tls:host=a_b.example:port=1",
+                ["host 'a_b.example' is not a valid name for TLS", "hostname="],
+            ),
+            (
+                "ssl:host=localhost:port=1:hostname=-x-.example",
+                ["hostname '-x-.example' is not a valid name for TLS"],
+            ),
+            (
+                "tcp:16000",
+                [
+                    "'tcp:16000' reads 16000 as the host",
+                    "write e.g. tcp:host=127.0.0.1:port=16000",
+                ],
+            ),
         ],
     )
     def test_bad_endpoint(self, invoke: Invoke, description: str, fragments: list[str]) -> None:
@@ -552,6 +576,8 @@ class ConnectFailureTests:
             f"{servers.other_cert_dir / 'ca.pem'}",
             "caCertsDir=",
             "--insecure",
+            "--cert-dir",
+            "ECHOKIT_CERT_DIR",
         )
 
     def test_untrusted_certificate_from_option(self, servers: Servers) -> None:

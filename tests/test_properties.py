@@ -3,11 +3,13 @@ Property tests: machines looking for bad input.
 
 For any payload, any way of splitting it into writes, with or without a half-close,
 the echo over a real socket equals the input; for any string, parsing an endpoint
-either succeeds or raises echokit's own L{EndpointError}, never another exception.
+either succeeds or raises echokit's own L{EndpointError}, never another exception, and
+a client string that parses is usable (its endpoint builds, its host and path fit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 from collections.abc import Iterator
@@ -16,9 +18,18 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.testing import MemoryReactor
 
-from echokit.errors import EndpointError
-from echokit.transports.grammar import CLIENT_GRAMMARS, SERVER_GRAMMARS, parse_client, parse_server
+from echokit.errors import EchokitError, EndpointError
+from echokit.transports.certs import CertStore
+from echokit.transports.endpoints import client_endpoint
+from echokit.transports.grammar import (
+    CLIENT_GRAMMARS,
+    SERVER_GRAMMARS,
+    EndpointSpec,
+    parse_client,
+    parse_server,
+)
 from tests.support import echokit_server
 
 # --- endpoint strings -----------------------------------------------------------------
@@ -29,7 +40,8 @@ _KEYWORDS = sorted(
 )
 _ATOMS = st.sampled_from(
     ["", "0", "16000", "99999", "-1", "::1", "\\:\\:1", "127.0.0.1", "localhost", "/tmp/x",
-     "\\", "=", ":", "600", "abc", "1e3", " ", "\x00", "é"]
+     "\\", "=", ":", "600", "abc", "1e3", " ", "\x00", "é", "a" * 64, "a..b", "a_b",
+     "-x-", "xn--zz", "/tmp/" + "x" * 120, "x" * 63 + ".example"]
 )  # fmt: skip
 
 
@@ -39,17 +51,33 @@ def _field() -> st.SearchStrategy[str]:
     return st.one_of(bare, keyword.map(lambda kv: f"{kv[0]}={kv[1]}"))
 
 
+#: Client strings with their required fields (to reach what happens once they parse).
+client_like = st.tuples(
+    st.sampled_from(sorted(CLIENT_GRAMMARS)),
+    _ATOMS,
+    st.sampled_from(["1", "16000", "65535"]),
+    st.lists(_field(), max_size=2),
+).map(
+    lambda t: ":".join(
+        [t[0], f"path={t[1]}" if t[0] == "unix" else f"host={t[1]}:port={t[2]}", *t[3]]
+    )
+)
+
 #: Strings shaped like endpoint strings (to reach deep into the checks), and any text.
 endpoint_like = st.one_of(
     st.tuples(st.sampled_from(_KINDS), st.lists(_field(), max_size=6)).map(
         lambda t: ":".join([t[0], *t[1]])
     ),
+    client_like,
     st.text(max_size=60),
 )
 
 
 def check_parses_or_explains(text: str) -> None:
-    """The property: a parse either succeeds or raises EndpointError with a one-line message."""
+    """
+    The property: a parse either succeeds or raises EndpointError with a one-line
+    message; and a client string that parses can be used (L{check_client_usable}).
+    """
     for parse in (parse_server, parse_client):
         try:
             spec = parse(text)
@@ -58,6 +86,38 @@ def check_parses_or_explains(text: str) -> None:
             assert message and "\n" not in message, repr(message)
         else:
             assert spec.kind == spec.kind.lower()
+            if parse is parse_client:
+                check_client_usable(spec)
+
+
+_NO_CERTS = CertStore(Path("/nonexistent/echokit-property-certs"))
+
+
+def check_client_usable(spec: EndpointSpec) -> None:
+    """
+    A client string that parsed is usable as it stands, without touching the network:
+    its endpoint builds (TLS options included), its host survives the encoding the
+    resolver applies (C{getaddrinfo} with C{AI_NUMERICHOST}, which never asks DNS), and
+    a unix path fits in a socket address (connecting to a path makes no traffic).
+    """
+    if not spec.known:
+        return
+    try:
+        client_endpoint(MemoryReactor(), spec, _NO_CERTS)
+    except EchokitError as e:
+        assert "\n" not in str(e), repr(str(e))
+    for name in ("host", "hostname"):
+        host = spec.get(name)
+        if host is not None:
+            with contextlib.suppress(socket.gaierror):
+                socket.getaddrinfo(str(host), None, flags=socket.AI_NUMERICHOST)
+    if spec.kind == "unix":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1)
+            try:
+                sock.connect(str(spec.get("path")))
+            except OSError as e:
+                assert e.errno is not None, f"{spec.text}: {e}"  # not 'path too long'
 
 
 class EndpointParsingPropertyTests:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -130,9 +131,68 @@ class EchoClientProtocolTests(SynchronousTestCase):
         waiter = client.wait_echoed()
         client.connectionLost(Failure(Exception("reset")))
         failure = self.failureResultOf(client.done, RuntimeFailure)
-        self.assertIn("after 3 of 6 bytes came back", failure.getErrorMessage())
+        self.assertIn("after echoing 3 of 6 bytes sent", failure.getErrorMessage())
         self.failureResultOf(waiter, RuntimeFailure)
         self.successResultOf(client.closed)
+
+
+class HalfClosingTransport(StringTransport):
+    """A StringTransport that can half-close, as TCP and unix transports can."""
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+class LingerTests(SynchronousTestCase):
+    """
+    After its half-close, the client waits (up to C{linger} seconds) for the server's
+    close, so that bytes nobody sent are a mismatch, not missed.
+    """
+
+    def finished(self) -> tuple[EchoClientProtocol, Clock, HalfClosingTransport]:
+        clock = Clock()
+        client = EchoClientProtocol(clock=clock, linger=2.0)
+        transport = HalfClosingTransport()
+        client.makeConnection(transport)
+        client.send(b"hi")
+        client.dataReceived(b"hi")
+        client.finish()
+        return client, clock, transport
+
+    def test_bytes_after_the_last_echo_are_a_mismatch(self) -> None:
+        """A server that sends more after the echo is complete fails done."""
+        client, _, transport = self.finished()
+        self.assertTrue(transport.write_closed)
+        self.assertNoResult(client.done)
+        client.dataReceived(b"extra")
+        failure = self.failureResultOf(client.done, EchoMismatch)
+        self.assertIn("sent back 5 more byte(s) than were sent", failure.getErrorMessage())
+
+    def test_unsolicited_bytes_with_nothing_sent(self) -> None:
+        """Nothing sent, the input ended, then the server speaks: a mismatch."""
+        client = EchoClientProtocol(clock=Clock(), linger=2.0)
+        client.makeConnection(HalfClosingTransport())
+        client.finish()
+        client.dataReceived(b"banner\n")
+        self.failureResultOf(client.done, EchoMismatch)
+
+    def test_server_close_ends_the_wait(self) -> None:
+        """The server's own close after the echo: done succeeds at once."""
+        client, clock, _ = self.finished()
+        client.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(client.done)
+        self.assertFalse(clock.getDelayedCalls())
+
+    def test_a_server_that_stays_open_costs_linger_seconds(self) -> None:
+        """A server that never closes: done succeeds after linger seconds, and we close."""
+        client, clock, transport = self.finished()
+        clock.advance(1.9)
+        self.assertNoResult(client.done)
+        clock.advance(0.1)
+        self.successResultOf(client.done)
+        self.assertTrue(transport.disconnecting)
 
 
 class FakeDatagramTransport:

@@ -11,7 +11,10 @@ Three modes, for streams and UDP alike:
     - message (C{--message TEXT [--count N]}): the tutorial's one-shot client.
 
 Every mode fails with an L{EchokitError} when the echo differs, a datagram is lost, or
-the connection fails; the CLI turns that into a message and an exit status.
+the connection fails; the CLI turns that into a message and an exit status. Every wait
+is bounded: connecting and the TLS handshake by C{connect_timeout} (10 s unless
+C{--timeout} is given), each echo by C{timeout}, and pipe mode's wait for an echo that
+has stopped coming by C{idle_timeout} (60 s; C{--idle-timeout}).
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echokit.echo import MAX_UDP_PAYLOAD_IPV6
-from echokit.errors import ConnectFailed, DatagramsLost, EchokitError, RuntimeFailure
-from echokit.transports.certs import CertStore
+from echokit.errors import ConnectFailed, DatagramsLost, EchokitError, InputError, RuntimeFailure
+from echokit.transports.certs import CERT_DIR_ENV, CertStore
 from echokit.transports.datagram import DatagramEcho, EchoDatagramClient, UDPClientEndpoint
 from echokit.transports.endpoints import (
+    DATAGRAM_KINDS,
     TLS_KINDS,
     carries_datagrams,
     client_endpoint,
@@ -46,6 +50,12 @@ from echokit.transports.stream import EchoClientProtocol
 from echokit.transports.tls import tls_failure_text
 
 DEFAULT_MESSAGE = "Hello, Server!"
+#: Seconds to connect, and then to complete a TLS handshake, unless --timeout is given.
+CONNECT_TIMEOUT = 10.0
+#: Pipe mode: seconds without any echo, while some is due, before giving up.
+IDLE_TIMEOUT = 60.0
+#: Identical datagrams in a row after which a lost echo may be the server's repeat guard.
+REPEATS_WORTH_A_HINT = 10
 
 
 @dataclass
@@ -54,12 +64,16 @@ class ClientOptions:
     How C{echokit connect} reaches its server.
 
     @ivar timeout: seconds to wait for each echo in message, interactive and UDP modes.
+    @ivar connect_timeout: seconds to connect, and seconds for the TLS handshake.
+    @ivar idle_timeout: pipe mode: seconds without an echo while some is due.
     """
 
     certs: CertStore
     insecure: bool = False
     client_cert: tuple[Path, Path | None] | None = None
     timeout: float = 2.0
+    connect_timeout: float = CONNECT_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
 
 
 @dataclass
@@ -84,8 +98,10 @@ def _tls_problem(spec: EndpointSpec, options: ClientOptions, reason: Failure) ->
         trust = tls_trust(spec, options.certs)
         source = str(trust) if trust else "the platform's trust store"
         return ConnectFailed(
-            f"TLS: the server's certificate at {spec.text} is not trusted by {source}; give its "
-            "CA with trustRoots= (tls:) or caCertsDir= (ssl:), or --insecure to skip checks"
+            f"TLS: the server's certificate at {spec.text} is not trusted by {source}; if the "
+            f"server uses echokit's certificates from another directory, point --cert-dir (or "
+            f"${CERT_DIR_ENV}) at it; else give its CA with trustRoots= (tls:) or caCertsDir= "
+            "(ssl:), or --insecure to skip checks"
         )
     if isinstance(value, SSL.Error | error.ConnectionDone | error.ConnectionLost):
         return ConnectFailed(
@@ -112,6 +128,33 @@ def connect_failed(spec: EndpointSpec, reason: Failure) -> EchokitError:
     return ConnectFailed(f"cannot connect to {spec.text}: {reason.getErrorMessage()}")
 
 
+def connect_timed_out(spec: EndpointSpec, seconds: float) -> ConnectFailed:
+    """The one-line error for a connect that took longer than C{seconds}."""
+    return ConnectFailed(
+        f"connecting to {spec.text} timed out after {seconds:g} s: is the server up and "
+        "accepting? (--timeout sets this bound)"
+    )
+
+
+def handshake_timed_out(spec: EndpointSpec, seconds: float) -> ConnectFailed:
+    """The one-line error for a TLS handshake that took longer than C{seconds}."""
+    return ConnectFailed(
+        f"TLS handshake with {spec.text} did not complete within {seconds:g} s: is the server "
+        "speaking TLS? (--timeout sets this bound)"
+    )
+
+
+def _within(
+    reactor: Any, waiting: defer.Deferred[Any], seconds: float, error: EchokitError
+) -> defer.Deferred[Any]:
+    """C{waiting}, cancelled and failed with C{error} if it takes over C{seconds}."""
+
+    def timed_out(_: object, __: float) -> None:
+        raise error
+
+    return waiting.addTimeout(seconds, reactor, onTimeoutCancel=timed_out)
+
+
 async def open_stream(
     reactor: Any,
     spec: EndpointSpec,
@@ -120,24 +163,40 @@ async def open_stream(
 ) -> StreamConnection:
     """
     Connect an L{EchoClientProtocol} to C{spec}; over TLS, wait for a verified handshake.
+    The connect, and the handshake, may each take C{options.connect_timeout} seconds.
 
     @raise ConnectFailed: refused, timed out, unresolvable, or TLS rejected.
     """
     endpoint = client_endpoint(reactor, spec, options.certs, options.insecure, options.client_cert)
-    protocol = EchoClientProtocol(on_echo)
+    protocol = EchoClientProtocol(on_echo, reactor, linger=options.timeout)
+    limit = options.connect_timeout
     started = reactor.seconds()
     try:
-        await connectProtocol(endpoint, protocol)
+        await _within(
+            reactor, connectProtocol(endpoint, protocol), limit, connect_timed_out(spec, limit)
+        )
     except Exception:
         raise connect_failed(spec, Failure()) from None
     connected = reactor.seconds()
     if spec.kind not in TLS_KINDS:
         return StreamConnection(protocol, connected - started)
     try:
-        await protocol.handshake
+        await _within(reactor, protocol.handshake, limit, handshake_timed_out(spec, limit))
+    except EchokitError:
+        await _abandon(protocol)
+        raise
     except Exception:
-        raise _tls_problem(spec, options, Failure()) from None
+        problem = _tls_problem(spec, options, Failure())
+        await _abandon(protocol)
+        raise problem from None
     return StreamConnection(protocol, connected - started, reactor.seconds() - connected)
+
+
+async def _abandon(protocol: EchoClientProtocol) -> None:
+    """Drop a connection that failed before use, and wait until it is gone."""
+    protocol.done.addErrback(lambda _: None)  # its failure was reported already
+    protocol.transport.abortConnection()
+    await protocol.closed
 
 
 async def open_datagram(
@@ -150,8 +209,11 @@ async def open_datagram(
     endpoint: Any = client_endpoint(reactor, spec, options.certs, options.insecure)
     assert isinstance(endpoint, UDPClientEndpoint) or spec.kind == "quic"
     protocol = EchoDatagramClient(reactor, options.timeout, MAX_UDP_PAYLOAD_IPV6)
+    limit = options.connect_timeout
     try:
-        connected: EchoDatagramClient = await endpoint.connect(protocol)
+        connected: EchoDatagramClient = await _within(
+            reactor, endpoint.connect(protocol), limit, connect_timed_out(spec, limit)
+        )
         return connected
     except Exception:
         raise connect_failed(spec, Failure()) from None
@@ -161,6 +223,27 @@ async def close_datagrams(client: EchoDatagramClient) -> None:
     """Close a datagram client's socket (a QUIC one tells its server it is done)."""
     if not client.stopped and client.transport is not None:
         await defer.maybeDeferred(client.transport.stopListening)
+
+
+def repeat_guard_hint(spec: EndpointSpec, client: EchoDatagramClient) -> str:
+    """
+    After many identical datagrams in a row over UDP, a lost echo may be echokit's
+    server refusing to answer a source that repeats one datagram (its repeat guard):
+    say so, or say nothing.
+    """
+    if spec.kind not in DATAGRAM_KINDS or client.repeats < REPEATS_WORTH_A_HINT:
+        return ""
+    return (
+        f" (after {client.repeats} identical datagrams in a row: echokit's server stops "
+        "answering a source that keeps repeating one datagram, its repeat guard against "
+        "reflection loops, and its log says so; vary the message, or raise the server's "
+        "--udp-repeat-burst)"
+    )
+
+
+def datagram_lost(spec: EndpointSpec, client: EchoDatagramClient, timeout: float) -> str:
+    """What to say about a datagram with no echo within C{timeout}."""
+    return f"no echo for the datagram within {timeout:g} s{repeat_guard_hint(spec, client)}"
 
 
 def _echoed_within(
@@ -198,7 +281,7 @@ async def send_messages(
             for _ in range(count):
                 result: DatagramEcho = await client.request(message)
                 if result.echo is None:
-                    raise DatagramsLost(f"no echo for the datagram within {options.timeout:g} s")
+                    raise DatagramsLost(datagram_lost(spec, client, options.timeout))
                 assert result.rtt is not None
                 out.write(_rtt_line(result.echo, result.rtt))
                 out.flush()
@@ -226,14 +309,26 @@ async def _round_trips(
     next_message: Callable[[], Awaitable[bytes | None]],
     show: Callable[[bytes], object],
     what: str,
+    on_failure: Callable[[Failure], object] | None = None,
 ) -> None:
     """
     Over a stream: send each message C{next_message} gives (until C{None}), one at a
     time, and C{show} its echo with the round-trip time; then half-close and wait.
+
+    @param on_failure: called at once if the connection fails (the server closes it,
+        say) while C{next_message} is still waiting.
     """
     echoed: list[bytes] = []
     connection = await open_stream(reactor, spec, options, echoed.append)
     protocol = connection.protocol
+    if on_failure is not None:
+        report = on_failure
+
+        def failed(failure: Failure) -> Failure:
+            report(failure)
+            return failure
+
+        protocol.done.addErrback(failed)
     try:
         while (message := await next_message()) is not None:
             started = reactor.seconds()
@@ -285,22 +380,77 @@ async def _close_stdio(stdio: StandardIO, bridge: _StdioBridge) -> None:
     await bridge.closed
 
 
+class _IdleWatch:
+    """
+    Pipe mode's bound on silence: fail the connection when some echo is due and none
+    has come for C{seconds} (a server that accepts and never reads, or stops echoing).
+    """
+
+    def __init__(self, reactor: Any, protocol: EchoClientProtocol, seconds: float) -> None:
+        self.reactor = reactor
+        self.protocol = protocol
+        self.seconds = seconds
+        self.heard = reactor.seconds()
+        self.timer = reactor.callLater(seconds, self.check)
+
+    def sent(self) -> None:
+        """Bytes were just sent: if none were due before, the clock starts now."""
+        if self.protocol.verifier.complete:
+            self.heard = self.reactor.seconds()
+
+    def echoed(self) -> None:
+        self.heard = self.reactor.seconds()
+
+    def check(self) -> None:
+        verifier = self.protocol.verifier
+        silent = self.reactor.seconds() - self.heard
+        if verifier.complete or silent < self.seconds:
+            self.timer = self.reactor.callLater(max(self.seconds - silent, 0.05), self.check)
+            return
+        self.timer = None
+        self.protocol.abort(
+            RuntimeFailure(
+                f"no echo for {self.seconds:g} s: {verifier.pending} of {verifier.bytes_sent} "
+                "bytes sent have not come back (the server stopped reading or echoing; "
+                f"--idle-timeout sets this bound, default {IDLE_TIMEOUT:g} s)"
+            )
+        )
+
+    def stop(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
 async def pipe_stream(reactor: Any, spec: EndpointSpec, options: ClientOptions) -> None:
-    """Stream stdin to the server and the echo to stdout; half-close at stdin's end."""
+    """
+    Stream stdin to the server and the echo to stdout; half-close at stdin's end. Fail
+    if the echo stops for C{options.idle_timeout} seconds while some is due.
+    """
     stdio: StandardIO | None = None
+    watch: _IdleWatch | None = None
 
     def echo_to_stdout(data: bytes) -> None:
-        assert stdio is not None
+        assert stdio is not None and watch is not None
+        watch.echoed()
         stdio.write(data)
 
     connection = await open_stream(reactor, spec, options, echo_to_stdout)
     protocol = connection.protocol
+    protocol.input_unfinished = True
+    watch = _IdleWatch(reactor, protocol, options.idle_timeout)
+
+    def send(data: bytes) -> None:
+        assert watch is not None
+        watch.sent()
+        protocol.send(data)
 
     def stdin_ended() -> None:
+        protocol.input_unfinished = False
         protocol.transport.unregisterProducer()
         protocol.finish()
 
-    bridge = _StdioBridge(protocol.send, stdin_ended)
+    bridge = _StdioBridge(send, stdin_ended)
     stdio = StandardIO(bridge, reactor=reactor)
     # Backpressure both ways: a full socket pauses stdin; a full stdout pauses the socket.
     protocol.transport.registerProducer(stdio, True)
@@ -308,6 +458,7 @@ async def pipe_stream(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
     try:
         await protocol.done
     finally:
+        watch.stop()
         if bridge.stdout_lost:
             protocol.transport.abortConnection()
         await protocol.closed
@@ -320,7 +471,12 @@ async def pipe_stream(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
 
 @dataclass
 class _Lines:
-    """Complete lines typed so far, and whether the terminal has ended (Ctrl-D)."""
+    """
+    Complete lines typed (or piped) so far, and whether the input has ended (Ctrl-D).
+
+    Each byte is looked at once (time linear in the input); with a C{limit}, a line
+    longer than C{limit} bytes is refused as soon as it is, without waiting for its end.
+    """
 
     pending: list[bytes] = field(default_factory=list)
     ended: bool = False
@@ -329,13 +485,46 @@ class _Lines:
     #: Paused while many lines wait, so a large stdin is not read into memory at once.
     producer: IPushProducer | None = None
     paused: bool = False
+    limit: int | None = None
+    #: Why no more lines will come: the next L{next} raises it.
+    error: BaseException | None = None
 
     def feed(self, data: bytes) -> None:
-        self.partial.extend(data)
-        *complete, rest = bytes(self.partial).split(b"\n")
-        self.pending.extend(line + b"\n" for line in complete)
-        self.partial[:] = rest
+        if self.error is not None:
+            return
+        buffer = self.partial
+        scan = len(buffer)
+        buffer.extend(data)
+        start = 0
+        while (newline := buffer.find(b"\n", scan)) != -1:
+            self._complete(bytes(buffer[start : newline + 1]))
+            start = scan = newline + 1
+        del buffer[:start]
+        if self.limit is not None and len(buffer) > self.limit:
+            self._refuse(f"a line of more than {len(buffer)} bytes")
         if self.producer is not None and not self.paused and len(self.pending) > 64:
+            self.paused = True
+            self.producer.pauseProducing()
+        self._wake()
+
+    def _complete(self, line: bytes) -> None:
+        if self.limit is not None and len(line) > self.limit and self.error is None:
+            self._refuse(f"a {len(line)}-byte line")
+        self.pending.append(line)
+
+    def _refuse(self, what: str) -> None:
+        self.fail(
+            InputError(
+                f"{what} does not fit in one UDP datagram: the limit is {self.limit} bytes "
+                "(each line of stdin is sent as one datagram)"
+            )
+        )
+
+    def fail(self, error: BaseException | None) -> None:
+        """No more lines: the next L{next} raises C{error}."""
+        if self.error is None:
+            self.error = error or RuntimeFailure("the input was abandoned")
+        if self.producer is not None and not self.paused:
             self.paused = True
             self.producer.pauseProducing()
         self._wake()
@@ -355,7 +544,9 @@ class _Lines:
             waiter.callback(None)
 
     async def next(self) -> bytes | None:
-        while not self.pending:
+        while not self.pending or self.error is not None:
+            if self.error is not None:
+                raise self.error
             if self.ended:
                 return None
             waiter = defer.Deferred[None]()
@@ -370,7 +561,7 @@ class _Lines:
 async def pipe_datagrams(reactor: Any, spec: EndpointSpec, options: ClientOptions) -> None:
     """Send each line of stdin as one datagram, one at a time; echoes go to stdout."""
     client = await open_datagram(reactor, spec, options)
-    lines = _Lines()
+    lines = _Lines(limit=client.max_payload)
     bridge = _StdioBridge(lines.feed, lines.end)
     stdio = StandardIO(bridge, reactor=reactor)
     lines.producer = stdio
@@ -387,7 +578,8 @@ async def pipe_datagrams(reactor: Any, spec: EndpointSpec, options: ClientOption
     lost = client.ledger.lost
     if lost:
         raise DatagramsLost(
-            f"{lost} of {sent} datagram(s) got no echo within {options.timeout:g} s from {spec.text}"
+            f"{lost} of {sent} datagram(s) got no echo within {options.timeout:g} s from "
+            f"{spec.text}{repeat_guard_hint(spec, client)}"
         )
 
 
@@ -404,12 +596,22 @@ async def interactive(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
                 while (line := await lines.next()) is not None:
                     result: DatagramEcho = await client.request(line)
                     if result.echo is None or result.rtt is None:
-                        stdio.write(f"(no echo within {options.timeout:g} s)\n".encode())
+                        lost = datagram_lost(spec, client, options.timeout)
+                        stdio.write(f"({lost})\n".encode())
                     else:
                         stdio.write(_rtt_line(result.echo, result.rtt))
             finally:
                 await close_datagrams(client)
             return
-        await _round_trips(reactor, spec, options, lines.next, stdio.write, "the line")
+        # A server that closes while nothing is typed is noticed at once, not at the next line.
+        await _round_trips(
+            reactor,
+            spec,
+            options,
+            lines.next,
+            stdio.write,
+            "the line",
+            lambda failure: lines.fail(failure.value),
+        )
     finally:
         await _close_stdio(stdio, bridge)

@@ -47,10 +47,12 @@ from echokit.client.connect import (
     ClientOptions,
     close_datagrams,
     connect_failed,
+    connect_timed_out,
+    handshake_timed_out,
     open_datagram,
     open_stream,
 )
-from echokit.errors import EchokitError, InputError
+from echokit.errors import EchokitError, InputError, RuntimeFailure
 from echokit.measure import openloop
 from echokit.measure.cpu import CpuMeter, CpuUse
 from echokit.measure.histogram import LatencyHistogram
@@ -64,6 +66,7 @@ from echokit.measure.results import EndpointResult as EndpointResult
 from echokit.measure.results import percentiles_us as _percentiles_us
 from echokit.transports.datagram import READ_SIZE, UDPClientEndpoint
 from echokit.transports.endpoints import (
+    DATAGRAM_KINDS,
     TLS_KINDS,
     carries_datagrams,
     client_endpoint,
@@ -116,36 +119,61 @@ def _kernel_timeouts(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
+class EchoLost(RuntimeFailure):
+    """Over a stream, bytes stopped coming back: the server dropped them, or stalled."""
+
+
+def _echo_lost(missing: int, size: int, message: int, seconds: float) -> EchoLost:
+    return EchoLost(
+        f"echo lost: {missing} byte(s) of message {message} ({size} bytes) never came back "
+        f"within {seconds:g} s (the server dropped them, or stopped echoing; --timeout sets "
+        "this bound)"
+    )
+
+
 def _blocking_socket(
     spec: EndpointSpec, options: ClientOptions
 ) -> tuple[socket.socket, str, str | None, str | None]:
-    """Connect a blocking socket for C{spec}: (socket, family, TLS version, TLS cipher)."""
+    """
+    Connect a blocking socket for C{spec}: (socket, family, TLS version, TLS cipher).
+    Connecting, and the TLS handshake, may each take C{options.connect_timeout}; then
+    a receive waits C{options.timeout} (a lost datagram, or a stalled stream).
+    """
     kind = spec.kind
-    timeout = 10.0
+    limit = options.connect_timeout
     if kind == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(str(spec.get("path")))
-        _kernel_timeouts(sock, timeout)
+        sock.settimeout(limit)
+        try:
+            sock.connect(str(spec.get("path")))
+        except TimeoutError:
+            sock.close()
+            raise connect_timed_out(spec, limit) from None
+        _kernel_timeouts(sock, options.timeout)
         return sock, "unix", None, None
     host, port = str(spec.get("host")), int(str(spec.get("port")))
-    family = {"tcp": socket.AF_INET, "tcp6": socket.AF_INET6}.get(kind, socket.AF_UNSPEC)
-    socktype = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    family = {"tcp": socket.AF_INET, "tcp6": socket.AF_INET6, "udp6": socket.AF_INET6}.get(
+        kind, socket.AF_UNSPEC
+    )
+    socktype = socket.SOCK_DGRAM if kind in DATAGRAM_KINDS else socket.SOCK_STREAM
     infos = socket.getaddrinfo(host, port, family, socktype)
-    if kind == "udp":
+    if kind in DATAGRAM_KINDS:
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
     last: OSError | None = None
     for af, st, proto, _, address in infos:
         sock = socket.socket(af, st, proto)
-        sock.settimeout(timeout)
+        sock.settimeout(limit)
         try:
             sock.connect(address)
+        except TimeoutError:
+            sock.close()
+            raise connect_timed_out(spec, limit) from None
         except OSError as e:
             sock.close()
             last = e
             continue
         if kind not in TLS_KINDS:
-            _kernel_timeouts(sock, options.timeout if kind == "udp" else timeout)
+            _kernel_timeouts(sock, options.timeout)
         name = "IPv6" if af == socket.AF_INET6 else "IPv4"
         if st == socket.SOCK_STREAM:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -167,7 +195,12 @@ def _blocking_socket(
         if options.client_cert is not None:
             cert, key = options.client_cert
             context.load_cert_chain(str(cert), str(key) if key else None)
-        wrapped = context.wrap_socket(sock, server_hostname=str(spec.get("hostname") or host))
+        try:
+            wrapped = context.wrap_socket(sock, server_hostname=str(spec.get("hostname") or host))
+        except TimeoutError:
+            sock.close()
+            raise handshake_timed_out(spec, limit) from None
+        wrapped.settimeout(options.timeout)
         cipher = wrapped.cipher()
         return wrapped, name, wrapped.version(), cipher[0] if cipher else None
     raise last or OSError(f"cannot resolve {host}")
@@ -180,7 +213,12 @@ def _blocking_latency(
     result: EndpointResult,
     progress: Progress,
 ) -> None:
-    """One message in flight over a blocking socket; fills C{result}'s latency fields."""
+    """
+    One message in flight over a blocking socket; fills C{result}'s latency fields.
+
+    @raise EchoLost: when a stream's echo stops short of a whole message for
+        C{options.timeout} seconds (after the counts are added to C{result}).
+    """
     sock, family, version, cipher = _blocking_socket(spec, options)
     result.family = family
     if version:
@@ -188,7 +226,8 @@ def _blocking_latency(
     maker, checker = MessageMaker(settings.size), MessageChecker(settings.size)
     buffer = bytearray(settings.size)
     view = memoryview(buffer)
-    datagram = spec.kind == "udp"
+    datagram = spec.kind in DATAGRAM_KINDS
+    lost: EchoLost | None = None
     deadline = time.monotonic() + settings.duration
     limit = settings.count
     sent = 0
@@ -211,11 +250,16 @@ def _blocking_latency(
                 while got < settings.size:
                     try:
                         n = sock.recv_into(view[got:])
-                    except BlockingIOError:
-                        raise TimeoutError("no echo within the timeout") from None
+                    except (TimeoutError, BlockingIOError):
+                        lost = _echo_lost(
+                            settings.size - got, settings.size, sent - 1, options.timeout
+                        )
+                        break
                     if not n:
                         raise ConnectionError("the server closed the connection")
                     got += n
+                if lost is not None:
+                    break  # the stream is out of step now: nothing after this can be checked
                 elapsed = clock() - started
                 checker.feed_datagram(bytes(buffer))
             result.histogram.record(elapsed)
@@ -230,6 +274,8 @@ def _blocking_latency(
     checker.close(sent)  # a datagram that timed out at the very end is lost too
     result.add_audit(checker, sent)
     result.latency_client = "blocking socket, worker thread"
+    if lost is not None:
+        raise lost
 
 
 # --- reactor clients ------------------------------------------------------------------
@@ -246,11 +292,21 @@ class _StreamLoop(Protocol):
         self.running = True
         self.histogram: LatencyHistogram | None = None
         self._started = 0
+        #: When a byte last came back (or the connection opened): for stall detection.
+        self.heard_at = time.monotonic()
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
         send_without_delay(self.transport)
+        self.heard_at = time.monotonic()
         self._send()
+
+    def stalled(self, seconds: float) -> EchoLost | None:
+        """Loss, if no byte of the message in flight came back for C{seconds}."""
+        if not self.running or time.monotonic() - self.heard_at < seconds:
+            return None
+        size = self.maker.size
+        return _echo_lost(size - self.checker.partial, size, self.sent - 1, seconds)
 
     def _send(self) -> None:
         self._started = time.perf_counter_ns()
@@ -258,6 +314,7 @@ class _StreamLoop(Protocol):
         self.sent += 1
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard_at = time.monotonic()
         if self.checker.feed_stream(data):
             if self.histogram is not None:
                 self.histogram.record(time.perf_counter_ns() - self._started)
@@ -322,10 +379,17 @@ async def _timed_phase(
     settings: BenchSettings,
     progress: Progress,
     done: Callable[[], int],
+    stalled: Callable[[], EchokitError | None] = lambda: None,
 ) -> float:
-    """Wait for the phase to end (duration or count); return the seconds it took."""
+    """
+    Wait for the phase to end (duration or count); return the seconds it took.
+
+    @raise EchokitError: what C{stalled} returns, as soon as it returns one.
+    """
     started = time.monotonic()
     while True:
+        if (stall := stalled()) is not None:
+            raise stall
         elapsed = time.monotonic() - started
         if settings.count is not None:
             if done() >= settings.count:
@@ -345,6 +409,7 @@ async def _measured(
     checkers: list[MessageChecker],
     result: EndpointResult,
     meter: CpuMeter | None = None,
+    stalled: Callable[[], EchokitError | None] = lambda: None,
 ) -> tuple[float, int]:
     """Run a measuring phase; return its seconds and the messages echoed intact in it."""
     base = sum(c.received for c in checkers)
@@ -354,7 +419,7 @@ async def _measured(
 
     if meter is not None:
         meter.start()
-    elapsed = await _timed_phase(reactor, settings, progress, completed)
+    elapsed = await _timed_phase(reactor, settings, progress, completed, stalled)
     if meter is not None:
         result.add_cpu(meter.stop(), completed())
     return elapsed, completed()
@@ -374,9 +439,15 @@ async def _stream_throughput(
     maker = MessageMaker(settings.size)
     connections = 1 if measure_latency else settings.connections
     loops = [_StreamLoop(maker, reactor) for _ in range(connections)]
+    limit = options.connect_timeout
     try:
         for loop in loops:
-            await endpoint.connect(_factory_for(loop))
+            connecting = endpoint.connect(_factory_for(loop))
+
+            def timed_out(_: object, __: float) -> None:
+                raise connect_timed_out(spec, limit)
+
+            await connecting.addTimeout(limit, reactor, onTimeoutCancel=timed_out)
     except Exception:
         raise connect_failed(spec, Failure()) from None
     if measure_latency:
@@ -385,22 +456,39 @@ async def _stream_throughput(
     elif settings.warmup:
         await _sleep(reactor, settings.warmup)
     checkers = [x.checker for x in loops]
-    elapsed, messages = await _measured(
-        reactor, settings, progress, checkers, result, None if measure_latency else meter
-    )
+
+    def stalled() -> EchokitError | None:
+        return next(filter(None, (loop.stalled(options.timeout) for loop in loops)), None)
+
+    lost: EchokitError | None = None
+    try:
+        elapsed, messages = await _measured(
+            reactor,
+            settings,
+            progress,
+            checkers,
+            result,
+            None if measure_latency else meter,
+            stalled,
+        )
+    except EchoLost as e:
+        lost = e
     for loop in loops:
         loop.stop()
     # Let the messages still in flight come back (bounded) before closing.
-    for _ in range(200):
+    for _ in range(0 if lost else 200):
         if all(loop.checker.received + loop.checker.corrupted >= loop.sent for loop in loops):
             break
         await _sleep(reactor, 0.01)
     for loop in loops:
-        loop.transport.loseConnection()  # type: ignore[union-attr]
+        if loop.transport is not None:
+            loop.transport.loseConnection()
     await defer.DeferredList([loop.closed for loop in loops])
     for loop in loops:
         loop.checker.close(loop.sent)
         result.add_audit(loop.checker, loop.sent)
+    if lost is not None:
+        raise lost
     if not measure_latency:
         result.messages_per_s = messages / elapsed
         result.mb_per_s = messages * settings.size / elapsed / 1e6
@@ -505,7 +593,7 @@ async def _fixed_rate(
             f"{spec.text}: --rate does not drive QUIC datagrams yet; measure quic streams "
             "(without datagram=yes) or udp at a fixed rate"
         )
-    if spec.kind == "udp":
+    if spec.kind in DATAGRAM_KINDS:
         endpoint = client_endpoint(reactor, spec, options.certs)
         assert isinstance(endpoint, UDPClientEndpoint)
         address = await endpoint._resolve()
@@ -589,6 +677,7 @@ async def _connect_times(
             result.tls_version = handle.get_protocol_version_name()
             result.tls_cipher = handle.get_cipher_name()
         protocol = connection.protocol
+        protocol.linger = 0.0  # only the connect is measured here: close at once
         protocol.finish()
         await protocol.done
         await protocol.closed

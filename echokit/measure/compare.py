@@ -89,6 +89,8 @@ class Output:
     plot: Path | None = None
     progress: bool = False
     intervals: IntervalLog | None = None
+    #: Every column in the table, however wide (see L{report.render_table}).
+    wide: bool = False
 
 
 class ProgressBar:
@@ -196,14 +198,14 @@ async def measure(
     if output.json:
         out.write(report.render_json(results))
     else:
-        out.write(report.render_table(results))
+        out.write(report.render_table(results, output.wide))
         out.write("\n" + report.render_environment(env, results, mode))
         if baseline is not None:
             out.write("\n" + report.render_baseline(results, baseline))
     if output.save is not None:
-        report.save(output.save, results, env)
+        report.save(output.save, results, env, mode)
     if output.plot is not None:
-        report.plot(output.plot, results)
+        report.plot(output.plot, results, mode)
         if not output.json:
             out.write(f"\nlatency chart written to {output.plot}\n")
     out.flush()

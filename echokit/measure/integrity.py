@@ -69,6 +69,11 @@ class MessageChecker:
         """Messages skipped over and not (yet) seen late."""
         return len(self._missing)
 
+    @property
+    def partial(self) -> int:
+        """Bytes of the next message that have come back so far (over a stream)."""
+        return len(self._buffer)
+
     def counts(self) -> dict[str, int]:
         return {
             "received": self.received,
@@ -96,16 +101,31 @@ class MessageChecker:
         return done
 
     def feed_datagram(self, message: bytes) -> int | None:
-        """Take one whole message: its sequence number, or C{None} if damaged or seen before."""
+        """
+        Take one whole message: its sequence number, or C{None} if damaged or seen before.
+
+        A damaged message came back, so it is counted corrupted and not also lost: it
+        stands for the message its header names if that one is due or missing, else
+        (the header may be damaged too) for the message due next.
+        """
         if len(message) != self.size or len(message) < HEADER.size:
-            self.corrupted += 1
+            self._damaged(None)
             return None
         magic, _, seq, size, crc = HEADER.unpack_from(message)
         body = memoryview(message)[HEADER.size :]
         if magic != MAGIC or size != self.size or zlib.crc32(body, zlib.crc32(message[:16])) != crc:
-            self.corrupted += 1
+            self._damaged(seq)
             return None
         self.received += 1
+        return self._arrived(seq, intact=True)
+
+    def _damaged(self, claimed: int | None) -> None:
+        self.corrupted += 1
+        usable = claimed is not None and (claimed == self._next or claimed in self._missing)
+        self._arrived(claimed if usable and claimed is not None else self._next, intact=False)
+
+    def _arrived(self, seq: int, intact: bool) -> int | None:
+        """Message C{seq} came back: account for it, and for those it skipped over."""
         if seq == self._next:
             self._next += 1
         elif seq > self._next:
@@ -113,8 +133,8 @@ class MessageChecker:
             self._next = seq + 1
         elif seq in self._missing:
             self._missing.discard(seq)
-            self.reordered += 1
+            self.reordered += intact
         else:
-            self.duplicated += 1
+            self.duplicated += intact
             return None
         return int(seq)

@@ -54,7 +54,9 @@ these fields, all always present (C{null} where not measured):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,66 +119,127 @@ def _cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def render_table(results: Sequence[EndpointResult]) -> str:
-    """
-    One row per endpoint (and rate): mode, connect, latency percentiles, throughput,
-    CPU per message, integrity; C{client-bound} after the row when the client was the
-    limit.
-    """
-    header = (
-        "endpoint",
-        "load",
-        "connect ms",
-        "tls ms",
-        "p50 us",
-        "p90 us",
-        "p99 us",
-        "p99.9 us",
-        "max us",
-        "msg/s",
-        "MB/s",
-        "srv cpu us",
-        "cli cpu us",
+#: The default table's width limit, and its longest endpoint string (the whole
+#: strings are listed under the table; --wide shows them in it).
+TABLE_WIDTH = 120
+_ENDPOINT_WIDTH = 28
+
+#: What the table's units and abbreviations mean, printed under it.
+TABLE_LEGEND = (
+    "units: ms = milliseconds; us = microseconds, round trip; msg/s = messages echoed per "
+    "second;\n"
+    "  MB/s = 10^6 bytes of messages echoed per second; cpu = CPU microseconds per message;\n"
+    "  errors (lost/dup/reord/bad) = messages lost, duplicated, reordered, corrupted"
+)
+
+
+@dataclass(frozen=True)
+class _Column:
+    """A table column: its header in the default and --wide tables, and its cells."""
+
+    header: str
+    wide_header: str
+    cell: Callable[[EndpointResult], str]
+    #: In the default table only when some row has a value ("-" elsewhere).
+    optional: bool = False
+    #: In the --wide table only.
+    wide_only: bool = False
+
+
+_COLUMNS = (
+    _Column("load", "load", lambda r: _mode(r), optional=True),
+    _Column("conn ms", "connect ms", lambda r: _ms(r.connect_ms)),
+    _Column("tls ms", "tls ms", lambda r: _ms(r.tls_handshake_ms), optional=True),
+    _Column("p50 us", "p50 us", lambda r: _us(r, "p50")),
+    _Column("p90 us", "p90 us", lambda r: _us(r, "p90"), wide_only=True),
+    _Column("p99 us", "p99 us", lambda r: _us(r, "p99")),
+    _Column("p99.9 us", "p99.9 us", lambda r: _us(r, "p99.9"), wide_only=True),
+    _Column("max us", "max us", lambda r: _us(r, "max")),
+    _Column("msg/s", "msg/s", lambda r: f"{r.messages_per_s:,.0f}"),
+    _Column("MB/s", "MB/s", lambda r: f"{r.mb_per_s:,.1f}"),
+    _Column("srv cpu", "srv cpu us", lambda r: _cpu(r.server_cpu_us_per_msg), optional=True),
+    _Column("cli cpu", "cli cpu us", lambda r: _cpu(r.client_cpu_us_per_msg), wide_only=True),
+    _Column(
+        "errors",
         "lost/dup/reord/bad",
-    )
-    rows: list[tuple[str, ...]] = [header]
+        lambda r: f"{r.lost}/{r.duplicated}/{r.reordered}/{r.corrupted}",
+    ),
+)
+
+
+def _elide(text: str, width: int) -> str:
+    """
+    C{text}, shortened in the middle to C{width} characters if longer.
+
+        >>> _elide("unix:path=/tmp/echokit-compare-k2j3h4g5/echo.sock", 28)
+        'unix:path=/tmp/...echo.sock'
+    """
+    if len(text) <= width:
+        return text
+    tail = (width - 3) // 3
+    return text[: width - 3 - tail] + "..." + text[len(text) - tail :]  # keeps the port
+
+
+def render_table(results: Sequence[EndpointResult], wide: bool = False) -> str:
+    """
+    One row per endpoint (and rate): load, connect, latency percentiles, throughput,
+    CPU per message, integrity; then what the units mean.
+
+    The default table fits L{TABLE_WIDTH} columns: endpoint strings are shortened (the
+    lines under the table give them whole), p90, p99.9 and the client's CPU are left to
+    C{--wide} and C{--json}, and a column with nothing measured in it is left out. A
+    client-bound row is marked C{*} (C{client-bound} with C{wide}). An endpoint that
+    could not be measured gets its error, wrapped within the table.
+    """
+    measured_rows = [r for r in results if not r.error]
+    columns = [
+        c
+        for c in _COLUMNS
+        if wide
+        or (not c.wide_only and (not c.optional or any(c.cell(r) != "-" for r in measured_rows)))
+    ]
+    if not wide and all(r.rate is None for r in measured_rows):
+        columns = [c for c in columns if c.header != "load"]
+    header = ("endpoint", *(c.wide_header if wide else c.header for c in columns))
+
+    cells = [[c.cell(r) for c in columns] for r in measured_rows]
+    widths = [max(len(row[i]) for row in [header[1:], *cells]) for i in range(len(columns))]
+    others = sum(widths) + 2 * len(widths) + (3 if any(r.client_bound for r in results) else 0)
+    longest = max([len("endpoint"), *(len(r.endpoint) for r in results)])
+    room = longest if wide else max(_ENDPOINT_WIDTH, min(longest, TABLE_WIDTH - others))
+    widths.insert(0, room)
+
+    def name(r: EndpointResult) -> str:
+        return _elide(r.endpoint, room)
+
+    total = sum(widths) + 2 * (len(widths) - 1)
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
+    lines.append("  ".join("-" * w for w in widths))
     for r in results:
         if r.error:
-            rows.append((r.endpoint, "error: " + r.error, *[""] * (len(header) - 2)))
+            indent = widths[0] + 2
+            room = max(TABLE_WIDTH if not wide else total, indent + 40) - indent
+            wrapped = textwrap.wrap("error: " + r.error, max(room, 40)) or ["error:"]
+            lines.append(name(r).ljust(widths[0]) + "  " + wrapped[0])
+            lines += [" " * indent + more for more in wrapped[1:]]
             continue
-        rows.append(
-            (
-                r.endpoint,
-                _mode(r),
-                _ms(r.connect_ms),
-                _ms(r.tls_handshake_ms),
-                _us(r, "p50"),
-                _us(r, "p90"),
-                _us(r, "p99"),
-                _us(r, "p99.9"),
-                _us(r, "max"),
-                f"{r.messages_per_s:,.0f}",
-                f"{r.mb_per_s:,.1f}",
-                _cpu(r.server_cpu_us_per_msg),
-                _cpu(r.client_cpu_us_per_msg),
-                f"{r.lost}/{r.duplicated}/{r.reordered}/{r.corrupted}",
-            )
-        )
-    measured = [row for row in rows if not row[1].startswith("error: ")]
-    widths = [max(len(row[i]) for row in measured) for i in range(len(header))]
-    lines = []
-    for row, result in zip(rows, [None, *results], strict=True):
-        if row[1].startswith("error: "):
-            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
-            continue
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        row = [name(r).ljust(widths[0])] + [
+            c.cell(r).rjust(w) for c, w in zip(columns, widths[1:], strict=True)
         ]
-        if result is not None and result.client_bound:
-            cells.append("client-bound")
-        lines.append("  ".join(cells))
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+        if r.client_bound:
+            row.append("client-bound" if wide else "*")
+        lines.append("  ".join(row))
+    legend = TABLE_LEGEND
+    if not wide:
+        legend += "\n  (--wide: every column, whole endpoint strings; --json: every field)"
+        if any(r.client_bound for r in results):
+            legend += "\n  * client-bound (see below)"
+    return "\n".join(lines) + "\n\n" + legend + "\n"
 
 
 def render_environment(
@@ -229,9 +292,17 @@ def render_json(results: Sequence[EndpointResult]) -> str:
     return "".join(json.dumps(record) + "\n" for record in as_records(results))
 
 
-def save(path: Path, results: Sequence[EndpointResult], environment: Mapping[str, str]) -> None:
-    """Write a run to C{path}, for a later C{--baseline}."""
-    data = {"environment": dict(environment), "results": as_records(results)}
+def save(
+    path: Path,
+    results: Sequence[EndpointResult],
+    environment: Mapping[str, str],
+    mode: str | None = None,
+) -> None:
+    """
+    Write a run to C{path}, for a later C{--baseline}: C{mode} (where servers and
+    clients ran, as the table's C{mode:} line says), the environment and the records.
+    """
+    data = {"mode": mode, "environment": dict(environment), "results": as_records(results)}
     try:
         path.write_text(json.dumps(data, indent=1) + "\n")
     except OSError as e:
@@ -299,31 +370,49 @@ def render_baseline(
     return "\n".join(lines) + "\n"
 
 
-def plot(path: Path, results: Sequence[EndpointResult]) -> None:
+class PlotUnavailable(InputError):
+    """C{--plot} without matplotlib."""
+
+
+def check_plotting() -> None:
+    """
+    Make sure C{--plot} can draw (matplotlib imports), before anything is measured.
+
+    @raise PlotUnavailable: saying how to install it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+    except ImportError:
+        raise PlotUnavailable(
+            "--plot needs matplotlib: pip install 'echokit[plot]' (or pip install matplotlib)"
+        ) from None
+
+
+def plot(path: Path, results: Sequence[EndpointResult], mode: str = "") -> None:
     """
     Draw every endpoint's latency distribution on one latency-percentile chart; for
-    fixed-rate runs, the latency-load curve instead (L{_plot_load}).
+    fixed-rate runs, the latency-load curve instead (L{_plot_load}). Each line is
+    labelled with its endpoint string; under the title, the message size, the
+    connections and C{mode} (where servers and clients ran).
 
     @raise InputError: if matplotlib is missing (C{pip install 'echokit[plot]'}) or the
         file type is not .png or .svg.
     """
     if path.suffix.lower() not in (".png", ".svg"):
         raise InputError(f"--plot writes .png or .svg files, not '{path.name}'")
-    try:
-        import matplotlib
+    check_plotting()
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError(
-            "--plot needs matplotlib: pip install 'echokit[plot]' (or pip install matplotlib)"
-        ) from None
     figure, axes = plt.subplots(figsize=(9, 5.5))
     if any(r.rate is not None for r in results):
         _plot_load(axes, results)
     else:
         _plot_percentiles(axes, results)
-    figure.tight_layout()
+    figure.text(0.5, 0.01, _settings_caption(results, mode), ha="center", fontsize="small")
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     try:
         figure.savefig(path)
     except OSError as e:
@@ -348,7 +437,7 @@ def _plot_load(axes: Any, results: Sequence[EndpointResult]) -> None:
             continue
         colour = f"C{number % 10}"
         rates = [r.rate for r in rows]
-        label = f"{rows[0].transport}: {endpoint}"
+        label = endpoint
         for key, style in (("p99", "-"), ("p50", "--")):
             axes.plot(
                 rates,
@@ -382,7 +471,7 @@ def _plot_percentiles(axes: Any, results: Sequence[EndpointResult]) -> None:
         # x: the percentile on a "nines" scale, so the tail gets the room it deserves.
         xs = [1 / max(1 - fraction, 1e-6) for _, fraction in points]
         ys = [value / 1000 for value, _ in points]
-        axes.step(xs, ys, where="post", label=f"{r.transport}: {r.endpoint}")
+        axes.step(xs, ys, where="post", label=r.endpoint)
     axes.set_xscale("log")
     ticks = [1, 2, 10, 100, 1000, 10000]
     axes.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
@@ -398,16 +487,16 @@ def fail_if_broken(results: Sequence[EndpointResult]) -> None:
     """
     After reporting: exit 1 if an endpoint could not be measured, or a stream's echo lost,
     duplicated, reordered or damaged a message (UDP's and QUIC datagrams' loss is a
-    measurement, not a failure).
+    measurement, not a failure); an endpoint whose measuring stopped at a loss is named
+    as damaged, not as unreachable.
     """
-    unreachable = [r.endpoint for r in results if r.error]
     damaged = [
         r.endpoint
         for r in results
         if r.transport not in LOSSY_TRANSPORTS
-        and not r.error
         and (r.lost or r.duplicated or r.reordered or r.corrupted)
     ]
+    unreachable = [r.endpoint for r in results if r.error and r.endpoint not in damaged]
     if unreachable or damaged:
         problems = []
         if unreachable:
@@ -415,3 +504,18 @@ def fail_if_broken(results: Sequence[EndpointResult]) -> None:
         if damaged:
             problems.append(f"the echo was not intact over {', '.join(damaged)}")
         raise RuntimeFailure("; ".join(problems))
+
+
+def _settings_caption(results: Sequence[EndpointResult], mode: str) -> str:
+    """
+    What the chart measured, for under it: sizes, connections, mode.
+
+        >>> _settings_caption([EndpointResult("tcp:host=h:port=1", "tcp", size=64, connections=4)], "m")
+        '64-byte messages; 4 connections (throughput phase); m'
+    """
+    sizes = ", ".join(f"{size:,}" for size in sorted({r.size for r in results}))
+    connections = ", ".join(str(n) for n in sorted({r.connections for r in results}))
+    parts = [f"{sizes}-byte messages", f"{connections} connections (throughput phase)"]
+    if mode:
+        parts.append(mode)
+    return "; ".join(parts)

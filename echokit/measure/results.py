@@ -17,7 +17,7 @@ from echokit.measure.histogram import LatencyHistogram
 from echokit.measure.integrity import MIN_SIZE, MessageChecker
 
 #: Transports whose lost messages are a measurement, not a broken echo.
-LOSSY_TRANSPORTS = frozenset({"udp", "quic-dgram"})
+LOSSY_TRANSPORTS = frozenset({"udp", "udp6", "quic-dgram"})
 
 
 @dataclass(frozen=True)

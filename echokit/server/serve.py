@@ -20,6 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
@@ -114,12 +115,22 @@ async def serve(
     ready = [d for d in descriptions if isinstance(d, ServerPlan)]
     to_plan = [d for d in descriptions if not isinstance(d, ServerPlan)]
     plans = ready + plan_servers(reactor, to_plan, certs, policy)
+    told: set[Path] = set()
     for plan in plans:
         if plan.created_certs is not None:
             out.write(
                 f"created a CA and certificates in {plan.created_certs} "
                 f"(clients trust {plan.created_certs / 'ca.pem'})\n"
             )
+            told.add(plan.created_certs)
+    for plan in plans:
+        # Every start says where its certificates are: clients must trust the same CA.
+        if announce and plan.cert_dir is not None and plan.cert_dir not in told:
+            out.write(
+                f"using the certificates in {plan.cert_dir} "
+                f"(clients trust {plan.cert_dir / 'ca.pem'})\n"
+            )
+            told.add(plan.cert_dir)
     listeners = await start_listeners(reactor, plans, policy, verbose)
     if announce:
         for listener in listeners:

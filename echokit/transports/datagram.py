@@ -3,8 +3,8 @@ The echo protocols and endpoints for UDP.
 
 Twisted has no endpoint strings for UDP, so echokit adds two small endpoint classes that
 play the same role as Twisted's stream endpoints: L{UDPServerEndpoint} (C{udp:PORT},
-C{udp6:PORT}) listens, and L{UDPClientEndpoint} (C{udp:host=...:port=...}) makes a
-connected UDP socket, so that an ICMP "port unreachable" shows up as "refused".
+C{udp6:PORT}) listens, and L{UDPClientEndpoint} (C{udp:host=...:port=...}, or
+C{udp6:host=...:port=...} for IPv6 only) makes a connected UDP socket, so that an ICMP "port unreachable" shows up as "refused".
 
 L{EchoDatagramServer} sends each datagram back to its sender, intact up to the largest
 UDP payload (65,507 bytes over IPv4, 65,527 over IPv6; Twisted's default read size
@@ -164,6 +164,7 @@ class EchoDatagramClient(DatagramProtocol):
     Send datagrams one at a time over a connected UDP socket and wait for each echo.
 
     @ivar ledger: answered, lost and unexpected counts.
+    @ivar repeats: how many identical datagrams in a row were sent, the last included.
     """
 
     transport: DatagramTransport  # type: ignore[assignment]
@@ -177,6 +178,7 @@ class EchoDatagramClient(DatagramProtocol):
         self._waiting: defer.Deferred[DatagramEcho] | None = None
         self._timer: IDelayedCall | None = None
         self._payload = b""
+        self.repeats = 0
         self._sent_at = 0.0
         self.refused = False
         self.stopped = False
@@ -204,6 +206,7 @@ class EchoDatagramClient(DatagramProtocol):
                 else ConnectFailed("the UDP socket was closed")
             )
         self._waiting = defer.Deferred()
+        self.repeats = self.repeats + 1 if self.repeats and payload == self._payload else 1
         self._payload = payload
         self.ledger.sent(payload)
         self._sent_at = self.clock.seconds()
@@ -295,12 +298,15 @@ class UDPServerEndpoint:
 class UDPClientEndpoint:
     """
     A connected UDP socket to C{host}:C{port}; C{host} may be a name or an IP literal.
+
+    @ivar ipv6_only: reach C{host} over IPv6 only (C{udp6:}); else IPv4 is preferred.
     """
 
-    def __init__(self, reactor: IReactorUDP, host: str, port: int) -> None:
+    def __init__(self, reactor: IReactorUDP, host: str, port: int, ipv6_only: bool = False) -> None:
         self.reactor = reactor
         self.host = host
         self.port = port
+        self.ipv6_only = ipv6_only
 
     @defer.inlineCallbacks
     def connect(self, protocol: EchoDatagramClient):  # type: ignore[no-untyped-def]
@@ -316,13 +322,22 @@ class UDPClientEndpoint:
 
     def _resolve(self) -> defer.Deferred[str]:
         try:
-            return defer.succeed(str(ipaddress.ip_address(self.host)))
+            literal = ipaddress.ip_address(self.host)
         except ValueError:
             pass
+        else:
+            if self.ipv6_only and literal.version != 6:
+                return defer.fail(
+                    ConnectFailed(
+                        f"udp6: reaches IPv6 addresses, and {self.host} is IPv4: use udp: for it"
+                    )
+                )
+            return defer.succeed(str(literal))
+        family = socket.AF_INET6 if self.ipv6_only else socket.AF_UNSPEC
 
         def lookup() -> str:
             try:
-                infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+                infos = socket.getaddrinfo(self.host, self.port, family, socket.SOCK_DGRAM)
             except socket.gaierror as e:
                 raise ConnectFailed(f"cannot resolve host '{self.host}': {e.strerror}") from None
             # Prefer IPv4, as echokit's udp:PORT listens on 127.0.0.1 by default.

@@ -7,8 +7,8 @@ C{serverFromString}, so its plugins (C{systemd:}, C{haproxy:}, ...) work unchang
 C{ssl:PORT} without key keywords uses echokit's generated certificate.
 
 Clients: C{tcp}, C{tcp6} and C{unix} become Twisted's client endpoints; C{ssl} and C{tls}
-become a TLS endpoint that verifies the server (see L{echokit.transports.tls}); C{udp} becomes a
-L{UDPClientEndpoint}; any other kind goes to C{clientFromString}.
+become a TLS endpoint that verifies the server (see L{echokit.transports.tls}); C{udp} and
+C{udp6} become a L{UDPClientEndpoint}; any other kind goes to C{clientFromString}.
 
 L{connect_string} goes the other way: the client string that reaches a listening port.
 """
@@ -45,10 +45,12 @@ DATAGRAM_KINDS = frozenset({"udp", "udp6"})
 
 def carries_datagrams(spec: EndpointSpec) -> bool:
     """
-    Whether a client string sends datagrams rather than a stream: C{udp:}, and
+    Whether a client string sends datagrams rather than a stream: C{udp:}, C{udp6:}, and
     C{quic:...:datagram=yes} (QUIC DATAGRAM frames).
     """
-    return spec.kind == "udp" or (spec.kind == "quic" and bool(spec.get("datagram", False)))
+    return spec.kind in DATAGRAM_KINDS or (
+        spec.kind == "quic" and bool(spec.get("datagram", False))
+    )
 
 
 def load_quic() -> ModuleType:
@@ -79,11 +81,14 @@ class ServerPlan:
     A server endpoint ready to listen, with what was done to prepare it.
 
     @ivar created_certs: the directory where certificates were generated for it, if any.
+    @ivar cert_dir: the directory of echokit's certificates it serves with (generated
+        now or earlier), if it uses them rather than files its string names.
     """
 
     spec: EndpointSpec
     endpoint: IStreamServerEndpoint | UDPServerEndpoint | QuicServerEndpoint
     created_certs: Path | None = None
+    cert_dir: Path | None = None
 
     @property
     def is_datagram(self) -> bool:
@@ -158,6 +163,7 @@ def server_endpoint(
                 context,
             ),
             created,
+            _store_directory(spec, certs),
         )
     if kind in DATAGRAM_KINDS:
         loopback = "127.0.0.1" if kind == "udp" else "::1"
@@ -202,7 +208,13 @@ def _quic_server(reactor: Any, spec: EndpointSpec, certs: CertStore) -> ServerPl
     endpoint = quic.QuicServerEndpoint(
         reactor, _int(spec, "port", 0), interface, cert, key, bool(spec.get("retry", False))
     )
-    return ServerPlan(spec, endpoint, created)
+    return ServerPlan(spec, endpoint, created, _store_directory(spec, certs))
+
+
+def _store_directory(spec: EndpointSpec, certs: CertStore) -> Path | None:
+    """echokit's certificate directory, if a TLS server string names no key of its own."""
+    own = spec.get("certKey") is not None or spec.get("privateKey") is not None
+    return None if own else certs.directory
 
 
 def _no_systemd_socket(spec: EndpointSpec, error: Exception) -> str:
@@ -275,7 +287,7 @@ def _proxied(
     inner = server_endpoint(reactor, inner_spec, certs, client_ca)
     assert not isinstance(inner.endpoint, UDPServerEndpoint)
     stream = cast(IStreamServerEndpoint, inner.endpoint)  # not quic: refused above
-    return ServerPlan(spec, behind_proxy(reactor, stream), inner.created_certs)
+    return ServerPlan(spec, behind_proxy(reactor, stream), inner.created_certs, inner.cert_dir)
 
 
 def ipv6_unavailable() -> str | None:
@@ -381,8 +393,8 @@ def client_endpoint(
         options = tls.client_options(_str(spec, "hostname", host), trust, given_cert, insecure)
         wrapped = endpoints.HostnameEndpoint(reactor, host, port, timeout, bind)
         return endpoints.wrapClientTLS(options, wrapped)
-    if kind == "udp":
-        return UDPClientEndpoint(reactor, host, port)
+    if kind in DATAGRAM_KINDS:
+        return UDPClientEndpoint(reactor, host, port, ipv6_only=kind == "udp6")
     if kind == "quic":
         return _quic_client(reactor, spec, certs, insecure)
     try:
@@ -427,7 +439,7 @@ def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
 
 _OURS = {
     "server": "tcp, tcp6, unix, ssl, udp, udp6, quic",
-    "client": "tcp, tcp6, unix, ssl, tls, udp, quic",
+    "client": "tcp, tcp6, unix, ssl, tls, udp, udp6, quic",
 }
 
 

@@ -213,9 +213,69 @@ def _yes_no(value: str, ctx: _Context) -> bool:
     return value.lower() == "yes"
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def dns_name_problem(name: str) -> str | None:
+    """
+    Why C{name} cannot be looked up as a host name, or C{None} if it can: the checks
+    the resolver's IDNA encoding makes (labels of 1 to 63 characters, 253 in all).
+
+        >>> dns_name_problem("a" * 64 + ".example")
+        'its label aaaaaaaaaaaaaaaaaaaa... is 64 characters long: the limit is 63'
+        >>> dns_name_problem("localhost") is None
+        True
+    """
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    for label in labels:
+        if not label:
+            return "it has an empty label (two dots in a row, or a leading dot)"
+        if len(label) > 63:
+            shown = label[:20] + "..." if len(label) > 20 else label
+            return f"its label {shown} is {len(label)} characters long: the limit is 63"
+    if len(name.rstrip(".")) > 253:
+        return f"it is {len(name)} characters long: the limit is 253"
+    try:
+        name.encode("idna")
+    except UnicodeError as e:
+        return f"it cannot be encoded for DNS ({e.__cause__ or e})"
+    return None
+
+
+def tls_name_problem(name: str) -> str | None:
+    """
+    Why C{name} cannot be checked against a certificate, or C{None} if it can: TLS
+    clients encode the name with IDNA 2008 (the C{idna} package, as Twisted does).
+
+        >>> tls_name_problem("a_b.example")
+        "Codepoint U+005F at position 2 of 'a_b' not allowed"
+    """
+    if _is_ip(name):
+        return None
+    try:
+        import idna
+    except ImportError:  # pragma: no cover - Twisted falls back to the codec as well
+        return dns_name_problem(name)
+    try:
+        idna.encode(name)
+    except (idna.IDNAError, UnicodeError) as e:
+        return str(e)
+    return None
+
+
 def _host(value: str, ctx: _Context) -> str:
     if not value:
         raise ctx.fail("empty host", f"name the server, e.g. {ctx.example}")
+    if not _is_ip(value) and (problem := dns_name_problem(value)) is not None:
+        raise ctx.fail(
+            f"{ctx.key} '{value}' is not a valid name",
+            f"{problem}; give a host name or an IP address",
+        )
     return value
 
 
@@ -287,7 +347,13 @@ def _unix_listen_path(value: str, ctx: _Context) -> str:
 def _unix_connect_path(value: str, ctx: _Context) -> str:
     if not value:
         raise ctx.fail("empty unix socket path", f"give the server's socket, e.g. {ctx.example}")
-    return str(_expand(value, ctx))
+    path = _expand(value, ctx)
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+        raise ctx.fail(
+            f"unix socket path is {len(os.fsencode(path))} bytes long",
+            f"the limit is {_MAX_UNIX_PATH}: no server can listen there; give a shorter path",
+        )
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -441,8 +507,18 @@ CLIENT_GRAMMARS: Mapping[str, Grammar] = {
             ("host", "port"),
             "quic:host=localhost:port=16443",
         ),
+        Grammar(
+            "udp6",
+            ("host", "port"),
+            {"host": _host, "port": _port(1)},
+            ("host", "port"),
+            "udp6:host=\\:\\:1:port=16000",
+        ),
     ]
 }
+
+#: Client kinds whose connections are TLS: their server name must suit a certificate.
+_TLS_CLIENTS = ("ssl", "tls", "quic")
 
 
 @dataclass(frozen=True)
@@ -508,13 +584,37 @@ def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpe
             raise EndpointError(f"{f.key} is given twice in '{text}': give it once")
         raw[f.key] = f.value
     missing = [name for name in grammar.required if name not in raw]
+    if missing == ["port"] and raw.get("host", "").isdigit():
+        raise EndpointError(
+            f"'{text}' reads {raw['host']} as the host and has no port (a client string "
+            f"names the server's host and port; {kind}:PORT is how a server listens): "
+            f"write e.g. {grammar.example}"
+        )
     if missing:
         raise EndpointError(f"'{text}' has no {' or '.join(missing)}: write e.g. {grammar.example}")
     values = {
         key: grammar.keywords[key](value, _Context(text, kind, key, grammar.example))
         for key, value in raw.items()
     }
+    if role == "client" and kind in _TLS_CLIENTS:
+        _check_tls_name(text, raw)
     return EndpointSpec(text, kind, values)
+
+
+def _check_tls_name(text: str, raw: Mapping[str, str]) -> None:
+    """The name a TLS client checks the certificate against must be one IDNA encodes."""
+    key = "hostname" if "hostname" in raw else "host"
+    problem = tls_name_problem(raw[key])
+    if problem is not None:
+        fix = (
+            "give the name the server's certificate carries"
+            if key == "hostname"
+            else "connect to it by another name, or add hostname=NAME with the name the "
+            "server's certificate carries"
+        )
+        raise EndpointError(
+            f"{key} '{raw[key]}' is not a valid name for TLS ({problem}) in '{text}': {fix}"
+        )
 
 
 def parse_server(text: str) -> EndpointSpec:

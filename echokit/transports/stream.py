@@ -520,22 +520,38 @@ class EchoClientProtocol(Protocol):
     can (tcp, unix) and fires L{done} once every byte has come back. Over TLS, which
     has no half-close, it simply waits for the last byte and then closes.
 
+    After a half-close, with a C{clock} and a C{linger} of some seconds, it waits up to
+    C{linger} seconds for the server to close too, so that bytes the server sends after
+    the last echo (bytes nobody sent) are caught as a mismatch rather than missed.
+
     @ivar verifier: the sans-IO check of what came back.
     @ivar done: fires with this protocol when everything came back after L{finish}, or
         fails with an L{EchokitError} (the echo differed, or the connection ended early).
     @ivar closed: fires when the connection has closed, however it ended.
     @ivar handshake: fires when the TLS handshake completes (never for plain streams).
+    @ivar input_unfinished: set by a caller whose input has not all been sent yet, so
+        that a close by the server says that some input was left unsent.
     """
 
     transport: StreamTransport  # type: ignore[assignment]
 
-    def __init__(self, on_echo: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(
+        self,
+        on_echo: Callable[[bytes], Any] | None = None,
+        clock: IReactorTime | None = None,
+        linger: float = 0.0,
+    ) -> None:
         self.verifier = EchoVerifier()
         self.on_echo = on_echo
+        self.clock = clock
+        self.linger = linger
         self.done: defer.Deferred[EchoClientProtocol] = defer.Deferred()
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.handshake: defer.Deferred[None] = defer.Deferred()
+        self.input_unfinished = False
         self._finishing = False
+        self._half_closed = False
+        self._linger_timer: IDelayedCall | None = None
         self._closed = False
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
         self.lost_reason: Failure | None = None
@@ -574,7 +590,13 @@ class EchoClientProtocol(Protocol):
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if not self.is_tls and half_close is not None:
             half_close()
+            self._half_closed = True
         self._maybe_done()
+
+    def abort(self, error: EchokitError) -> None:
+        """Give up: fail L{done} (and every waiter) with C{error}, and drop the connection."""
+        self._fail(error)
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
@@ -604,7 +626,20 @@ class EchoClientProtocol(Protocol):
         self._maybe_done()
 
     def _maybe_done(self) -> None:
-        if self._finishing and self.verifier.complete and not self.done.called:
+        if not (self._finishing and self.verifier.complete) or self.done.called:
+            return
+        if self._half_closed and self.clock is not None and self.linger > 0:
+            # Wait for the server's own close: anything it sends meanwhile is extra.
+            if self._linger_timer is None:
+                self._linger_timer = self.clock.callLater(self.linger, self._lingered)
+            return
+        self.done.callback(self)
+        self.transport.loseConnection()
+
+    def _lingered(self) -> None:
+        """The server kept the connection open after the last echo: that is fine too."""
+        self._linger_timer = None
+        if not self.done.called:
             self.done.callback(self)
             self.transport.loseConnection()
 
@@ -617,13 +652,18 @@ class EchoClientProtocol(Protocol):
     def _early_end(self) -> EchokitError:
         v = self.verifier
         why = tls_failure_text(self.lost_reason) if self.lost_reason else "closed"
+        why = why.rstrip(".")
         hint = self.nothing_back_hint()
         if "certificate required" in why or "alert unknown ca" in why or "bad certificate" in why:
             hint = "; the server requires a client certificate it trusts: use --client-cert"
-        return RuntimeFailure(
-            f"the connection ended after {v.bytes_received} of {v.bytes_sent} bytes came "
-            f"back ({why}){hint}"
-        )
+        if not v.bytes_sent:
+            echoed = "before anything was sent"
+        elif v.complete:
+            echoed = f"after echoing all {v.bytes_sent} bytes sent"
+        else:
+            echoed = f"after echoing {v.bytes_received} of {v.bytes_sent} bytes sent"
+        unsent = f"; input after byte {v.bytes_sent} was not sent" if self.input_unfinished else ""
+        return RuntimeFailure(f"the server closed the connection ({why}) {echoed}{unsent}{hint}")
 
     def _fail(self, error: EchokitError) -> None:
         waiters, self._waiters = self._waiters, []
@@ -635,6 +675,9 @@ class EchoClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self.lost_reason = reason
+        if self._linger_timer is not None and self._linger_timer.active():
+            self._linger_timer.cancel()
+        self._linger_timer = None
         if not self.handshake.called:
             self.handshake.errback(reason)
             self.handshake.addErrback(lambda _: None)

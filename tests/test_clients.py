@@ -282,6 +282,10 @@ class PipeModeTests:
                     return
                 conn.sendall(data)
                 got += len(data)
+            # Close its side (FIN, as a server whose drain expired does) and read no more:
+            # the client, blocked by the unread input, has more to send.
+            conn.shutdown(socket.SHUT_WR)
+            stop.wait(TIMEOUT)
 
         payload = os.urandom(8 * 1024 * 1024)
         with misbehaving_server(echo_then_close) as port:

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
@@ -40,6 +41,15 @@ def read_log(path: Path) -> list[tuple[float, HdrHistogram]]:
         found.append((histogram.get_start_time_stamp() / 1000, histogram))
     reader.close()
     return found
+
+
+def live_run(args: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run C{echokit ARGS} (a bench with --json --interval): its final record, its intervals."""
+    result = run_echokit(args, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    (final,) = [line for line in lines if "interval" not in line]
+    return final, [line for line in lines if "interval" in line]
 
 
 class IntervalLogTests:
@@ -172,14 +182,9 @@ class LiveCommandTests:
         latency sample of the run, and hdrh's reader reads the log back.
         """
         path = tmp_path / "run.hlog"
-        result = run_echokit(
-            [*BENCH, tcp_server, "--duration", "1.5", "--interval", "0.5", "--hlog", str(path)],
-            timeout=120,
+        final, intervals = live_run(
+            [*BENCH, tcp_server, "--duration", "1.5", "--interval", "0.5", "--hlog", str(path)]
         )
-        assert result.returncode == 0, result.stderr.decode()
-        lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
-        intervals = [line for line in lines if "interval" in line]
-        (final,) = [line for line in lines if "interval" not in line]
         assert len(intervals) >= 4
         assert sum(line["samples"] for line in intervals) == final["latency_samples"] > 0
         logged = read_log(path)

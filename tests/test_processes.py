@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hdrh.histogram import HdrHistogram
-from hdrh.log import HistogramLogReader
 
 from echokit.errors import InputError
 from echokit.measure.bench import BenchSettings
 from echokit.measure.processes import process_count, shares, split
 from tests.support import ECHOKIT, echokit_server, run_echokit
+from tests.test_intervals import live_run, read_log
 
 TWO = ["bench", "--processes", "2", "--warmup", "0", "--json"]
 
@@ -85,20 +84,12 @@ class ProcessesCommandTests:
         added into the parent's intervals, which hold every latency sample of the run.
         """
         path = tmp_path / "run.hlog"
-        result = run_echokit(
-            [*TWO, tcp_server, "--duration", "1", "--interval", "0.4", "--hlog", str(path)],
-            timeout=120,
+        final, intervals = live_run(
+            [*TWO, tcp_server, "--duration", "1", "--interval", "0.4", "--hlog", str(path)]
         )
-        assert result.returncode == 0, result.stderr.decode()
-        lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
-        (final,) = [line for line in lines if "interval" not in line]
-        intervals = [line for line in lines if "interval" in line]
         assert final["processes"] == 2 and final["latency_samples"] > 0
         assert sum(line["samples"] for line in intervals) == final["latency_samples"]
-        reader = HistogramLogReader(str(path), HdrHistogram(1, 3600 * 10**9, 3))
-        logged = 0
-        while (histogram := reader.get_next_interval_histogram()) is not None:
-            logged += histogram.get_total_count()
+        logged = sum(histogram.get_total_count() for _, histogram in read_log(path))
         assert logged == final["latency_samples"]
 
     def test_a_process_that_dies_is_an_error_row(self, tcp_server: str) -> None:

@@ -247,6 +247,40 @@ MUTANTS = [
         (f"{H}::UDPReflectionTests::test_one_spoofed_datagram_does_not_loop_forever",),
     ),
     Mutant(
+        "udp-guard-limits-all",
+        "UDP benchmark traffic is not hurt by the guard: every datagram spends a repeat "
+        "token, repeat or not",
+        "echokit/transports/datagram.py",
+        "        if guard.is_repeat(addr, datagram) and not guard.allow_repeat(",
+        "        if not guard.allow_repeat(",
+        (
+            "tests/test_protocols.py::EchoDatagramServerTests::"
+            "test_distinct_datagrams_at_once_are_all_echoed",
+        ),
+    ),
+    Mutant(
+        "default-limit-1000",
+        "2,000 concurrent connections with default flags: the default --max-connections is 1,000",
+        "echokit/runtime/policy.py",
+        "    max_connections: int = 10_000",
+        "    max_connections: int = 1_000",
+        (f"{H}::ConcurrencyTests",),
+    ),
+    Mutant(
+        "accept-warnings-unthrottled",
+        "Out of file descriptors on accept: a throttled warning, not one per connection",
+        "echokit/runtime/logs.py",
+        "        suppressed = self.gate.ready(time.monotonic())\n"
+        "        if suppressed is None:\n            return",
+        "        suppressed = 0",
+        (
+            "tests/test_logging.py::AcceptTroubleWarningsTests::"
+            "test_a_burst_of_accept_failures_is_one_warning",
+            f"{H}::FileDescriptorExhaustionTests::"
+            "test_emfile_on_accept_is_survived_and_logged_once",
+        ),
+    ),
+    Mutant(
         "udp-privileged-ports",
         "UDP: datagrams from source ports below 1024 (echo, chargen) are answered",
         "echokit/transports/datagram.py",

@@ -9,8 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from echokit.runtime.logs import AcceptTroubleWarnings
 from tests.support import ECHOKIT, run_echokit
 
 
@@ -94,3 +96,18 @@ class LogFormatTests(SynchronousTestCase):
                 "No such file or directory"
             ],
         )
+
+
+class AcceptTroubleWarningsTests(SynchronousTestCase):
+    """Twisted's per-connection 'could not accept' events become one warning per interval."""
+
+    def test_a_burst_of_accept_failures_is_one_warning(self) -> None:
+        """50 EMFILE events within the interval make one warning, naming the limit."""
+        seen: list[LogEvent] = []
+        warnings = AcceptTroubleWarnings(seen.append, interval=60.0)  # type: ignore[arg-type]
+        for _ in range(50):
+            warnings({"log_format": "EMFILE encountered; releasing reserved file descriptor."})
+        warnings({"log_format": "something else"})
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]["log_level"], LogLevel.warn)
+        self.assertIn("out of file descriptors", formatEvent(seen[0]))

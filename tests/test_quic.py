@@ -154,6 +154,48 @@ class QuicEchoTests(TestCase):
         unbounded = await self._flood_without_reading(QuicConnection)
         self.assertGreater(unbounded, 3 * quic.WINDOW)
 
+    async def _held_by_paused_client(self, seconds: float, enough: int = 4 << 20) -> int:
+        """
+        A client whose transport is paused (as stdout full pauses it) sends 4 MiB; return
+        the most it held back, unread, within C{seconds} (or once it held C{enough}); then
+        resume and check the whole echo (only if it held back less than C{enough}).
+        """
+        session = EchoSession(self)
+        [listener] = await session.serve("quic:0")
+        connection = await session.stream(listener)
+        protocol = connection.protocol
+        transport: Any = protocol.transport
+        transport.pauseProducing()
+        protocol.send(random_bytes(4 << 20))
+        most = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and most < enough:
+            most = max(most, sum(len(data) for data in transport._held))
+            await task.deferLater(reactor, 0.05, lambda: None)
+        if most >= enough:  # the contrast run: no need to wait for the rest
+            protocol.done.addErrback(lambda _: None)
+            transport.abortConnection()
+            await protocol.closed
+            return most
+        transport.resumeProducing()
+        protocol.finish()
+        await protocol.done  # every byte came back once resumed
+        await protocol.closed
+        return most
+
+    @deferred_test
+    async def test_paused_client_holds_one_window(self) -> None:
+        """
+        A paused client grants the server no credit for what it holds back: it holds at
+        most one window of echo, not the 4 MiB sent; with aioquic's own windows the same
+        client holds several times more (the test reaches the state that matters).
+        """
+        held = await self._held_by_paused_client(3)
+        self.assertLessEqual(held, quic.WINDOW + 64 * 1024)
+        self.patch(quic, "ClientQuicConnection", QuicConnection)
+        unbounded = await self._held_by_paused_client(15, enough=2 * quic.WINDOW + 1)
+        self.assertGreater(unbounded, 2 * quic.WINDOW)
+
     @deferred_test
     async def test_drain_closes_idle_connections_and_aborts_open_streams(self) -> None:
         """

@@ -139,15 +139,14 @@ def _open_streams(connection: QuicConnection) -> int:
     return sum(1 for s in connection._streams.values() if not s.sender.is_finished)
 
 
-class EchoQuicConnection(QuicConnection):
+class WindowedQuicConnection(QuicConnection):
     """
-    An aioquic connection that extends flow control only as the echo is acknowledged.
+    An aioquic connection whose receive windows slide with what the application consumed.
 
-    aioquic doubles a window whenever half of it is used, whatever the application does
-    with the data. An echo server hands every byte back to the same stream, so its memory
-    is what it received and the client has not acknowledged receiving back: this class
-    slides each window forward to (acknowledged echo + L{WINDOW}) instead, so a client
-    that stops reading stops being able to send.
+    aioquic doubles a window whenever half of it is received, whatever the application
+    does with the data: a peer can then make this side hold ever more. This class moves
+    each window to (bytes consumed + L{WINDOW}) instead, so a peer can be at most one
+    window ahead of the application. Subclasses say what "consumed" means.
 
     Overrides two private methods of aioquic (C{_write_stream_limits} and
     C{_write_connection_limits}): checked against aioquic 1.x.
@@ -155,10 +154,17 @@ class EchoQuicConnection(QuicConnection):
 
     window = WINDOW
 
+    def consumed(self, stream: Any) -> int:
+        """Bytes of C{stream} the application is done with."""
+        raise NotImplementedError
+
+    def consumed_total(self) -> int:
+        """Bytes of every stream together the application is done with."""
+        raise NotImplementedError
+
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.max_stream_data_local:
-            acknowledged = stream.sender._buffer_start
-            target = acknowledged + self.window
+            target = self.consumed(stream) + self.window
             if target - stream.max_stream_data_local >= self.window // 4:
                 stream.max_stream_data_local = target
         # aioquic doubles the window when half of it is received: hide the received
@@ -173,8 +179,7 @@ class EchoQuicConnection(QuicConnection):
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
         limit = self._local_max_data
         if limit.value - limit.used < self.window // 2:
-            held = sum(len(s.sender._buffer) for s in self._streams.values())
-            target = limit.used - held + self.window
+            target = self.consumed_total() + self.window
             if target - limit.value >= self.window // 4:
                 limit.value = target
         used = limit.used
@@ -183,6 +188,42 @@ class EchoQuicConnection(QuicConnection):
             super()._write_connection_limits(builder, space)
         finally:
             limit.used = used
+
+
+class EchoQuicConnection(WindowedQuicConnection):
+    """
+    The server's connection: a byte is consumed once its echo is acknowledged.
+
+    An echo server hands every byte back to the same stream, so what it holds is what it
+    received and the client has not yet acknowledged receiving back: a client that stops
+    reading stops being able to send.
+    """
+
+    def consumed(self, stream: Any) -> int:
+        return int(stream.sender._buffer_start)  # the echo acknowledged so far
+
+    def consumed_total(self) -> int:
+        held = sum(len(s.sender._buffer) for s in self._streams.values())
+        return int(self._local_max_data.used) - held
+
+
+class ClientQuicConnection(WindowedQuicConnection):
+    """
+    A client's connection: a byte is consumed once handed to the protocol, so a paused
+    transport (stdout full in C{echokit connect}'s pipe mode) stops the server's echo.
+
+    @ivar delivered: bytes handed to the protocol, per stream.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.delivered: dict[int, int] = {}
+
+    def consumed(self, stream: Any) -> int:
+        return self.delivered.get(stream.stream_id, 0)
+
+    def consumed_total(self) -> int:
+        return sum(self.delivered.values())
 
 
 class QuicDriver:
@@ -815,8 +856,15 @@ class ClientConnection(QuicDriver, DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, reactor: Any, configuration: QuicConfiguration, text: str) -> None:
-        QuicDriver.__init__(self, QuicConnection(configuration=configuration), reactor, self._write)
+    def __init__(
+        self,
+        reactor: Any,
+        configuration: QuicConfiguration,
+        text: str,
+        connection_class: type[QuicConnection] | None = None,
+    ) -> None:
+        connection = (connection_class or ClientQuicConnection)(configuration=configuration)
+        QuicDriver.__init__(self, connection, reactor, self._write)
         self.reactor = reactor
         self.text = text
         self.ready: defer.Deferred[ClientConnection] = defer.Deferred()
@@ -943,8 +991,9 @@ class QuicStreamTransport:
     the server's FIN has come back (or after L{CLOSE_WAIT} seconds); C{abortConnection}
     closes at once. The protocol's C{connectionLost} follows the connection's end.
     A registered producer is paused while more than L{SEND_HIGH_WATER} bytes wait for
-    acknowledgement. Pausing this transport holds received data back from the protocol
-    (it is still received: aioquic extends the client's windows by itself).
+    acknowledgement. Pausing this transport holds received data back from the protocol,
+    and a L{ClientQuicConnection} extends the server no credit for it: the server can be
+    at most one window (L{WINDOW}) ahead of a paused client.
     """
 
     disconnecting = False
@@ -1030,8 +1079,9 @@ class QuicStreamTransport:
         for data in held:
             if self.lost:
                 return
-            self.protocol.dataReceived(data)
+            self._deliver(data)
         self._maybe_end()
+        self.client.transmit_soon()  # the credit the delivered bytes free
 
     def stopProducing(self) -> None:
         self.abortConnection()
@@ -1044,7 +1094,7 @@ class QuicStreamTransport:
                 if self._paused:
                     self._held.append(event.data)
                 else:
-                    self.protocol.dataReceived(event.data)
+                    self._deliver(event.data)
             if event.end_stream:
                 self.fin_received = True
                 self._maybe_end()
@@ -1056,6 +1106,13 @@ class QuicStreamTransport:
                 self._lost(error.ConnectionDone())
             else:
                 self._lost(error.ConnectionLost(f"the QUIC connection ended: {why}"))
+
+    def _deliver(self, data: bytes) -> None:
+        """Hand C{data} to the protocol, and count it consumed (for flow control)."""
+        delivered = getattr(self.client.connection, "delivered", None)
+        if delivered is not None:
+            delivered[self.stream_id] = delivered.get(self.stream_id, 0) + len(data)
+        self.protocol.dataReceived(data)
 
     def _maybe_end(self) -> None:
         if self.fin_received and not self._held and not self.lost:

@@ -64,6 +64,7 @@ T = "tests/test_transports.py"
 H = "tests/test_hardening.py"
 TL = "tests/test_tlslayer.py"
 D = "tests/test_deploy.py"
+Q = "tests/test_quic.py"
 
 MUTANTS = [
     Mutant(
@@ -354,6 +355,43 @@ MUTANTS = [
         "    for _ in range(max(0, int(seconds / 0.05))):\n        if not any(f.open_protocols",
         "    for _ in range(0):\n        if not any(f.open_protocols",
         (f"{H}::GracefulShutdownTests::test_sigterm_lets_an_echo_in_progress_finish",),
+    ),
+    Mutant(
+        "quic-close-at-fin",
+        "QUIC half-close: the server closes the connection at a stream's FIN instead of "
+        "echoing the rest first",
+        "echokit/transports/quic.py",
+        "            connection.send_stream_data(event.stream_id, event.data, event.end_stream)",
+        "            connection.send_stream_data(event.stream_id, event.data, event.end_stream)\n"
+        "            if event.end_stream:\n"
+        '                self.close(QuicErrorCode.NO_ERROR, "mutant")',
+        (f"{Q}::QuicEchoTests::test_stream_echo_then_fin_with_more_than_the_windows_hold",),
+    ),
+    Mutant(
+        "quic-doubling-windows",
+        "QUIC backpressure: the server uses aioquic's own flow control (windows that double "
+        "as data arrives) instead of sliding them with the acknowledged echo",
+        "echokit/transports/quic.py",
+        "        connection_class: type[QuicConnection] = EchoQuicConnection,",
+        "        connection_class: type[QuicConnection] = QuicConnection,",
+        (f"{Q}::QuicEchoTests::test_client_that_never_reads_cannot_grow_server_memory",),
+    ),
+    Mutant(
+        "quic-datagrams-dropped",
+        "QUIC DATAGRAM frames are echoed: the server drops them",
+        "echokit/transports/quic.py",
+        "            connection.send_datagram_frame(event.data)",
+        "            pass",
+        (f"{Q}::QuicEchoTests::test_datagrams_echoed_when_negotiated",),
+    ),
+    Mutant(
+        "quic-client-doubling-windows",
+        "QUIC client backpressure: a paused client keeps granting the server credit "
+        "(aioquic's own windows)",
+        "echokit/transports/quic.py",
+        "connection = (connection_class or ClientQuicConnection)(configuration=configuration)",
+        "connection = (connection_class or QuicConnection)(configuration=configuration)",
+        (f"{Q}::QuicEchoTests::test_paused_client_holds_one_window",),
     ),
 ]
 

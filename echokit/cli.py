@@ -695,8 +695,6 @@ def bench(
             shares(settings, count)  # checked now: enough connections for every process
     except EchokitError as e:
         fail(e)
-    if count > 1 and server_pid is not None:
-        fail(InputError("--server-pid does not go with --processes yet: measure one or the other"))
     if start_at is not None:
         import dataclasses
         import time

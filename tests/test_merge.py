@@ -72,6 +72,17 @@ class MergeRecordsTests:
         merged = merge_records([fast, slow], ["a", "b"])
         assert merged.client_cpu_us_per_msg == pytest.approx((10 * 3000 + 30 * 1000) / 4000)
 
+    def test_server_cpu_is_shared_over_all_messages(self) -> None:
+        """
+        Runs that measured the same server over the same window (20 ms of its CPU, seen
+        as 20 us/msg by the run of 1000 messages and 6.67 by the one of 3000): that CPU
+        over all 4000 messages.
+        """
+        one = record([1000], server_cpu_us_per_msg=20_000 / 1000)
+        two = record([1000], server_cpu_us_per_msg=20_000 / 3000)
+        merged = merge_records([one, two], ["a", "b"])
+        assert merged.server_cpu_us_per_msg == pytest.approx(20_000 / 4000)
+
     def test_an_error_makes_an_error_row(self) -> None:
         """A run that could not measure the endpoint is named in the merged row's error."""
         merged = merge_records([record([1000]), record([], error="refused")], ["a", "b"])

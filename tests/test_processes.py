@@ -18,7 +18,7 @@ import pytest
 from echokit.errors import InputError
 from echokit.measure.bench import BenchSettings
 from echokit.measure.processes import process_count, shares, split
-from tests.support import ECHOKIT, echokit_server, run_echokit
+from tests.support import ECHOKIT, RunningServer, echokit_server, run_echokit
 from tests.test_intervals import live_run, read_log
 
 TWO = ["bench", "--processes", "2", "--warmup", "0", "--json"]
@@ -51,21 +51,28 @@ class SharesTests:
 
 
 @pytest.fixture(scope="module")
-def tcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("processes")
     with echokit_server(["tcp:0:interface=127.0.0.1"], tmp / "certs") as server:
-        yield server.connect_strings[0]
+        yield server
+
+
+@pytest.fixture
+def tcp_server(running_server: RunningServer) -> str:
+    return running_server.connect_strings[0]
 
 
 class ProcessesCommandTests:
-    def test_two_processes_report_the_sum(self, tcp_server: str) -> None:
+    def test_two_processes_report_the_sum(self, running_server: RunningServer) -> None:
         """
         With --processes 2 and --count 400, each process makes 200 round trips per phase:
         the one result counts all 400 latency samples (both histograms, added) and every
-        message of both processes, intact.
+        message of both processes, intact; CPU per message is measured by both (the
+        server's, with --server-pid, over both processes' messages).
         """
+        pid = str(running_server.process.pid)
         result = run_echokit(
-            ["bench", tcp_server, "--processes", "2", "--count", "400", "--json", "--warmup", "0"],
+            [*TWO, running_server.connect_strings[0], "--count", "400", "--server-pid", pid],
             timeout=120,
         )
         assert result.returncode == 0, result.stderr.decode()
@@ -77,6 +84,7 @@ class ProcessesCommandTests:
         assert record["sent"] == record["received"] >= 800
         assert record["lost"] == record["duplicated"] == record["corrupted"] == 0
         assert record["histogram"].startswith("HISTF")
+        assert record["server_cpu_us_per_msg"] > 0 and record["client_cpu_us_per_msg"] > 0
 
     def test_intervals_from_two_processes(self, tcp_server: str, tmp_path: Path) -> None:
         """

@@ -169,7 +169,14 @@ async def measure(
         from echokit.measure.processes import measure_in_processes
 
         results = await measure_in_processes(
-            reactor, specs, options, settings, processes, global_argv, output.intervals
+            reactor,
+            specs,
+            options,
+            settings,
+            processes,
+            global_argv,
+            output.intervals,
+            meter.server_pids() if meter is not None and meter.server_pids else (),
         )
     else:
         if settings.start_at is not None:

@@ -11,6 +11,9 @@ How each figure combines, per endpoint:
       corrupted, connections, processes) add up: the runs are taken to have measured
       the same window (C{--start-at}, or processes started together);
     - connect and TLS handshake times: the median of the runs' medians;
+    - CPU per message: each run's own (the client's) as their total CPU over their total
+      messages; a server's, which each run measured over the same window, as that CPU
+      over all the runs' messages;
     - a run that could not measure the endpoint makes the merged row an error row that
       names it: never a silently smaller total.
 
@@ -52,8 +55,12 @@ SUMMED = (
 )
 #: Fields merged as the median of the runs' values.
 MEDIANS = ("connect_ms", "tls_handshake_ms")
-#: CPU per message: total CPU over total messages (each run's weighted by its msg/s).
-PER_MESSAGE = ("server_cpu_us_per_msg", "client_cpu_us_per_msg")
+#: The runs' own CPU per message: their total CPU over their total messages (each run's
+#: weighted by its msg/s).
+PER_MESSAGE = ("client_cpu_us_per_msg",)
+#: A server's CPU per message that every run measured over the same window: that CPU
+#: over all the runs' messages, 1 / sum(1 / each).
+SHARED_PER_MESSAGE = ("server_cpu_us_per_msg",)
 #: Percentiles that come with no histogram to add: dropped from a merge of several runs.
 UNMERGEABLE = ("send_lag_us",)
 
@@ -75,7 +82,8 @@ def merge_records(records: Sequence[Record], labels: Sequence[str]) -> EndpointR
     first = records[0]
     known = {f.name for f in fields(EndpointResult)}
     histograms = _histogram_fields()
-    derived = (*SUMMED, *MEDIANS, *PER_MESSAGE, "latency_us", "latency_samples", "rate")
+    derived = {*SUMMED, *MEDIANS, *PER_MESSAGE, *SHARED_PER_MESSAGE, "rate"}
+    derived |= {"latency_us", "latency_samples"}
     plain = {
         name: value
         for name, value in first.items()
@@ -90,6 +98,10 @@ def merge_records(records: Sequence[Record], labels: Sequence[str]) -> EndpointR
         pairs = [(r[name], w) for r, w in zip(records, weights, strict=True) if r.get(name)]
         if pairs and len(pairs) == len(records) and sum(w for _, w in pairs) > 0:
             setattr(result, name, sum(v * w for v, w in pairs) / sum(w for _, w in pairs))
+    for name in SHARED_PER_MESSAGE:
+        shared = [r[name] for r in records if r.get(name)]
+        if shared and len(shared) == len(records):
+            setattr(result, name, 1 / sum(1 / value for value in shared))
     if len(records) > 1:
         for name in UNMERGEABLE:
             if hasattr(result, name):

@@ -103,12 +103,14 @@ def child_config(
     options: ClientOptions,
     settings: BenchSettings,
     interval: float | None = None,
+    server_pids: Sequence[int] = (),
 ) -> str:
     """The JSON a child reads: what to measure, and how (see L{run_child})."""
     return json.dumps(
         {
             "endpoints": [spec.text for spec in specs],
             "interval": interval,
+            "server_pids": list(server_pids),
             "settings": dataclasses.asdict(settings),
             "insecure": options.insecure,
             "client_cert": [str(p) if p else None for p in options.client_cert]
@@ -145,8 +147,10 @@ async def run_child(reactor: Any, config: str, options: ClientOptions, out: Text
     out.write(READY.decode() + "\n")
     out.flush()
     await threads.deferToThread(sys.stdin.readline)
-    meter = CpuMeter(None, client=True)
-    interval = json.loads(config).get("interval")
+    extra = json.loads(config)
+    pids = extra.get("server_pids") or []
+    meter = CpuMeter((lambda: pids) if pids else None, client=True)
+    interval = extra.get("interval")
     log = None if interval is None else IntervalLog(interval, out, None, tagged=False)
     if log is not None:
         log.start(reactor)
@@ -240,12 +244,16 @@ async def measure_in_processes(
     processes: int,
     global_argv: Sequence[str] = (),
     intervals: IntervalLog | None = None,
+    server_pids: Sequence[int] = (),
 ) -> list[EndpointResult]:
     """
     Measure C{specs} from C{processes} client processes started together; one merged
     result per endpoint (see the module docstring).
 
     @param global_argv: echokit's global options for the children (C{--reactor}, ...).
+    @param server_pids: the server's processes, whose CPU each child measures over its
+        own measured window (the windows coincide: the merge divides it by all the
+        children's messages, see L{echokit.measure.merge}).
     @param intervals: live reporting: each child reports its latency every quarter of
         its interval (at most L{CHILD_TICK} s apart), and what they report is added
         into the interval where it arrives.
@@ -266,7 +274,7 @@ async def measure_in_processes(
     try:
         for child, share in zip(children, shares(settings, processes), strict=True):
             argv = [sys.executable, "-m", "echokit", *global_argv]
-            argv += ["bench-process", child_config(specs, options, share, tick)]
+            argv += ["bench-process", child_config(specs, options, share, tick, server_pids)]
             transports.append(reactor.spawnProcess(child, sys.executable, argv, env=env))
         await defer.gatherResults(
             [child.ready for child in children], consumeErrors=True

@@ -198,8 +198,8 @@ MUTANTS = [
         "--max-per-peer behind a PROXY header: the limit counts the proxy's address, not "
         "the client's",
         "echokit/transports/stream.py",
-        "        self.peer_key = peer_key(self.transport)",
-        "        self.peer_key = peer_key(getattr(self.transport, 'transport', self.transport))",
+        "        self.peer_key = peer_key(self.transport, credentials)",
+        "        self.peer_key = peer_key(getattr(self.transport, 'transport', self.transport), credentials)",
         (f"{D}::HAProxyTests::test_per_peer_limit_behind_proxy_counts_each_client",),
     ),
     Mutant(

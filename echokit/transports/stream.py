@@ -117,15 +117,15 @@ def peer_credentials(transport: object) -> tuple[int, int] | None:
     return uid, pid
 
 
-def peer_key(transport: StreamTransport) -> str:
+def peer_key(transport: StreamTransport, credentials: tuple[int, int] | None) -> str:
     """
     Who a connection is from, for per-peer limits: the IP address, or for a unix
-    socket the peer's user id (C{"uid 1000"}; C{"unix"} where it cannot be known).
+    socket the peer's user id from its L{peer_credentials} (C{"uid 1000"}; C{"unix"}
+    where it cannot be known).
     """
     host = getattr(transport.getPeer(), "host", None)
     if host is not None:
         return str(host)
-    credentials = peer_credentials(transport)
     return f"uid {credentials[0]}" if credentials is not None else "unix"
 
 
@@ -159,8 +159,8 @@ class EchoServerProtocol(Protocol):
         factory = self.factory
         self._writer = writer_for(self.transport)
         self.peer = describe_address(self.transport.getPeer())
-        self.peer_key = peer_key(self.transport)
         credentials = peer_credentials(self.transport)
+        self.peer_key = peer_key(self.transport, credentials)
         if credentials is not None:
             self.peer = f"{self.peer} (uid {credentials[0]}, pid {credentials[1]})"
         victim = factory.limiter.shed_for(self.peer_key)
@@ -288,7 +288,7 @@ class EchoServerProtocol(Protocol):
             self._pause_reading()
 
     def resumeProducing(self) -> None:
-        """Everything echoed has been sent: read again, and let others the budget held."""
+        """Everything echoed has been sent: read again, and wake those the budget stopped."""
         self._release_echo()
         self._resume_reading()
 
@@ -397,40 +397,47 @@ class EchoServerFactory(Factory):
             cipher=cipher,
         )
 
+    def _warn(self, gate: EveryInterval, more_of: str, text: str, **fields: object) -> None:
+        """
+        Log the warning C{text} unless C{gate} says one was logged this interval; the
+        next one says how many more there were (C{"N more MORE_OF since the last
+        message"}). A flood of one kind of event makes one line per interval.
+        """
+        suppressed = gate.ready(self.clock.seconds())
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more {more_of} since the last message)" if suppressed else ""
+        _log.warn(
+            text + "{more}",
+            listener=self.listener,
+            transport=self.transport_name,
+            more=more,
+            **fields,
+        )
+
     def tls_on_plaintext(self, protocol: EchoServerProtocol) -> None:
         """A client began a TLS handshake on this plaintext listener: log once per interval."""
-        suppressed = self._tls_on_plaintext.ready(self.clock.seconds())
-        if suppressed is not None:
-            _log.warn(
-                "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
-                "echoed back and will fail (use an ssl: listener for TLS){more}",
-                listener=self.listener,
-                transport=self.transport_name,
-                peer=protocol.peer,
-                more=f" ({suppressed} more such clients since the last message)"
-                if suppressed
-                else "",
-            )
+        self._warn(
+            self._tls_on_plaintext,
+            "such clients",
+            "{listener}: {peer} speaks TLS to this plaintext listener; its handshake is "
+            "echoed back and will fail (use an ssl: listener for TLS)",
+            peer=protocol.peer,
+        )
 
     def connection_refused(self, protocol: EchoServerProtocol, limit: str) -> None:
         """A connection over a limit was refused: count it, and log once per interval."""
         self.stats.refused += 1
-        suppressed = self._refusals.ready(self.clock.seconds())
-        if suppressed is not None:
-            _log.warn(
-                "{listener}: refused a connection from {peer}: over the {limit} connection "
-                "limit{counted}{more}",
-                listener=self.listener,
-                transport=self.transport_name,
-                peer=protocol.peer,
-                limit=limit,
-                counted=(
-                    f" (unix peers are counted by user id: {protocol.peer_key})"
-                    if limit == "per-peer" and protocol.peer_key.startswith(("uid ", "unix"))
-                    else ""
-                ),
-                more=f" ({suppressed} more refused since the last message)" if suppressed else "",
-            )
+        by_user = limit == "per-peer" and protocol.peer_key.startswith(("uid ", "unix"))
+        self._warn(
+            self._refusals,
+            "refused",
+            "{listener}: refused a connection from {peer}: over the {limit} connection "
+            "limit{counted}",
+            peer=protocol.peer,
+            limit=limit,
+            counted=f" (unix peers are counted by user id: {protocol.peer_key})" if by_user else "",
+        )
 
     def connection_shed(self, protocol: EchoServerProtocol, newcomer: EchoServerProtocol) -> None:
         """
@@ -438,18 +445,15 @@ class EchoServerFactory(Factory):
         once per interval.
         """
         self.stats.shed += 1
-        suppressed = self._sheddings.ready(self.clock.seconds())
-        if suppressed is not None:
-            _log.warn(
-                "{listener}: every connection slot is taken: closed the newest connection "
-                "of {key}, which holds the most, to serve {newcomer}{more}",
-                listener=self.listener,
-                transport=self.transport_name,
-                peer=protocol.peer,
-                key=protocol.peer_key,
-                newcomer=newcomer.peer,
-                more=f" ({suppressed} more closed so since the last message)" if suppressed else "",
-            )
+        self._warn(
+            self._sheddings,
+            "closed so",
+            "{listener}: every connection slot is taken: closed the newest connection of "
+            "{key}, which holds the most, to serve {newcomer}",
+            peer=protocol.peer,
+            key=protocol.peer_key,
+            newcomer=newcomer.peer,
+        )
 
     def timed_out(self, protocol: EchoServerProtocol, why: str) -> None:
         self.stats.timeouts += 1
@@ -470,18 +474,13 @@ class EchoServerFactory(Factory):
         self.stats.bytes += protocol.bytes_echoed
         if self.is_tls and not protocol.handshake_done:
             self.stats.errors += 1
-            suppressed = self._failed_handshakes.ready(self.clock.seconds())
-            if suppressed is not None:
-                _log.warn(
-                    "{listener}: TLS handshake with {peer} failed: {why}{more}",
-                    listener=self.listener,
-                    transport=self.transport_name,
-                    peer=protocol.peer,
-                    why=protocol.closed_by or tls_failure_text(reason),
-                    more=f" ({suppressed} more failed since the last message)"
-                    if suppressed
-                    else "",
-                )
+            self._warn(
+                self._failed_handshakes,
+                "failed",
+                "{listener}: TLS handshake with {peer} failed: {why}",
+                peer=protocol.peer,
+                why=protocol.closed_by or tls_failure_text(reason),
+            )
             return
         # A peer that half-closed, then closed before our close completed, is done too.
         clean = reason.check(error.ConnectionDone) is not None or protocol.peer_finished

@@ -70,7 +70,7 @@ def short_dir(testcase: TestCase) -> Path:
 
 
 def client_socket(listener: Listener, timeout: float = 10.0) -> socket.socket:
-    """A blocking socket connected to C{listener} (tcp, tcp6, unix or ssl)."""
+    """A blocking socket connected to C{listener} (tcp, tcp6, unix, ssl or haproxy)."""
     host: Any = listener.port.getHost()
     if hasattr(host, "port"):
         family = socket.AF_INET6 if ":" in host.host else socket.AF_INET
@@ -81,6 +81,8 @@ def client_socket(listener: Listener, timeout: float = 10.0) -> socket.socket:
         address = host.name
     sock.settimeout(timeout)
     sock.connect(address)
+    if listener.plan.spec.kind == "haproxy":  # the PROXY header HAProxy would send first
+        sock.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 80\r\n")
     if listener.plan.is_tls:
         context = ssl.create_default_context(cafile=str(cert_store().ca_cert))
         return context.wrap_socket(sock, server_hostname="localhost")
@@ -225,14 +227,15 @@ class MemoryGivenBackTests(TestCase):
     async def test_closed_connections_are_freed_by_reference_counting(self) -> None:
         """
         With the garbage collector off, every closed connection of every stream
-        transport (exact echo, reset with unsent echo, closed by the idle timeout,
+        transport (tcp, tcp6, unix, ssl, and haproxy: behind a PROXY header) (exact echo, reset with unsent echo, closed by the idle timeout,
         aborted when its close stalled; on TLS also a failed handshake) leaves no echo
         protocol, TLS layer or transport alive: reference counting alone frees them.
         """
         directory = short_dir(self)  # removed after the session's listeners stop
         session = EchoSession(self)
         session.policy = dataclasses.replace(ServerPolicy(), idle_timeout=0.3, close_grace=0.3)
-        listeners = await session.serve(*stream_listeners(directory))
+        proxied = "haproxy:tcp:0:interface=127.0.0.1"
+        listeners = await session.serve(*stream_listeners(directory), proxied)
         tracked = {}
         for listener in listeners:
             assert isinstance(listener.server, EchoServerFactory)

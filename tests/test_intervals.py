@@ -167,7 +167,7 @@ def tcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _hdrhistogram_jar() -> Path | None:
     """HdrHistogram's Java library: Debian's libhdrhistogram-java, or a Maven copy."""
     for candidate in (
-        Path("/usr/share/java/HdrHistogram.jar"),
+        Path("/usr/share/java/hdrhistogram.jar"),
         *sorted(Path.home().glob(".m2/repository/org/hdrhistogram/HdrHistogram/*/*.jar")),
     ):
         if candidate.is_file():

@@ -974,11 +974,11 @@ async def _open(
     ready = client.ready.addTimeout(timeout, reactor, onTimeoutCancel=late)
     try:
         connected = await ready
-        assert connected is not None
-        return connected
-    except ConnectFailed:
+    except BaseException:  # failed, timed out, or cancelled (a caller's own timeout)
         client.finish()
         raise
+    assert connected is not None
+    return connected
 
 
 @implementer(IPushProducer)

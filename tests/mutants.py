@@ -240,6 +240,37 @@ MUTANTS = [
         ("tests/test_reliability.py::UnixPeerTests",),
     ),
     Mutant(
+        "warnings-unthrottled",
+        "Per-connection warnings are throttled like refusals: every one is logged",
+        "echokit/transports/stream.py",
+        "        suppressed = gate.ready(self.clock.seconds())\n        if suppressed is None:\n"
+        "            return",
+        "        suppressed = gate.ready(self.clock.seconds()) or 0",
+        ("tests/test_reliability.py::WarningThrottleTests",),
+    ),
+    Mutant(
+        "unix-lock-left-behind",
+        "A unix listener that cannot start leaves no .lock behind: the lock is kept",
+        "echokit/server/listeners.py",
+        "            remove_own_lock(plan.spec)\n",
+        "",
+        (
+            "tests/test_reliability.py::UnixPathTests::"
+            "test_regular_file_and_symlink_are_named_and_leave_no_lock",
+        ),
+    ),
+    Mutant(
+        "memory-kept",
+        "Memory given back: freed memory is not handed back when the last connection closes",
+        "echokit/transports/stream.py",
+        "            give_back_freed_memory()\n",
+        "            pass\n",
+        (
+            "tests/test_reliability.py::MemoryAfterRoundsTests::"
+            "test_rss_after_three_rounds_of_slow_clients_stays_near_the_first",
+        ),
+    ),
+    Mutant(
         "udp-guard-off",
         "UDP reflection loop dies: the repeat guard never sees a repeat",
         "echokit/runtime/policy.py",

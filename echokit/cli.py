@@ -23,9 +23,9 @@ from echokit import __version__
 from echokit.errors import EchokitError, InputError
 from echokit.runtime.policy import LIMIT_OPTIONS, ServerPolicy
 from echokit.runtime.reactors import DEFAULT as DEFAULT_REACTOR
-from echokit.runtime.reactors import REACTORS
+from echokit.runtime.reactors import REACTORS, without_tls
 from echokit.transports.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
-from echokit.transports.grammar import EndpointSpec, parse_client, parse_server
+from echokit.transports.grammar import EndpointSpec, parse_client, parse_server, plaintext_only
 
 Job = Callable[[Any], Coroutine[Any, Any, object]]
 
@@ -104,11 +104,12 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
 
 
 def _checked(parse: Callable[[str], EndpointSpec], text: str, role: str) -> EndpointSpec:
-    from echokit.transports.endpoints import check_kind
-
     try:
         spec = parse(text)
-        check_kind(spec, role)
+        if not spec.known:  # a Twisted plugin's prefix? Only Twisted can say (imports it)
+            from echokit.transports.endpoints import check_kind
+
+            check_kind(spec, role)
     except EchokitError as e:
         fail(e)
     return spec
@@ -300,6 +301,8 @@ def serve(
       echokit serve tcp:16000 tcp6:16001 unix:/tmp/echo.sock ssl:16443 udp:16000
     """
     specs = [_checked(parse_server, text, "server") for text in descriptions]
+    if ctx.obj.get("own_process") and not require_client_cert and plaintext_only(specs):
+        without_tls()  # before anything imports Twisted (worker_count's module does)
     store = _cert_store(cert_dir)
     verbose = ctx.obj["verbosity"] > 0
     from echokit.server.workers import worker_count
@@ -933,7 +936,9 @@ def entry() -> NoReturn:
     every error as one line, C{echokit: error: ...}, with the same exit status (2).
     """
     try:
-        main.main(standalone_mode=False)
+        # own_process: echokit owns this process (not a test's CliRunner), so a plaintext
+        # server may leave the TLS libraries unloaded for good (see serve).
+        main.main(standalone_mode=False, obj={"own_process": True})
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.NoArgsIsHelpError as e:

@@ -31,8 +31,9 @@ from zope.interface import implementer
 
 from echokit.errors import InputError
 from echokit.transports.certs import CertStore
-from echokit.transports.tls import server_context, tls_failure_text
+from echokit.transports.tls import server_context
 from echokit.transports.tlslayer import TLSServerProtocol
+from echokit.transports.tlsreasons import tls_failure_text
 from tests.test_hardening import (
     SSL,
     connect,

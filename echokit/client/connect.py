@@ -47,7 +47,7 @@ from echokit.transports.endpoints import (
 )
 from echokit.transports.grammar import EndpointSpec
 from echokit.transports.stream import EchoClientProtocol
-from echokit.transports.tls import tls_failure_text
+from echokit.transports.tlsreasons import tls_failure_text
 
 DEFAULT_MESSAGE = "Hello, Server!"
 #: Seconds to connect, and then to complete a TLS handshake, unless --timeout is given.

@@ -23,6 +23,35 @@ REACTORS = ("lean", "epoll", "asyncio", "uvloop")
 DEFAULT = "lean" if sys.platform.startswith("linux") else "asyncio"
 
 
+#: What a process that never speaks TLS does not load: pyOpenSSL (which Twisted's reactor,
+#: TCP transport and endpoints import whenever they can), cryptography and service_identity.
+TLS_LIBRARIES = ("OpenSSL", "cryptography", "service_identity")
+
+
+def without_tls() -> bool:
+    """
+    Run this process's Twisted as it runs where pyOpenSSL is not installed.
+
+    Twisted imports pyOpenSSL (and through it cryptography) whenever it can, for
+    C{startTLS} and C{listenSSL}, even in a process that never speaks TLS: about 14 MiB
+    of a plaintext server's memory. Marking the libraries as absent in C{sys.modules}
+    makes Twisted take its own "no TLS available" branch, a configuration it supports;
+    echokit's own TLS modules are imported only by the code that builds TLS endpoints.
+    The command line calls this for C{echokit serve} when no listener needs TLS, before
+    anything imports Twisted; afterwards, importing one of L{TLS_LIBRARIES} raises
+    C{ImportError} in this process.
+
+    Does nothing (and returns C{False}) once Twisted or one of the libraries is
+    imported: they would be half-loaded then, and nothing would be saved.
+    """
+    loaded = ("twisted.internet", *TLS_LIBRARIES)
+    if any(name in sys.modules for name in loaded):
+        return False
+    for name in TLS_LIBRARIES:
+        sys.modules[name] = None  # type: ignore[assignment]  # "not installed", to importers
+    return True
+
+
 class ReactorUnavailable(Exception):
     """The chosen reactor cannot run here."""
 

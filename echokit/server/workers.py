@@ -45,7 +45,6 @@ from echokit.transports.endpoints import (
     ssl_server_context,
 )
 from echokit.transports.grammar import EndpointSpec, parse_server
-from echokit.transports.tlslayer import TLSServerEndpoint
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
@@ -264,6 +263,8 @@ def adopted_stream(
         return behind_proxy(reactor, inner)
     adopted = AdoptedStreamEndpoint(reactor, fd, family)
     if spec.kind == "ssl":
+        from echokit.transports.tlslayer import TLSServerEndpoint
+
         context = ssl_server_context(spec, certs, client_ca, prompt=False)[0]
         return TLSServerEndpoint(adopted, context)
     return adopted

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,14 +29,16 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
 
 from echokit.errors import EndpointError
-from echokit.transports import tls
 from echokit.transports.certs import CertStore
 from echokit.transports.datagram import UDPClientEndpoint, UDPServerEndpoint
 from echokit.transports.grammar import EndpointSpec, escape
-from echokit.transports.tlslayer import TLSServerEndpoint
 
 if TYPE_CHECKING:  # imported when a quic: string is used (load_quic): aioquic is optional
     from echokit.transports.quic import QuicServerEndpoint
+
+# echokit's TLS modules (tls: pyOpenSSL and cryptography; tlslayer) are imported by the
+# functions that build TLS endpoints, so that a plaintext-only process never loads them
+# (see echokit.runtime.reactors.without_tls).
 
 #: Transports whose connections are TLS.
 TLS_KINDS = frozenset({"ssl", "tls"})
@@ -97,7 +100,17 @@ class ServerPlan:
     @property
     def is_tls(self) -> bool:
         """Whether its connections speak TLS (C{ssl:}, and C{haproxy:ssl:})."""
-        return self.spec.kind == "ssl" or isinstance(self.endpoint, TLSServerEndpoint)
+        return self.spec.kind == "ssl" or is_tls_endpoint(self.endpoint)
+
+
+def is_tls_endpoint(endpoint: object) -> bool:
+    """
+    Whether C{endpoint} is echokit's TLS server layer (L{echokit.transports.tlslayer}).
+
+    One can only exist once that module is imported, so this never imports it.
+    """
+    tlslayer = sys.modules.get("echokit.transports.tlslayer")
+    return tlslayer is not None and isinstance(endpoint, tlslayer.TLSServerEndpoint)
 
 
 def _path(spec: EndpointSpec, name: str) -> Path | None:
@@ -153,6 +166,8 @@ def server_endpoint(
             ),
         )
     if kind == "ssl":
+        from echokit.transports.tlslayer import TLSServerEndpoint
+
         context, created = ssl_server_context(spec, certs, client_ca)
         return ServerPlan(
             spec,
@@ -326,7 +341,10 @@ def behind_proxy(reactor: Any, endpoint: IStreamServerEndpoint) -> IStreamServer
     """
     from echokit.transports.proxy import ProxyHeaderEndpoint
 
-    if isinstance(endpoint, TLSServerEndpoint):
+    if is_tls_endpoint(endpoint):
+        from echokit.transports.tlslayer import TLSServerEndpoint
+
+        assert isinstance(endpoint, TLSServerEndpoint)
         return TLSServerEndpoint(ProxyHeaderEndpoint(endpoint.wrapped, reactor), endpoint.context)
     return ProxyHeaderEndpoint(endpoint, reactor)
 
@@ -350,6 +368,8 @@ def ssl_server_context(
         # Twisted's convention: privateKey alone names a file holding key and certificate.
         cert = key
     assert cert is not None
+    from echokit.transports import tls
+
     context = tls.server_context(
         cert, key, _path(spec, "extraCertChain"), _path(spec, "dhParameters"), client_ca, prompt
     )
@@ -384,6 +404,8 @@ def client_endpoint(
             reactor, _str(spec, "path"), timeout, bool(spec.get("lockfile", False))
         )
     if kind in TLS_KINDS:
+        from echokit.transports import tls
+
         trust = tls_trust(spec, certs)
         cert = _path(spec, "certificate") or _path(spec, "certKey")
         key = _path(spec, "privateKey")

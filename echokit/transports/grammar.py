@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -541,6 +541,22 @@ class EndpointSpec:
     def get(self, name: str, default: object = None) -> object:
         """The value of field C{name}, or C{default} if it was not given."""
         return self.values.get(name, default)
+
+
+#: The kinds that never speak TLS: a server of these alone needs no TLS library.
+PLAINTEXT_KINDS = frozenset({"tcp", "tcp6", "unix", "udp", "udp6"})
+
+
+def plaintext_only(specs: Sequence[EndpointSpec]) -> bool:
+    """
+    Whether none of C{specs} can speak TLS (plugin kinds might: C{haproxy:ssl:...}).
+
+        >>> plaintext_only([parse_server("tcp:0"), parse_server("udp:0")])
+        True
+        >>> plaintext_only([parse_server("tcp:0"), parse_server("ssl:0")])
+        False
+    """
+    return all(spec.kind in PLAINTEXT_KINDS for spec in specs)
 
 
 def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpec:

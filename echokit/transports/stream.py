@@ -57,7 +57,7 @@ from echokit.transports.fastpath import (
     send_without_delay,
     writer_for,
 )
-from echokit.transports.tls import tls_failure_text
+from echokit.transports.tlsreasons import tls_failure_text
 
 #: Every server log line is in this namespace, whichever class writes it.
 _log = Logger(namespace="echokit.serve")

@@ -17,12 +17,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from OpenSSL import SSL, crypto
+from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.python.failure import Failure
 
 from echokit.errors import InputError
 
@@ -35,30 +34,6 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {what} '{path}': {e.strerror}") from None
-
-
-def tls_failure_text(reason: Failure) -> str:
-    """
-    OpenSSL's reasons for a failed TLS connection, in a few words, whichever TLS
-    library reported them (pyOpenSSL's C{SSL.Error} or the stdlib's C{ssl.SSLError}).
-
-        >>> from OpenSSL import SSL
-        >>> tls_failure_text(Failure(SSL.Error([("SSL routines", "", "wrong version number")])))
-        'wrong version number'
-        >>> import ssl
-        >>> tls_failure_text(Failure(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")))
-        'wrong version number'
-    """
-    value = reason.value
-    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
-        reasons = [str(entry[-1]) for entry in value.args[0] if entry and entry[-1]]
-        if reasons:
-            return "; ".join(reasons)
-    if isinstance(value, stdlib_ssl.SSLError):
-        text = re.sub(r"^\[[^]]*\] | \(_ssl\.c:\d+\)$", "", str(value.args[-1]))
-        verify = getattr(value, "verify_message", None)
-        return f"{text} ({verify})" if verify and verify not in text else text
-    return reason.getErrorMessage()
 
 
 def load_certificates(path: Path) -> list[ssl.Certificate]:

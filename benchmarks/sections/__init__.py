@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 SECTIONS = (
     "honest",
     "servers",
+    "costs",
     "workers",
     "reactors",
     "extras",

@@ -1,0 +1,249 @@
+"""
+Per-message cost in counts, not seconds: server instructions (callgrind) and syscalls (strace).
+
+Wall-clock throughput depends on what else the machine runs; the work a server does
+per message does not. For echokit serve, asyncio+uvloop and asyncio, at 1 KiB over
+unix, tcp, udp and TLS (the native loadgen, 10 connections, as in section servers):
+
+  - instructions per message: the server runs under C{valgrind --tool=callgrind} with
+    counting off (C{--instr-atstart=no}); C{callgrind_control -i on} just before the
+    load, C{-i off} after it, C{-d} dumps the count. Everything the server's process
+    executes while the load runs (Python, the C libraries, not the kernel), divided by
+    the messages echoed. TLS counts include the 10 handshakes.
+  - system calls per message: C{strace -c -f -p PID} attached for the load alone.
+
+Both tools slow the server down (callgrind about 50x), so it is always saturated:
+several connections are ready at each wake-up, as in a loaded server. Counts for the
+same code repeat within a few percent; their ratios hold on a busy machine.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    ASYNCIO_SERVER,
+    KIB,
+    PYTHON,
+    BenchError,
+    Report,
+    Server,
+    Settings,
+    command_text,
+    loadgen_argv,
+    make_certs,
+    render,
+    run_json,
+    say,
+    uvloop_available,
+)
+
+TRANSPORTS = ("unix", "tcp", "udp", "tls")
+#: Seconds of load per measurement: under callgrind a Python server echoes ~1-3k msg/s.
+SECONDS = 3.0
+
+
+def servers(workdir: Path, certs: Path, wrapper: list[str]) -> list[Server]:
+    """echokit serve and the asyncio reference (on uvloop too) on every transport."""
+    key, cert = str(certs / "server.key"), str(certs / "server.pem")
+
+    def asyncio_argv(unix_name: str, *extra: str) -> list[str]:
+        return [
+            *wrapper,
+            PYTHON,
+            str(ASYNCIO_SERVER),
+            *extra,
+            "--tcp",
+            "127.0.0.1:0",
+            "--unix",
+            str(workdir / unix_name),
+            "--udp",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ]
+
+    found = [
+        Server(
+            "echokit serve",
+            [
+                *wrapper,
+                PYTHON,
+                "-m",
+                "echokit",
+                "-q",
+                "serve",
+                "--cert-dir",
+                str(certs),
+                "tcp:0:interface=127.0.0.1",
+                f"unix:{workdir / 'costs-echokit.sock'}",
+                "udp:0",
+                "ssl:0:interface=127.0.0.1",
+            ],
+            4,
+            workdir,
+        )
+    ]
+    if uvloop_available():
+        found.append(
+            Server("asyncio+uvloop", asyncio_argv("costs-uvloop.sock", "--uvloop"), 4, workdir)
+        )
+    found.append(Server("asyncio", asyncio_argv("costs-asyncio.sock"), 4, workdir))
+    return found
+
+
+def load(server: Server, transport: str, certs: Path, seconds: float) -> int:
+    """Run the loadgen for C{seconds}, no warm-up; return the messages echoed."""
+    argv = loadgen_argv(
+        transport, server.addresses[transport], 1 * KIB, 10, seconds, 0, certs / "ca.pem"
+    )
+    if transport == "udp":
+        argv += ["--timeout", "2000"]
+    data, _ = run_json(argv, seconds + 120)
+    return int(data["messages"])
+
+
+def control(*args: str) -> None:
+    done = subprocess.run(
+        ["callgrind_control", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"callgrind_control {' '.join(args)}: {done.stderr.strip()}")
+
+
+def instructions(server: Server, transport: str, certs: Path, out: Path) -> dict[str, Any]:
+    """Instructions the server executes per echoed message (callgrind)."""
+    load(server, transport, certs, 0.5)  # warm-up, not counted (first buffers, code paths)
+    before = set(out.parent.glob(out.name + "*"))
+    control("-i", "on", str(server.pid))
+    try:
+        messages = load(server, transport, certs, SECONDS)
+    finally:
+        control("-i", "off", str(server.pid))
+    control("-d", str(server.pid))
+    dumps = set(out.parent.glob(out.name + "*")) - before
+    total = 0
+    for dump in dumps:
+        found = re.search(r"^totals: (\d+)", dump.read_text(), re.MULTILINE)
+        total += int(found.group(1)) if found else 0
+    if not messages or not total:
+        raise BenchError(f"{server.name} {transport}: no messages or no count")
+    return {"messages": messages, "instructions": total, "per_message": total / messages}
+
+
+def syscalls(server: Server, transport: str, certs: Path, workdir: Path) -> dict[str, Any]:
+    """System calls per echoed message, by name (strace -c attached for the load only)."""
+    out = workdir / f"strace-{server.name.replace(' ', '_')}-{transport}.txt"
+    load(server, transport, certs, 0.3)  # warm-up, not counted (see servers.warm_up)
+    tracer = subprocess.Popen(
+        ["strace", "-c", "-f", "-o", str(out), "-p", str(server.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # attached to every thread before the load starts
+        messages = load(server, transport, certs, 1.0)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            calls[parts[-1]] = int(parts[3])
+    if not messages:
+        raise BenchError(f"{server.name} {transport}: no messages under strace")
+    return {
+        "messages": messages,
+        "per_message": sum(calls.values()) / messages,
+        "by_call": {k: v / messages for k, v in sorted(calls.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def run(settings: Settings, report: Report, workdir: Path) -> None:
+    say("== costs: instructions and system calls per message (counts, not seconds) ==")
+    for tool in ("valgrind", "callgrind_control", "strace"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed (Debian: apt-get install valgrind strace)")
+    certs = make_certs(workdir)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    callgrind_out = workdir / "callgrind"
+    callgrind_out.mkdir(exist_ok=True)
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    for plain in servers(workdir, certs, []):
+        say(f"  {plain.name}: {command_text(plain.argv)}")
+    started = time.monotonic()
+    for index, server in enumerate(servers(workdir, certs, [])):
+        out = callgrind_out / f"cg{index}.out"
+        counted = Server(
+            server.name, [*wrapper, f"--callgrind-out-file={out}.%p", *server.argv], 4, workdir
+        )
+        traced = server
+        row = results.setdefault(server.name, {})
+        try:
+            counted.start(timeout=180)
+            for transport in TRANSPORTS:
+                row.setdefault(transport, {})["instructions"] = instructions(
+                    counted, transport, certs, out
+                )
+        except BenchError as e:
+            report.problems.append(f"costs callgrind {server.name}: {e}")
+        finally:
+            counted.stop()
+        try:
+            traced.start()
+            for transport in TRANSPORTS:
+                row.setdefault(transport, {})["syscalls"] = syscalls(
+                    traced, transport, certs, workdir
+                )
+        except BenchError as e:
+            report.problems.append(f"costs strace {server.name}: {e}")
+        finally:
+            traced.stop()
+    say(f"  ({time.monotonic() - started:.0f} s)")
+    example = command_text(loadgen_argv("unix", "PATH", 1 * KIB, 10, SECONDS, 0))
+    say(
+        f"\nPer message at 1 KiB, 10 connections (client: {example}; --tls with --ca).\n"
+        "instr: server instructions per message under callgrind (user space: Python, libc, "
+        "OpenSSL);\nsyscalls: per message under strace -c, the commonest three named. "
+        "vs uvloop: instructions as a multiple of asyncio+uvloop's (lower is cheaper).\n"
+    )
+    rows = []
+    for transport in TRANSPORTS:
+        reference = (
+            results.get("asyncio+uvloop", {}).get(transport, {}).get("instructions", {})
+        ).get("per_message")
+        for name, row in results.items():
+            cell = row.get(transport, {})
+            instr = cell.get("instructions", {}).get("per_message")
+            calls = cell.get("syscalls", {})
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(calls.get("by_call", {}).items())[:3])
+            rows.append(
+                [
+                    transport,
+                    name,
+                    "-" if instr is None else f"{instr:,.0f}",
+                    "-" if instr is None or not reference else f"{instr / reference:.2f}x",
+                    "-" if not calls else f"{calls['per_message']:.2f}",
+                    top or "-",
+                ]
+            )
+        rows.append([""] * 6)
+    say(
+        render(
+            ["transport", "server", "instr/msg", "vs uvloop", "syscalls/msg", "commonest"],
+            rows[:-1],
+            left=2,
+        )
+    )
+    report.sections["costs"] = {"seconds": SECONDS, "results": results}

@@ -292,8 +292,10 @@ def serve(
     """Echo on every endpoint given, in one process.
 
     DESCRIPTION is a Twisted server endpoint string (tcp, tcp6, unix, ssl, and plugins
-    such as systemd or haproxy) or echokit's udp:PORT[:interface=ADDR] or udp6:PORT.
-    ssl:PORT without privateKey= uses echokit's generated certificate. Escape colons
+    such as systemd or haproxy) or echokit's udp:PORT[:interface=ADDR] or udp6:PORT,
+    or WebSocket: ws:PORT[:interface=ADDR][:path=/P], wss:PORT[...], or ws: around any
+    stream string (ws:tcp6:16000, ws:unix:/tmp/ws.sock, ws:ssl:16443).
+    ssl:PORT and wss:PORT without privateKey= use echokit's generated certificate. Escape colons
     in IPv6 addresses: tcp6:16000:interface=\\:\\:1.
 
     \b
@@ -389,7 +391,9 @@ def connect(
 
     DESCRIPTION is a client endpoint string: tcp:host=H:port=P, tcp6:host=H:port=P,
     unix:path=P, ssl:host=H:port=P, tls:host=H:port=P, udp:host=H:port=P or
-    udp6:host=H:port=P or quic:host=H:port=P[:datagram=yes]. TLS and QUIC servers are
+    udp6:host=H:port=P or quic:host=H:port=P[:datagram=yes]; WebSocket: ws:host=H:port=P
+    [:path=/P], wss:host=H:port=P, ws://HOST:PORT/PATH, wss://... (piped stdin goes as
+    binary messages, typed lines as text messages). TLS, wss and QUIC servers are
     verified against echokit's CA (or trustRoots=/caCertsDir=) unless --insecure.
 
     \b
@@ -407,7 +411,7 @@ def connect(
     )
     if (connect_timeout := _connect_timeout(ctx, timeout)) is not None:
         options.connect_timeout = connect_timeout
-    if insecure and spec.kind in ("ssl", "tls", "quic"):
+    if insecure and spec.kind in ("ssl", "tls", "quic", "wss"):
         click.echo(
             "echokit: warning: --insecure: the server's certificate is NOT verified", err=True
         )
@@ -761,7 +765,7 @@ def bench_process(ctx: click.Context, cert_dir: Path | None, config: str) -> Non
 @click.argument(
     "transports",
     nargs=-1,
-    type=click.Choice(["tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram"]),
+    type=click.Choice(["tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram", "ws", "wss"]),
     metavar="[TRANSPORT...]",
 )
 @click.option(
@@ -789,9 +793,9 @@ def compare(
 ) -> None:
     """Start echokit's servers and measure every transport side by side.
 
-    With no TRANSPORT, all of them: tcp, tcp6, unix, ssl, udp, and with echokit[quic]
-    quic (a QUIC stream) and quic-dgram (QUIC DATAGRAM frames), on loopback with
-    ephemeral ports. The output says whether servers and clients shared one process.
+    With no TRANSPORT, all of them: tcp, tcp6, unix, ssl, udp, with echokit[quic]
+    quic (a QUIC stream) and quic-dgram (QUIC DATAGRAM frames), and with echokit[ws] ws
+    and wss (WebSocket, plain and TLS), on loopback with ephemeral ports. The output says whether servers and clients shared one process.
 
     \b
     Examples:

@@ -2,7 +2,8 @@
 What C{echokit demo} does: the tutorial's C{main()}, on every transport at once.
 
 One process, one reactor: start an echo server on tcp, tcp6, unix, ssl, udp and (with
-echokit[quic]) quic, whose streams and DATAGRAM frames get a row each (ephemeral
+echokit[quic]) quic, whose streams and DATAGRAM frames get a row each, and (with
+echokit[ws]) ws and wss, WebSocket plain and over TLS (ephemeral
 ports, a temporary unix socket, echokit's generated certificates), connect a client to
 each through the connect string the server announced, check the echo byte for byte, and
 print one table. A transport this machine lacks (no IPv6) is shown as skipped, with the
@@ -139,6 +140,15 @@ async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
         }
         rows = {name: Row(name, text) for name, text in wanted.items()}
         rows["quic-dgram"] = Row("quic-dgram", "quic:0")
+        for name, text in {
+            "ws": "ws:0:interface=127.0.0.1",
+            "wss": "wss:0:interface=127.0.0.1",
+        }.items():
+            wanted[name], rows[name] = text, Row(name, text)
+            if importlib.util.find_spec("wsproto") is None:
+                del wanted[name]
+                rows[name].skipped = True
+                rows[name].note = "skipped: needs wsproto (pip install 'echokit[ws]')"
         if no_ipv6:
             del wanted["tcp6"]
             rows["tcp6"].skipped, rows["tcp6"].note = True, f"skipped: {no_ipv6}"

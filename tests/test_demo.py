@@ -71,7 +71,7 @@ class DemoConnectStringTests(TestCase):
         out = io.StringIO()
         await demo_module.demo(reactor, cert_store(), out)
         table = out.getvalue().splitlines()
-        expected = {"tcp", "unix", "ssl", "udp", "quic", "quic-dgram"} | (
+        expected = {"tcp", "unix", "ssl", "udp", "quic", "quic-dgram", "ws", "wss"} | (
             set() if ipv6_unavailable() else {"tcp6"}
         )
         self.assertEqual(set(reached), expected)

@@ -20,7 +20,7 @@ has stopped coming by C{idle_timeout} (60 s; C{--idle-timeout}).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -74,6 +74,8 @@ class ClientOptions:
     timeout: float = 2.0
     connect_timeout: float = CONNECT_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
+    #: Over WebSocket, send text messages (interactive lines) instead of binary ones.
+    text_messages: bool = False
 
 
 @dataclass
@@ -108,6 +110,11 @@ def _tls_problem(spec: EndpointSpec, options: ClientOptions, reason: Failure) ->
             f"TLS handshake with {spec.text} failed ({text}): is the server speaking TLS?"
         )
     return ConnectFailed(f"TLS handshake with {spec.text} failed: {text}")
+
+
+def _over_tls(spec: EndpointSpec) -> bool:
+    """Whether C{spec} connects over TLS: C{ssl:}, C{tls:} and C{wss:}."""
+    return spec.kind in TLS_KINDS or spec.kind == "wss"
 
 
 def connect_failed(spec: EndpointSpec, reason: Failure) -> EchokitError:
@@ -168,6 +175,8 @@ async def open_stream(
     @raise ConnectFailed: refused, timed out, unresolvable, or TLS rejected.
     """
     endpoint = client_endpoint(reactor, spec, options.certs, options.insecure, options.client_cert)
+    if options.text_messages and hasattr(endpoint, "text"):
+        endpoint.text = True  # a WebSocketClientEndpoint's: lines go as text messages
     protocol = EchoClientProtocol(on_echo, reactor, linger=options.timeout)
     limit = options.connect_timeout
     started = reactor.seconds()
@@ -176,7 +185,10 @@ async def open_stream(
             reactor, connectProtocol(endpoint, protocol), limit, connect_timed_out(spec, limit)
         )
     except Exception:
-        raise connect_failed(spec, Failure()) from None
+        failure = Failure()
+        if _over_tls(spec) and isinstance(failure.value, SSL.Error | VerificationError):
+            raise _tls_problem(spec, options, failure) from None
+        raise connect_failed(spec, failure) from None
     connected = reactor.seconds()
     if spec.kind not in TLS_KINDS:
         return StreamConnection(protocol, connected - started)
@@ -603,6 +615,7 @@ async def interactive(reactor: Any, spec: EndpointSpec, options: ClientOptions) 
             finally:
                 await close_datagrams(client)
             return
+        options = replace(options, text_messages=True)  # WebSocket: each line a text message
         # A server that closes while nothing is typed is noticed at once, not at the next line.
         await _round_trips(
             reactor,

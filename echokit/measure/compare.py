@@ -44,9 +44,11 @@ from echokit.transports.grammar import EndpointSpec, parse_client
 
 #: The transports C{compare} knows, in table order. C{quic} is a QUIC stream per client,
 #: C{quic-dgram} QUIC DATAGRAM frames (RFC 9221); both need aioquic (echokit[quic]).
-TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram")
+#: C{ws} and C{wss} are WebSocket, plain and over TLS, one binary message per message;
+#: they need wsproto (echokit[ws]).
+TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram", "ws", "wss")
 #: Transports that need an optional package, and which.
-_NEEDS = {"quic": "aioquic", "quic-dgram": "aioquic"}
+_NEEDS = {"quic": "aioquic", "quic-dgram": "aioquic", "ws": "wsproto", "wss": "wsproto"}
 
 
 def default_transports() -> list[str]:
@@ -74,6 +76,8 @@ def server_strings(transports: Sequence[str], directory: str) -> list[str]:
         "udp": "udp:0",
         "quic": "quic:0",
         "quic-dgram": "quic:0",
+        "ws": "ws:0:interface=127.0.0.1",
+        "wss": "wss:0:interface=127.0.0.1",
     }
     return [table[t] for t in transports]
 

@@ -37,6 +37,9 @@ from echokit.transports.endpoints import (
     ipv6_unavailable,
     proxied_spec,
     server_endpoint,
+    websocket_connect_string,
+    websocket_inner,
+    websocket_module,
 )
 from echokit.transports.grammar import EndpointSpec, parse_server
 from echokit.transports.stream import EchoServerFactory, describe_address
@@ -62,6 +65,9 @@ class Listener:
     @property
     def connect_string(self) -> str:
         """The client endpoint string that reaches this listener."""
+        path = self.plan.websocket_path
+        if path is not None:
+            return websocket_connect_string(self.plan.is_tls, self.port.getHost(), path)
         kind = "ssl" if self.plan.is_tls else self.plan.spec.kind
         return connect_string(kind, self.port.getHost())
 
@@ -161,7 +167,9 @@ def _listen_failed(
 
 
 def _listening_spec(spec: EndpointSpec) -> EndpointSpec:
-    """The endpoint that listens: the wrapped one of C{haproxy:...}, else C{spec}."""
+    """The endpoint that listens: the wrapped one of C{haproxy:...} or C{ws:...}, else C{spec}."""
+    if spec.kind in ("ws", "wss"):
+        return _listening_spec(websocket_inner(spec))
     if spec.kind != "haproxy":
         return spec
     try:
@@ -341,6 +349,17 @@ async def start_listeners(
             server = quic_endpoint.make_server(plan.spec.text, policy, limiter, verbose)
         elif plan.is_datagram:
             server = EchoDatagramServer(plan.spec.text, reactor, policy, verbose)
+        elif plan.websocket_path is not None:
+            server = websocket_module(plan.spec).WebSocketEchoFactory(
+                plan.spec.text,
+                "wss" if plan.is_tls else "ws",
+                reactor,
+                policy,
+                limiter,
+                verbose,
+                plan.is_tls,
+                path=plan.websocket_path,
+            )
         else:
             server = EchoServerFactory(
                 plan.spec.text,

@@ -43,6 +43,7 @@ from echokit.transports.endpoints import (
     behind_proxy,
     proxied_spec,
     ssl_server_context,
+    websocket_inner,
 )
 from echokit.transports.grammar import EndpointSpec, parse_server
 
@@ -261,6 +262,8 @@ def adopted_stream(
     if spec.kind == "haproxy":
         inner = adopted_stream(reactor, proxied_spec(spec), fd, family, certs, client_ca)
         return behind_proxy(reactor, inner)
+    if spec.kind in ("ws", "wss"):  # the WebSocket layer is the listener's factory
+        return adopted_stream(reactor, websocket_inner(spec), fd, family, certs, client_ca)
     adopted = AdoptedStreamEndpoint(reactor, fd, family)
     if spec.kind == "ssl":
         from echokit.transports.tlslayer import TLSServerEndpoint

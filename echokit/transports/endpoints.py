@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStream
 from echokit.errors import EndpointError
 from echokit.transports.certs import CertStore
 from echokit.transports.datagram import UDPClientEndpoint, UDPServerEndpoint
-from echokit.transports.grammar import EndpointSpec, escape
+from echokit.transports.grammar import WEBSOCKET_KINDS, EndpointSpec, escape
 
 if TYPE_CHECKING:  # imported when a quic: string is used (load_quic): aioquic is optional
     from echokit.transports.quic import QuicServerEndpoint
@@ -99,8 +99,13 @@ class ServerPlan:
 
     @property
     def is_tls(self) -> bool:
-        """Whether its connections speak TLS (C{ssl:}, and C{haproxy:ssl:})."""
+        """Whether its connections speak TLS (C{ssl:}, C{wss:}, C{haproxy:ssl:}, C{ws:ssl:})."""
         return self.spec.kind == "ssl" or is_tls_endpoint(self.endpoint)
+
+    @property
+    def websocket_path(self) -> str | None:
+        """The path a WebSocket listener serves (C{ws:}, C{wss:}), else C{None}."""
+        return str(self.spec.get("path", "/")) if self.spec.kind in WEBSOCKET_KINDS else None
 
 
 def is_tls_endpoint(endpoint: object) -> bool:
@@ -190,6 +195,10 @@ def server_endpoint(
         return _quic_server(reactor, spec, certs)
     if kind == "haproxy":
         return _proxied(reactor, spec, certs, client_ca)
+    if kind in WEBSOCKET_KINDS:
+        websocket_module(spec)
+        inner = server_endpoint(reactor, websocket_inner(spec), certs, client_ca)
+        return ServerPlan(spec, inner.endpoint, inner.created_certs)
     try:
         endpoint = endpoints.serverFromString(reactor, spec.text)
     except (IndexError, KeyError) as e:
@@ -303,6 +312,35 @@ def _proxied(
     assert not isinstance(inner.endpoint, UDPServerEndpoint)
     stream = cast(IStreamServerEndpoint, inner.endpoint)  # not quic: refused above
     return ServerPlan(spec, behind_proxy(reactor, stream), inner.created_certs, inner.cert_dir)
+
+
+def websocket_inner(spec: EndpointSpec) -> EndpointSpec:
+    """
+    The stream server string a C{ws:} or C{wss:} listener runs over: its general form's
+    (C{ws:tcp6:16000} runs over C{tcp6:16000}), else C{tcp:} for C{ws:PORT} and C{ssl:}
+    for C{wss:PORT}, with the same port and keywords.
+    """
+    inner = spec.get("inner")
+    if isinstance(inner, EndpointSpec):
+        return inner
+    values = {k: v for k, v in spec.values.items() if k != "path"}
+    return EndpointSpec(spec.text, "ssl" if spec.kind == "wss" else "tcp", values)
+
+
+def websocket_module(spec: EndpointSpec) -> Any:
+    """
+    L{echokit.transports.ws}, imported now (it needs wsproto, the C{ws} extra).
+
+    @raise EndpointError: with the command that installs it, if it is missing.
+    """
+    try:
+        from echokit.transports import ws
+    except ImportError as e:
+        raise EndpointError(
+            f"'{spec.text}': WebSocket needs the ws extra ({e.name or e} is not installed): "
+            "pip install 'echokit[ws]'"
+        ) from None
+    return ws
 
 
 def ipv6_unavailable() -> str | None:
@@ -419,6 +457,8 @@ def client_endpoint(
         return UDPClientEndpoint(reactor, host, port, ipv6_only=kind == "udp6")
     if kind == "quic":
         return _quic_client(reactor, spec, certs, insecure)
+    if kind in WEBSOCKET_KINDS:
+        return _websocket_client(reactor, spec, certs, insecure, client_cert)
     try:
         plugin_endpoint: IStreamClientEndpoint = endpoints.clientFromString(reactor, spec.text)
         return plugin_endpoint
@@ -446,6 +486,31 @@ def _quic_client(
     return endpoint
 
 
+def _websocket_client(
+    reactor: Any,
+    spec: EndpointSpec,
+    certs: CertStore,
+    insecure: bool,
+    client_cert: tuple[Path, Path | None] | None,
+) -> IStreamClientEndpoint:
+    """C{ws:}/C{wss:} clients: the stream endpoint (TCP, TLS or unix), then the upgrade."""
+    ws = websocket_module(spec)
+    inner = spec.get("inner")
+    path = _str(spec, "path", "/")
+    if isinstance(inner, EndpointSpec):
+        stream = client_endpoint(reactor, inner, certs, insecure, client_cert)
+        return ws.WebSocketClientEndpoint(stream, reactor, "localhost", path)  # type: ignore[no-any-return]
+    tls_spec = EndpointSpec(spec.text, "tls" if spec.kind == "wss" else "tcp", spec.values)
+    host, port = _str(spec, "host"), _int(spec, "port", 0)
+    if spec.kind == "wss":
+        stream = client_endpoint(reactor, tls_spec, certs, insecure, client_cert)
+    else:
+        bind = (_str(spec, "bindAddress"), 0) if spec.get("bindAddress") else None
+        stream = endpoints.HostnameEndpoint(reactor, host, port, _int(spec, "timeout", 30), bind)
+    header = ws.host_header(_str(spec, "hostname", host), port, spec.kind == "wss")
+    return ws.WebSocketClientEndpoint(stream, reactor, header, path)  # type: ignore[no-any-return]
+
+
 def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
     """
     The CA file or directory a TLS client string verifies against.
@@ -460,8 +525,8 @@ def tls_trust(spec: EndpointSpec, certs: CertStore) -> Path | None:
 
 
 _OURS = {
-    "server": "tcp, tcp6, unix, ssl, udp, udp6, quic",
-    "client": "tcp, tcp6, unix, ssl, tls, udp, udp6, quic",
+    "server": "tcp, tcp6, unix, ssl, udp, udp6, quic, ws, wss",
+    "client": "tcp, tcp6, unix, ssl, tls, udp, udp6, quic, ws, wss",
 }
 
 
@@ -503,6 +568,20 @@ def _twisted_rejected(spec: EndpointSpec, error: Exception, role: str) -> Endpoi
         return _unknown_kind(spec, role)
     detail = str(error) or type(error).__name__
     return EndpointError(f"Twisted rejected '{spec.text}': {detail}")
+
+
+def websocket_connect_string(tls: bool, address: IAddress, path: str = "/") -> str:
+    """
+    The C{echokit connect} string that reaches a WebSocket server listening at C{address}.
+
+        >>> websocket_connect_string(True, IPv4Address("TCP", "0.0.0.0", 16443), "/echo")
+        'wss:host=localhost:port=16443:path=/echo'
+    """
+    stream = connect_string("ssl" if tls else "tcp", address)
+    suffix = "" if path == "/" else f":path={escape(path)}"
+    if isinstance(address, UNIXAddress):
+        return f"ws:unix:{stream.split('path=', 1)[1]}{suffix}"
+    return ("wss" if tls else "ws") + stream[stream.index(":") :] + suffix
 
 
 def _loopback_for(host: str, family_loopback: str) -> str:

@@ -374,6 +374,12 @@ class Grammar:
     example: str
 
 
+def _ws_path(value: str, ctx: _Context) -> str:
+    if not value.startswith("/"):
+        raise ctx.fail(f"path '{value}' does not start with '/'", f"write e.g. path=/{value}")
+    return value
+
+
 _tcp_server = {"port": _port(0), "backlog": _whole_number(1)}
 _tls_server_files = {
     "privateKey": _existing_file,
@@ -417,6 +423,25 @@ SERVER_GRAMMARS: Mapping[str, Grammar] = {
             {**_tcp_server, "interface": _ip(4, allow_empty=True), **_tls_server_files},
             ("port",),
             "ssl:16443",
+        ),
+        Grammar(
+            "ws",
+            ("port",),
+            {**_tcp_server, "interface": _ip(4, allow_empty=True), "path": _ws_path},
+            ("port",),
+            "ws:16080",
+        ),
+        Grammar(
+            "wss",
+            ("port",),
+            {
+                **_tcp_server,
+                "interface": _ip(4, allow_empty=True),
+                **_tls_server_files,
+                "path": _ws_path,
+            },
+            ("port",),
+            "wss:16443",
         ),
         Grammar("udp", ("port",), {"port": _port(0), "interface": _ip(4)}, ("port",), "udp:16000"),
         Grammar(
@@ -514,6 +539,27 @@ CLIENT_GRAMMARS: Mapping[str, Grammar] = {
             ("host", "port"),
             "udp6:host=\\:\\:1:port=16000",
         ),
+        Grammar(
+            "ws",
+            ("host", "port"),
+            {**_tcp_client, "path": _ws_path},
+            ("host", "port"),
+            "ws:host=127.0.0.1:port=16080",
+        ),
+        Grammar(
+            "wss",
+            ("host", "port"),
+            {
+                **_tcp_client,
+                "path": _ws_path,
+                "hostname": _host,
+                "certificate": _existing_file,
+                "privateKey": _existing_file,
+                "trustRoots": _existing_path,
+            },
+            ("host", "port"),
+            "wss:host=localhost:port=16443",
+        ),
     ]
 }
 
@@ -559,7 +605,79 @@ def plaintext_only(specs: Sequence[EndpointSpec]) -> bool:
     return all(spec.kind in PLAINTEXT_KINDS for spec in specs)
 
 
+#: WebSocket kinds: C{ws:} wraps a stream string (C{ws:tcp6:16000}, C{ws:unix:/tmp/ws.sock})
+#: or takes a port (C{ws:16080} is C{ws:tcp:16080}; C{wss:16443} is C{ws:ssl:16443}).
+#: Clients: C{ws:host=H:port=P}, C{wss:host=H:port=P}, URLs, and C{ws:unix:/tmp/ws.sock}
+#: (the socket's path bare: C{path=} is the WebSocket path in every form).
+WEBSOCKET_KINDS = frozenset({"ws", "wss"})
+
+
+def _parse_websocket(text: str, fields: list[Field], role: str) -> EndpointSpec | None:
+    """
+    The general form of a WebSocket string, C{ws:INNER[:path=/P]}: the stream string it
+    wraps is in C{values["inner"]}. C{None} for the short forms (C{ws:PORT},
+    C{ws:host=H:port=P}), which the grammar tables check.
+    """
+    kind = fields[0].value.lower()
+    if len(fields) < 2 or fields[1].key is not None or fields[1].value.isdigit():
+        return None
+    if kind == "wss" and role == "server":
+        raise EndpointError(
+            f"'{text}': wss: takes a port (wss:16443[:interface=ADDR][:path=/P]); for TLS "
+            "over another listener write ws:ssl:PORT"
+        )
+    if role == "client" and fields[1].value.lower() != "unix":
+        raise EndpointError(
+            f"'{text}': {kind}: clients take host= and port= ({kind}:host=127.0.0.1:port=16080),"
+            f" a URL ({kind}://127.0.0.1:16080/), or ws:unix:/tmp/ws.sock"
+        )
+    if role == "client" and not any(f.key is None for f in fields[2:]):
+        raise EndpointError(
+            f"'{text}': write the socket's path bare and the WebSocket's path with path=: "
+            "ws:unix:/tmp/ws.sock or ws:unix:/tmp/ws.sock:path=/echo"
+        )
+    paths = [f for f in fields[1:] if f.key == "path"]
+    if len(paths) > 1:
+        raise EndpointError(f"path is given twice in '{text}': give it once")
+    rest = [f for f in fields[1:] if f.key != "path"]
+    inner_text = ":".join(
+        escape(f.value) if f.key is None else f"{escape(f.key)}={escape(f.value)}" for f in rest
+    )
+    inner = parse_server(inner_text) if role == "server" else parse_client(inner_text)
+    if inner.kind in ("udp", "udp6") or inner.kind in WEBSOCKET_KINDS:
+        raise EndpointError(f"'{text}': WebSocket runs over a stream, not over {inner.kind}")
+    path = paths[0].value if paths else "/"
+    _ws_path(path, _Context(text, kind, "path", "ws:tcp6:16000:path=/echo"))
+    return EndpointSpec(text, kind, {"inner": inner, "path": path})
+
+
+def _parse_url(text: str) -> EndpointSpec:
+    """
+    A pasted WebSocket URL, C{ws://HOST[:PORT][/PATH]} or C{wss://...}.
+
+        >>> spec = _parse_url("ws://[::1]:8080/echo")
+        >>> spec.kind, spec.values["host"], spec.values["port"], spec.values["path"]
+        ('ws', '::1', 8080, '/echo')
+    """
+    from urllib.parse import urlsplit
+
+    scheme = text.split(":", 1)[0].lower()
+    try:
+        url = urlsplit(text)
+        port = url.port or (443 if scheme == "wss" else 80)
+    except ValueError as e:
+        raise EndpointError(
+            f"'{text}' is not a usable URL ({e}): write e.g. ws://127.0.0.1:16080/"
+        ) from None
+    if not url.hostname:
+        raise EndpointError(f"'{text}' names no host: write e.g. {scheme}://127.0.0.1:16080/")
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    return EndpointSpec(text, scheme, {"host": url.hostname, "port": port, "path": path})
+
+
 def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpec:
+    if role == "client" and text.lower().startswith(("ws://", "wss://")):
+        return _parse_url(text)
     if not text.strip():
         raise EndpointError(
             f"empty {role} endpoint: give one such as {next(iter(grammars.values())).example}"
@@ -575,6 +693,8 @@ def _parse(text: str, grammars: Mapping[str, Grammar], role: str) -> EndpointSpe
     _check_unescaped_ipv6(
         text, fields[1:], _IPV4_ONLY_SERVERS.get(kind, "") if role == "server" else ""
     )
+    if kind in WEBSOCKET_KINDS and (general := _parse_websocket(text, fields, role)):
+        return general
     grammar = grammars.get(kind)
     if grammar is None:
         return EndpointSpec(text, kind, {}, known=False)

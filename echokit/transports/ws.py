@@ -1,0 +1,597 @@
+"""
+WebSocket echo (RFC 6455), C{ws:} and C{wss:}: wsproto's sans-IO core under Twisted protocols.
+
+This module needs the C{ws} extra (C{pip install 'echokit[ws]'}, which brings wsproto);
+nothing imports it until a C{ws:} or C{wss:} string is used, so C{echokit --help} and the
+other transports never pay for it (see L{load}).
+
+Three pieces, in the style of h11:
+
+    - L{WebSocketEcho}, sans-IO: bytes in, bytes out. It answers the HTTP upgrade (or
+      refuses a request that is not one with C{426 Upgrade Required}, or C{400}), echoes
+      every message as one message of the same type (binary or text), fragment by
+      fragment as it arrives, so a message of any size up to L{MAX_MESSAGE_SIZE} costs no
+      more memory than a read; answers pings with pongs and a close with a close.
+    - L{WebSocketEchoProtocol}, the server: L{EchoServerProtocol} (its limits, idle and
+      handshake timeouts, backpressure, drain and counts) with L{WebSocketEcho} between
+      the bytes read and the bytes written. The upgrade, like a TLS handshake, must be
+      done within the policy's C{handshake_timeout}.
+    - L{WebSocketClientProtocol}, the client: it upgrades a stream connection, then
+      looks like a stream transport to the protocol it carries (C{EchoClientProtocol},
+      the bench loops): each C{write} is one binary (or, with C{text}, text) message,
+      each message's payload is delivered with C{dataReceived}, C{loseWriteConnection}
+      sends a close once every message has come back (WebSocket has no half-close), and
+      every message must come back whole: the same size and type, in order. Each echo
+      may come back in several frames (echokit's server echoes a message fragment by
+      fragment, as it arrives): it is still one message.
+
+Limits: a message may be up to L{MAX_MESSAGE_SIZE} bytes (64 MiB); a longer one closes
+the connection with status 1009 (message too big). Frames are not limited apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, error
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import ProtocolError, RemoteProtocolError
+from zope.interface import implementer
+
+from echokit.errors import ConnectFailed, EchoMismatch
+from echokit.runtime.policy import EveryInterval
+from echokit.transports.fastpath import send_without_delay
+from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
+
+#: The largest message echoed (bytes; a text message's UTF-8 bytes). Larger: close 1009.
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+#: Seconds a client waits for the server's close once it sent its own, before aborting.
+CLOSE_TIMEOUT = 5.0
+
+_log = Logger(namespace="echokit.serve")
+
+
+# --- the sans-IO server core -----------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """
+    What one call of L{WebSocketEcho.receive} asks of its caller.
+
+    @ivar send: bytes to write to the peer, in order.
+    @ivar upgraded: the path the client asked for, if the upgrade was accepted now.
+    @ivar refused: why the request was refused (not a WebSocket upgrade, wrong path, bad
+        frames), if it was; the connection should close once C{send} is written.
+    @ivar close: whether to close the connection once C{send} is written.
+    @ivar echoed: message payload bytes echoed by this call.
+    """
+
+    send: bytes = b""
+    upgraded: str | None = None
+    refused: str | None = None
+    close: bool = False
+    echoed: int = 0
+
+
+def _http_refusal(status: int, reason: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 answer refusing a request that is not a WebSocket upgrade."""
+    body = f"{detail}\n".encode()
+    headers = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if status == 426:
+        headers += ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
+@dataclass
+class WebSocketEcho:
+    """
+    The echo side of one WebSocket connection, without I/O.
+
+        >>> echo = WebSocketEcho(path="/")
+        >>> outcome = echo.receive(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        >>> outcome.refused, outcome.send.split(b"\\r\\n")[0]
+        ('not a WebSocket upgrade (Missing header, \\'Connection: Upgrade\\')', b'HTTP/1.1 426 Upgrade Required')
+
+    @ivar path: the only path served (C{None}: any path).
+    @ivar max_message: the largest message echoed, in bytes.
+    """
+
+    path: str | None = "/"
+    max_message: int = MAX_MESSAGE_SIZE
+    _ws: WSConnection = field(default_factory=lambda: WSConnection(ConnectionType.SERVER))
+    _message_bytes: int = 0
+    _closing: bool = False
+
+    @property
+    def open(self) -> bool:
+        """Whether the upgrade is done and no close has been sent or received."""
+        return self._ws.state is ConnectionState.OPEN
+
+    def receive(self, data: bytes) -> Outcome:
+        """Take bytes from the peer; say what to send back and what happened."""
+        outcome = Outcome()
+        if self._closing:
+            return outcome
+        if self._ws.state is ConnectionState.CONNECTING:
+            try:
+                self._ws.receive_data(data)
+            except RemoteProtocolError as e:
+                return self._refuse(outcome, str(e))
+        else:
+            self._ws.receive_data(data)
+        out: list[bytes] = []
+        try:
+            for event in self._ws.events():
+                if isinstance(event, Message):
+                    if not self._echo(event, out, outcome):
+                        break
+                elif isinstance(event, Request):
+                    self._upgrade(event, out, outcome)
+                elif isinstance(event, Ping):
+                    out.append(self._ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    if self._ws.state is not ConnectionState.CLOSED:
+                        out.append(self._ws.send(event.response()))
+                    if event.code not in (1000, 1001, 1005) and outcome.refused is None:
+                        outcome.refused = (
+                            f"closed with status {event.code} ({event.reason or 'no reason'})"
+                        )
+                    outcome.close = self._closing = True
+                    break
+        except RemoteProtocolError as e:
+            return self._refuse(outcome, str(e))
+        outcome.send = b"".join(out)
+        return outcome
+
+    def _upgrade(self, request: Request, out: list[bytes], outcome: Outcome) -> None:
+        target = request.target.split("?", 1)[0]
+        if self.path is not None and target != self.path:
+            status = RejectConnection(
+                status_code=404,
+                headers=[(b"content-type", b"text/plain"), (b"connection", b"close")],
+                has_body=True,
+            )
+            out.append(self._ws.send(status))
+            out.append(
+                self._ws.send(
+                    RejectData(data=f"no WebSocket echo at {target}: try {self.path}\n".encode())
+                )
+            )
+            outcome.refused = f"asked for path {target}, served at {self.path}"
+            outcome.close = self._closing = True
+            return
+        out.append(self._ws.send(AcceptConnection()))
+        outcome.upgraded = request.target
+
+    def _echo(self, message: Message[Any], out: list[bytes], outcome: Outcome) -> bool:
+        size = (
+            len(message.data) if isinstance(message, BytesMessage) else len(message.data.encode())
+        )
+        self._message_bytes += size
+        if self._message_bytes > self.max_message:
+            out.append(self._ws.send(CloseConnection(code=1009, reason="message too big")))
+            outcome.refused = f"a message over the {self.max_message:,}-byte limit"
+            outcome.close = self._closing = True
+            return False
+        if message.message_finished:
+            self._message_bytes = 0
+        echo = type(message)(data=message.data, message_finished=message.message_finished)
+        out.append(self._ws.send(echo))
+        outcome.echoed += size
+        return True
+
+    def _refuse(self, outcome: Outcome, why: str) -> Outcome:
+        if self._ws.state is ConnectionState.CONNECTING:
+            if "Bad HTTP" in why:
+                outcome.send = _http_refusal(400, "Bad Request", "not an HTTP request")
+                outcome.refused = "not an HTTP request"
+            else:
+                outcome.send = _http_refusal(
+                    426, "Upgrade Required", f"this is a WebSocket echo server: {why}"
+                )
+                outcome.refused = f"not a WebSocket upgrade ({why})"
+        else:
+            outcome.refused = why
+        outcome.close = self._closing = True
+        return outcome
+
+
+# --- the Twisted server --------------------------------------------------------------
+
+
+class WebSocketEchoProtocol(EchoServerProtocol):
+    """L{EchoServerProtocol}, speaking WebSocket: see the module docstring."""
+
+    factory: WebSocketEchoFactory
+    upgraded = False
+    _upgrade_timer: Any = None
+
+    def connectionMade(self) -> None:
+        self.session = WebSocketEcho(self.factory.path)
+        super().connectionMade()
+        if self.admitted and self.factory.policy.handshake_timeout:
+            self._upgrade_timer = self.factory.clock.callLater(
+                self.factory.policy.handshake_timeout, self._upgrade_late
+            )
+
+    def dataReceived(self, data: bytes) -> None:
+        outcome = self.session.receive(data)
+        if outcome.send:
+            self._writer.write(outcome.send)
+        self.bytes_echoed += outcome.echoed
+        if self._timer is not None:
+            self._last_heard = self.factory.clock.seconds()
+        if outcome.upgraded is not None:
+            self.upgraded = True
+            self._cancel_upgrade_timer()
+            self.factory.upgraded(self, outcome.upgraded)
+        if outcome.refused is not None:
+            self.factory.refused_request(self, outcome.refused, self.upgraded)
+        if outcome.close:
+            self.peer_finished = True
+            self.close_gracefully(outcome.refused)
+
+    def _upgrade_late(self) -> None:
+        self._upgrade_timer = None
+        self.factory.timed_out(self, "WebSocket handshake timeout")
+        self._abort("WebSocket handshake timeout")
+
+    def _cancel_upgrade_timer(self) -> None:
+        if self._upgrade_timer is not None and self._upgrade_timer.active():
+            self._upgrade_timer.cancel()
+        self._upgrade_timer = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_upgrade_timer()
+        super().connectionLost(reason)
+
+
+class WebSocketEchoFactory(EchoServerFactory):
+    """
+    L{EchoServerFactory} for WebSocket listeners: connections are logged once upgraded.
+
+    @ivar path: the path served (C{/} unless the string says C{path=}).
+    """
+
+    protocol = WebSocketEchoProtocol
+
+    def __init__(self, *args: Any, path: str = "/", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.path = path
+        self._bad_requests = EveryInterval(10.0)
+
+    def connection_opened(self, protocol: EchoServerProtocol, log: bool = True) -> None:
+        super().connection_opened(protocol, log=False)
+
+    def handshake_completed(self, protocol: EchoServerProtocol) -> None:
+        pass  # logged once upgraded, with the TLS version (L{upgraded})
+
+    def upgraded(self, protocol: WebSocketEchoProtocol, target: str) -> None:
+        negotiated = getattr(protocol.transport, "negotiated", None)
+        tls = " ({}, {})".format(*negotiated()) if negotiated is not None else ""
+        _log.info(
+            "{transport} connection from {peer} opened on {listener}, path {path}{tls}",
+            transport=self.transport_name,
+            peer=protocol.peer,
+            listener=self.listener,
+            path=target,
+            tls=tls,
+        )
+
+    def refused_request(self, protocol: WebSocketEchoProtocol, why: str, upgraded: bool) -> None:
+        """A request that is not a WebSocket upgrade, or bad frames: one line per 10 s."""
+        self.stats.errors += 1
+        suppressed = self._bad_requests.ready(self.clock.seconds())
+        if suppressed is None:
+            return
+        what = "closed a WebSocket connection from" if upgraded else "refused a request from"
+        _log.warn(
+            "{listener}: {what} {peer}: {why}{more}",
+            listener=self.listener,
+            transport=self.transport_name,
+            what=what,
+            peer=protocol.peer,
+            why=why,
+            more=f" ({suppressed} more since the last message)" if suppressed else "",
+        )
+
+
+# --- the client ----------------------------------------------------------------------
+
+
+class _Sent:
+    """The messages sent and not yet echoed: their sizes and types, in order."""
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[int, bool]] = deque()
+        self.received = 0
+
+    def sent(self, size: int, text: bool) -> None:
+        self.pending.append((size, text))
+
+    def fragment(self, size: int, text: bool, finished: bool) -> str | None:
+        """Account for an echoed fragment; a problem with the echo, or C{None}."""
+        self.received += size
+        if not self.pending:
+            return "a message came back that was never sent"
+        expected, expected_text = self.pending[0]
+        if text != expected_text:
+            kinds = ("binary", "text")
+            return f"a {kinds[expected_text]} message came back as {kinds[text]}"
+        if self.received > expected or (finished and self.received != expected):
+            return (
+                f"a {expected:,}-byte message came back as a message of "
+                f"{'at least ' if not finished else ''}{self.received:,} bytes"
+            )
+        if finished:
+            self.pending.popleft()
+            self.received = 0
+        return None
+
+
+class WebSocketClientProtocol(Protocol):
+    """
+    Upgrade a stream connection to WebSocket, then carry C{inner} over it as if over a
+    stream (see the module docstring).
+
+    @ivar upgraded: fires with the inner protocol once the server accepted the upgrade,
+        or fails with L{ConnectFailed} (refused) or the connection's failure.
+    @ivar text: send each write as a text message (if it is UTF-8), not a binary one.
+    """
+
+    def __init__(
+        self, factory: IProtocolFactory, clock: IReactorTime, host: str, path: str
+    ) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.host = host
+        self.path = path
+        self.text = False
+        self.inner: IProtocol | None = None
+        self.upgraded: defer.Deferred[IProtocol] = defer.Deferred()
+        self._ws = WSConnection(ConnectionType.CLIENT)
+        self._sent = _Sent()
+        self._problem: Exception | None = None
+        self._close_timer: Any = None
+        self._close_when_echoed = False
+        self.disconnecting = False
+
+    # What the inner protocol sees as its transport.
+
+    def write(self, data: bytes) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            return  # closing: like a stream after loseConnection, further writes are dropped
+        message: Message[Any] = BytesMessage(data=data)
+        if self.text:
+            with contextlib.suppress(UnicodeDecodeError):  # not UTF-8: sent as binary
+                message = TextMessage(data=data.decode())
+        self._sent.sent(len(data), isinstance(message, TextMessage))
+        self.transport.write(self._ws.send(message))  # type: ignore[union-attr]
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseWriteConnection(self) -> None:
+        """
+        Nothing more will be sent: close once every message sent has come back.
+
+        (Not at once: a server may answer a close at once, with echoes still unsent;
+        the websockets library's server does.)
+        """
+        self._close_when_echoed = True
+        if not self._sent.pending:
+            self._send_close(1000)
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        if self._ws.state is ConnectionState.OPEN:
+            self._send_close(1000)
+        elif self._ws.state is not ConnectionState.LOCAL_CLOSING:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def abortConnection(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def getPeer(self) -> IAddress:
+        return self.transport.getPeer()  # type: ignore[union-attr]
+
+    def getHost(self) -> IAddress:
+        return self.transport.getHost()  # type: ignore[union-attr]
+
+    def getHandle(self) -> Any:
+        return self.transport.getHandle()  # type: ignore[union-attr]
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.transport.registerProducer(producer, streaming)  # type: ignore[union-attr]
+
+    def unregisterProducer(self) -> None:
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+    # The connection underneath.
+
+    def connectionMade(self) -> None:
+        send_without_delay(self.transport)
+        self.transport.write(  # type: ignore[union-attr]
+            self._ws.send(Request(host=self.host, target=self.path))
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                if isinstance(event, Message):
+                    self._echoed(event)
+                elif isinstance(event, AcceptConnection):
+                    self._accepted()
+                elif isinstance(event, RejectConnection):
+                    raise ConnectFailed(
+                        f"the server refused the WebSocket upgrade to {self.path} with HTTP "
+                        f"{event.status_code}: is it a WebSocket server, and is the path right?"
+                    )
+                elif isinstance(event, Ping):
+                    self.transport.write(self._ws.send(event.response()))  # type: ignore[union-attr]
+                elif isinstance(event, CloseConnection):
+                    self._closed_by_server(event)
+                    return
+        except (ConnectFailed, EchoMismatch) as e:
+            self._problem = e
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        except ProtocolError as e:
+            self._problem = ConnectFailed(
+                f"the server did not answer as a WebSocket server ({e}): is it one?"
+                if self.inner is None
+                else f"the server broke the WebSocket protocol: {e}"
+            )
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _accepted(self) -> None:
+        self.inner = self.factory.buildProtocol(self.transport.getPeer())  # type: ignore[union-attr]
+        if self.inner is None:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.inner.makeConnection(self)  # type: ignore[arg-type]
+        self.upgraded.callback(self.inner)
+
+    def _echoed(self, message: Message[Any]) -> None:
+        if self.inner is None:
+            return
+        text = isinstance(message, TextMessage)
+        data = message.data.encode() if text else bytes(message.data)
+        problem = self._sent.fragment(len(data), text, message.message_finished)
+        if problem is not None:
+            raise EchoMismatch(f"the WebSocket echo differs: {problem}")
+        self.inner.dataReceived(data)
+        if self._close_when_echoed and not self._sent.pending:
+            self._send_close(1000)
+
+    def _closed_by_server(self, event: CloseConnection) -> None:
+        if self._ws.state is not ConnectionState.CLOSED:
+            self.transport.write(self._ws.send(event.response()))  # type: ignore[union-attr]
+        if event.code not in (1000, 1001, 1005):
+            self._problem = ConnectFailed(
+                f"the server closed the WebSocket with status {event.code}"
+                + (f" ({event.reason})" if event.reason else "")
+            )
+        # The server closes the TCP connection; do it ourselves if it does not soon.
+        self._close_after(CLOSE_TIMEOUT)
+
+    def _send_close(self, code: int) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            self.transport.write(self._ws.send(CloseConnection(code=code)))  # type: ignore[union-attr]
+            self._close_after(CLOSE_TIMEOUT)
+
+    def _close_after(self, seconds: float) -> None:
+        if self._close_timer is None:
+            self._close_timer = self.clock.callLater(seconds, self._close_stalled)
+
+    def _close_stalled(self) -> None:
+        self._close_timer = None
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+        if self._problem is not None:
+            reason = Failure(self._problem)
+        elif self._ws.state is ConnectionState.OPEN and reason.check(error.ConnectionDone):
+            reason = Failure(error.ConnectionLost("the server closed without a WebSocket close"))
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+        elif not self.upgraded.called:
+            self.upgraded.errback(reason)
+
+
+class _UpgradingFactory(Factory):
+    """Builds the one L{WebSocketClientProtocol} of a connect."""
+
+    noisy = False
+
+    def __init__(self, protocol: WebSocketClientProtocol) -> None:
+        self.ws = protocol
+
+    def buildProtocol(self, addr: IAddress | None) -> WebSocketClientProtocol:
+        return self.ws
+
+
+@implementer(IStreamClientEndpoint)
+class WebSocketClientEndpoint:
+    """
+    Connect over C{wrapped} (TCP or TLS), upgrade to WebSocket at C{path}, and fire with
+    the factory's protocol, carried by a L{WebSocketClientProtocol}.
+    """
+
+    def __init__(
+        self,
+        wrapped: IStreamClientEndpoint,
+        clock: IReactorTime,
+        host: str,
+        path: str = "/",
+        text: bool = False,
+    ) -> None:
+        self.wrapped = wrapped
+        self.clock = clock
+        self.host = host
+        self.path = path
+        self.text = text
+
+    async def _connect(self, factory: IProtocolFactory) -> IProtocol:
+        protocol = WebSocketClientProtocol(factory, self.clock, self.host, self.path)
+        protocol.text = self.text
+        await self.wrapped.connect(_UpgradingFactory(protocol))
+        return await protocol.upgraded
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        return defer.ensureDeferred(self._connect(protocolFactory))
+
+
+def host_header(host: str, port: int, tls: bool) -> str:
+    """
+    The C{Host} header for C{host} and C{port}.
+
+        >>> host_header("::1", 8080, False), host_header("example.com", 443, True)
+        ('[::1]:8080', 'example.com')
+    """
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == (443 if tls else 80) else f"{shown}:{port}"

@@ -1,0 +1,503 @@
+"""
+WebSocket (ws, wss): the sans-IO echo core, echokit's server and client over real sockets,
+and interop with clients and servers echokit did not write (the websockets library).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SkipTest, TestCase
+from websockets.exceptions import ConnectionClosedError
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+
+from echokit.errors import EndpointError
+from echokit.runtime.policy import ServerPolicy
+from echokit.transports.grammar import parse_client, parse_server
+from echokit.transports.ws import (
+    MAX_MESSAGE_SIZE,
+    WebSocketEcho,
+    WebSocketEchoFactory,
+    _Sent,
+)
+from tests.realnet import EchoSession, deferred_test, random_bytes
+from tests.support import echokit_server, run_echokit
+from tests.test_transports import NO_IPV6, _StreamEchoMixin
+
+# --- the sans-IO core ------------------------------------------------------------------
+
+
+def _client_and_server(path: str = "/") -> tuple[WSConnection, WebSocketEcho]:
+    """A wsproto client and a L{WebSocketEcho}, upgraded."""
+    client, server = WSConnection(ConnectionType.CLIENT), WebSocketEcho(path=path)
+    outcome = server.receive(client.send(Request(host="localhost", target=path)))
+    assert outcome.upgraded == path and outcome.refused is None
+    client.receive_data(outcome.send)
+    assert [type(e) for e in client.events()] == [AcceptConnection]
+    return client, server
+
+
+def _events(client: WSConnection, data: bytes) -> list[object]:
+    client.receive_data(data)
+    return list(client.events())
+
+
+class WebSocketEchoTests(TestCase):
+    """The sans-IO echo: bytes in, bytes out, no sockets."""
+
+    def test_binary_and_text_come_back_as_sent(self) -> None:
+        """A binary message comes back binary, a text message text, with the same payload."""
+        client, server = _client_and_server()
+        outcome = server.receive(
+            client.send(BytesMessage(data=b"\x00\xffbin")) + client.send(TextMessage(data="héllo"))
+        )
+        events = _events(client, outcome.send)
+        assert [(type(e), e.data) for e in events] == [  # type: ignore[attr-defined]
+            (BytesMessage, b"\x00\xffbin"),
+            (TextMessage, "héllo"),
+        ]
+        assert outcome.echoed == 5 + len("héllo".encode())
+
+    def test_fragmented_message_is_one_message(self) -> None:
+        """A message sent in three fragments comes back as one message, whole."""
+        client, server = _client_and_server()
+        data = client.send(BytesMessage(data=b"ab", message_finished=False))
+        data += client.send(BytesMessage(data=b"cd", message_finished=False))
+        data += client.send(BytesMessage(data=b"ef", message_finished=True))
+        events = _events(client, server.receive(data).send)
+        payload = b"".join(e.data for e in events)  # type: ignore[attr-defined]
+        assert payload == b"abcdef"
+        assert [e.message_finished for e in events] == [False, False, True]  # type: ignore[attr-defined]
+
+    def test_ping_is_answered_with_pong(self) -> None:
+        """A ping gets a pong with the same payload (RFC 6455 5.5.3)."""
+        client, server = _client_and_server()
+        events = _events(client, server.receive(client.send(Ping(payload=b"p1"))).send)
+        assert [(type(e), e.payload) for e in events] == [(Pong, b"p1")]  # type: ignore[attr-defined]
+
+    def test_close_is_answered_and_ends(self) -> None:
+        """A close gets a close with the same code, and the connection is to be closed."""
+        client, server = _client_and_server()
+        outcome = server.receive(client.send(CloseConnection(code=1000)))
+        assert outcome.close and outcome.refused is None
+        [event] = _events(client, outcome.send)
+        assert isinstance(event, CloseConnection) and event.code == 1000
+
+    def test_message_over_the_limit_closes_1009(self) -> None:
+        """A message longer than the limit is refused with status 1009 (message too big)."""
+        client = WSConnection(ConnectionType.CLIENT)
+        server = WebSocketEcho(path="/", max_message=1000)
+        client.receive_data(server.receive(client.send(Request(host="h", target="/"))).send)
+        list(client.events())
+        outcome = server.receive(client.send(BytesMessage(data=b"x" * 1001)))
+        assert outcome.close and outcome.refused is not None
+        [event] = _events(client, outcome.send)
+        assert isinstance(event, CloseConnection) and event.code == 1009
+        assert MAX_MESSAGE_SIZE >= 16 * 1024 * 1024
+
+    def test_plain_http_request_gets_426(self) -> None:
+        """A plain HTTP GET is answered 426 Upgrade Required, and the connection closes."""
+        outcome = WebSocketEcho().receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert outcome.send.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+        assert b"Sec-WebSocket-Version: 13" in outcome.send
+        assert outcome.close and outcome.refused
+
+    def test_garbage_gets_400(self) -> None:
+        """Bytes that are not HTTP are answered 400 Bad Request."""
+        outcome = WebSocketEcho().receive(b"\x16\x03\x01\x00\x05hello\r\n\r\n")
+        assert outcome.send.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert outcome.close
+
+    def test_wrong_path_gets_404(self) -> None:
+        """An upgrade to another path than the one served is refused with 404."""
+        client = WSConnection(ConnectionType.CLIENT)
+        outcome = WebSocketEcho(path="/echo").receive(
+            client.send(Request(host="h", target="/other"))
+        )
+        assert outcome.send.startswith(b"HTTP/1.1 404 ")
+        assert outcome.close and "/other" in str(outcome.refused)
+
+    def test_invalid_utf8_text_closes_1007(self) -> None:
+        """A text frame that is not UTF-8 closes with 1007, as RFC 6455 8.1 says."""
+        client, server = _client_and_server()
+        frame = bytearray(client.send(TextMessage(data="ab")))
+        # Unmask, replace the payload with an invalid byte pair, and mask it again.
+        key = frame[2:6]
+        frame[6:8] = bytes(b ^ key[i] for i, b in enumerate(b"\xc3\x28"))
+        outcome = server.receive(bytes(frame))
+        assert outcome.close
+        [event] = _events(client, outcome.send)
+        assert isinstance(event, CloseConnection) and event.code == 1007
+
+
+class SentLedgerTests(TestCase):
+    """The client's check that every message comes back whole, in order, of its type."""
+
+    def test_whole_messages_pass(self) -> None:
+        """Fragments adding up to each message sent, in order, pass."""
+        sent = _Sent()
+        sent.sent(4, False)
+        sent.sent(2, True)
+        assert sent.fragment(3, False, False) is None
+        assert sent.fragment(1, False, True) is None
+        assert sent.fragment(2, True, True) is None
+
+    def test_merged_messages_fail(self) -> None:
+        """Two messages echoed as one is a difference, though the bytes are the same."""
+        sent = _Sent()
+        sent.sent(2, False)
+        sent.sent(2, False)
+        assert "came back as a message of" in str(sent.fragment(4, False, True))
+
+    def test_type_change_fails(self) -> None:
+        """A binary message echoed as text is a difference."""
+        sent = _Sent()
+        sent.sent(2, False)
+        assert "binary message came back as text" in str(sent.fragment(2, True, True))
+
+
+class WebSocketTimeoutTests(TestCase):
+    """The upgrade must complete within the handshake timeout (a task.Clock, no real time)."""
+
+    def _connect(self, policy: ServerPolicy) -> tuple[Clock, StringTransport, WebSocketEchoFactory]:
+        clock = Clock()
+        factory = WebSocketEchoFactory("ws:0", "ws", clock, policy, path="/")
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return clock, transport, factory
+
+    def test_no_upgrade_in_time_aborts(self) -> None:
+        """A connection that sends nothing is aborted when the handshake timeout passes."""
+        clock, transport, factory = self._connect(ServerPolicy(handshake_timeout=10))
+        clock.advance(9.9)
+        assert not transport.disconnecting
+        clock.advance(0.2)
+        assert transport.disconnecting
+        assert factory.stats.timeouts == 1
+
+    def test_upgrade_in_time_stays_open(self) -> None:
+        """A connection upgraded in time outlives the handshake timeout."""
+        clock, transport, factory = self._connect(ServerPolicy(handshake_timeout=10))
+        protocol = factory.open_protocols.copy().pop()
+        client = WSConnection(ConnectionType.CLIENT)
+        protocol.dataReceived(client.send(Request(host="h", target="/")))
+        assert transport.value().startswith(b"HTTP/1.1 101 ")
+        clock.advance(60)
+        assert not transport.disconnecting
+
+
+# --- echokit's server and client over real sockets --------------------------------------
+
+
+class WSEchoTests(_StreamEchoMixin, TestCase):
+    """ws:PORT: WebSocket over TCP; each write one binary message (up to 20 MiB)."""
+
+    description = "ws:0:interface=127.0.0.1"
+
+
+class WSGeneralFormTests(TestCase):
+    """The general form wraps a stream string: ws:tcp6:, ws:unix:, ws:ssl: (announced wss:)."""
+
+    async def _echo_through(self, description: str, announced: str) -> None:
+        session = EchoSession(self)
+        [listener] = await session.serve(description)
+        self.assertTrue(listener.connect_string.startswith(announced), listener.connect_string)
+        echoed: list[bytes] = []
+        connection = await session.stream(listener, echoed.append)
+        payload = random_bytes(3 << 20)
+        for start in range(0, len(payload), 1 << 16):
+            connection.protocol.send(payload[start : start + (1 << 16)])
+        connection.protocol.finish()
+        await connection.protocol.done
+        self.assertEqual(b"".join(echoed), payload)
+
+    @deferred_test
+    async def test_tcp6(self) -> None:
+        """ws:tcp6:...:path=/echo listens on ::1 and is reached at that path."""
+        if NO_IPV6:
+            raise SkipTest(NO_IPV6)
+        await self._echo_through("ws:tcp6:0:interface=\\:\\:1:path=/echo", "ws:host=\\:\\:1:port=")
+
+    @deferred_test
+    async def test_unix(self) -> None:
+        """ws:unix:PATH is reached by the announced ws:unix:PATH."""
+        await self._echo_through(f"ws:unix:{self.mktemp()}.sock", "ws:unix:")
+
+    @deferred_test
+    async def test_ssl(self) -> None:
+        """ws:ssl:PORT is WebSocket over TLS, announced (and verified) as wss:."""
+        await self._echo_through("ws:ssl:0:interface=127.0.0.1", "wss:host=localhost:port=")
+
+
+class WSSEchoTests(_StreamEchoMixin, TestCase):
+    """wss:PORT: WebSocket over TLS, the client verifying echokit's CA."""
+
+    description = "wss:0:interface=127.0.0.1"
+
+    @deferred_test
+    async def test_verified_tls_under_the_websocket(self) -> None:
+        """The wss connection is TLS 1.2 or newer, and the announced string says wss."""
+        session = EchoSession(self)
+        [listener] = await session.serve(self.description)
+        self.assertTrue(listener.connect_string.startswith("wss:host=localhost:port="))
+        connection = await session.stream(listener)
+        handle = connection.protocol.transport.getHandle()  # type: ignore[attr-defined]
+        self.assertIn(handle.get_protocol_version_name(), ("TLSv1.2", "TLSv1.3"))
+        connection.protocol.finish()
+        await connection.protocol.done
+
+
+# --- grammar and bad input ----------------------------------------------------------------
+
+
+class WebSocketGrammarTests(TestCase):
+    """The ws/wss endpoint strings, and the errors for bad ones."""
+
+    def test_forms(self) -> None:
+        """Short forms, general forms and pasted URLs parse to what they say."""
+        assert parse_server("ws:16080:path=/e").values == {"port": 16080, "path": "/e"}
+        inner = parse_server("ws:unix:/tmp/ws.sock").values["inner"]
+        assert (inner.kind, inner.values) == ("unix", {"address": "/tmp/ws.sock"})  # type: ignore[attr-defined]
+        url = parse_client("wss://localhost:8443/echo?x=1")
+        assert (url.kind, url.values) == (
+            "wss",
+            {"host": "localhost", "port": 8443, "path": "/echo?x=1"},
+        )
+        assert parse_client("ws://127.0.0.1").values["port"] == 80
+
+    def test_bad_strings(self) -> None:
+        """Unknown keywords, a path without '/', datagram inner strings: one-line errors."""
+        cases = [
+            (parse_server, "ws:16080:color=red", "unknown keyword 'color'"),
+            (parse_server, "ws:16080:path=echo", "does not start with '/'"),
+            (parse_client, "ws:host=a:port=1:path=echo", "does not start with '/'"),
+            (parse_server, "ws:udp:16000", "not over udp"),
+            (parse_server, "wss:tcp6:16000", "write ws:ssl:PORT"),
+            (parse_client, "ws://:80/", "names no host"),
+            (parse_client, "ws:unix:path=/tmp/x", "socket's path bare"),
+        ]
+        for parse, text, expected in cases:
+            with pytest.raises(EndpointError, match=expected.replace("(", r"\(")):
+                parse(text)
+
+
+# --- echokit serve and connect, as processes, with the websockets library ------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Path]]:
+    """One C{echokit serve ws:... wss:...}; its log must end with no traceback."""
+    cert_dir = tmp_path_factory.mktemp("ws-certs")
+    with echokit_server(
+        ["ws:0:interface=127.0.0.1", "wss:0:interface=127.0.0.1:path=/echo"], cert_dir
+    ) as server:
+        yield dict(zip(["ws", "wss"], server.connect_strings, strict=True)), cert_dir
+        log = server.stop()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+def _url(connect_string: str) -> str:
+    spec = parse_client(connect_string)
+    path = spec.values.get("path", "/")
+    return f"{spec.kind}://{spec.values['host']}:{spec.values['port']}{path}"
+
+
+def _as_bytes(message: bytes | str) -> bytes:
+    return message.encode() if isinstance(message, str) else message
+
+
+async def _exchange(
+    url: str, context: ssl.SSLContext | None, payloads: list[bytes | str]
+) -> tuple[list[bytes | str], int | None]:
+    """
+    The websockets library's asyncio client: send each message while reading its echo (an
+    echo server stops reading from a client that does not read), then a ping, then close.
+    """
+    from websockets.asyncio.client import connect
+
+    echoes: list[bytes | str] = []
+    async with connect(url, ssl=context, max_size=None, max_queue=None, compression=None) as client:
+        for payload in payloads:
+            sending = asyncio.ensure_future(client.send(payload))
+            echoes.append(await asyncio.wait_for(client.recv(), 60))
+            await sending
+        pong = await client.ping(b"are you there")
+        await asyncio.wait_for(pong, 10)
+    return echoes, client.close_code
+
+
+class WebsocketsClientTests:
+    """The websockets library's client against C{echokit serve}."""
+
+    @pytest.mark.parametrize("kind", ["ws", "wss"])
+    def test_messages_echo_with_their_type(
+        self, served: tuple[dict[str, str], Path], kind: str
+    ) -> None:
+        """Binary and text messages of 0 B to 16 MiB come back whole and of the same type."""
+        strings, cert_dir = served
+        context = None
+        if kind == "wss":
+            context = ssl.create_default_context(cafile=str(cert_dir / "ca.pem"))
+        sizes = [0, 1, 125, 126, 65_535, 65_536, 1 << 20, 16 << 20]
+        payloads: list[bytes | str] = [random_bytes(size) for size in sizes]
+        payloads.append("héllo wörld")
+        echoes, close_code = asyncio.run(_exchange(_url(strings[kind]), context, payloads))
+        assert close_code == 1000
+        for payload, echo in zip(payloads, echoes, strict=True):
+            assert type(echo) is type(payload)
+            assert (
+                hashlib.sha256(_as_bytes(echo)).digest()
+                == hashlib.sha256(_as_bytes(payload)).digest()
+            ), len(payload)
+
+    def test_oversized_message_closes_1009(self, served: tuple[dict[str, str], Path]) -> None:
+        """A message over the limit closes the connection with 1009; the server serves on."""
+        strings, _ = served
+        with pytest.raises(ConnectionClosedError) as closed:
+            asyncio.run(_exchange(_url(strings["ws"]), None, [b"x" * (MAX_MESSAGE_SIZE + 1)]))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        echoes, _ = asyncio.run(_exchange(_url(strings["ws"]), None, [b"still here"]))
+        assert echoes == [b"still here"]
+
+    def test_plain_http_gets_426_and_one_log_line(self, tmp_path: Path) -> None:
+        """Plain HTTP requests to a ws port are answered 426, logged once per 10 s."""
+        with echokit_server(["ws:0:interface=127.0.0.1"], tmp_path) as server:
+            port = int(server.connect_strings[0].rsplit("port=", 1)[1])
+            answers = []
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    answer = b""
+                    while chunk := sock.recv(4096):
+                        answer += chunk
+                    answers.append(answer)
+            log = server.stop()
+        assert all(a.startswith(b"HTTP/1.1 426 Upgrade Required\r\n") for a in answers), answers
+        assert log.count("refused a request from") == 1, log
+        assert "Traceback" not in log
+
+
+def _websockets_echo_server(ready: threading.Event, port: list[int], stop: asyncio.Event) -> None:
+    """A websockets echo server (not echokit's), in its own thread and event loop."""
+    from websockets.asyncio.server import serve
+
+    async def echo(connection: object) -> None:
+        async for message in connection:  # type: ignore[attr-defined]
+            await connection.send(message)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0, max_size=None, compression=None) as server:
+            port.append(next(iter(server.sockets)).getsockname()[1])
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+class ConnectToForeignServerTests:
+    """C{echokit connect} against the websockets library's echo server."""
+
+    def test_pipe_and_url(self) -> None:
+        """Piped stdin goes as binary messages and is checked byte for byte; a URL works."""
+        ready, stop = threading.Event(), asyncio.Event()
+        port: list[int] = []
+        thread = threading.Thread(target=_websockets_echo_server, args=(ready, port, stop))
+        thread.start()
+        try:
+            assert ready.wait(10)
+            payload = os.urandom(3 << 20)
+            result = run_echokit(["connect", f"ws://127.0.0.1:{port[0]}/"], stdin=payload)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == payload
+            message = run_echokit(
+                ["connect", f"ws:host=127.0.0.1:port={port[0]}", "--message", "hi"]
+            )
+            assert message.returncode == 0 and message.stdout.startswith(b"hi  ("), message
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+class ConnectCommandTests:
+    """C{echokit connect} over ws and wss, and its errors."""
+
+    @pytest.mark.parametrize("kind", ["ws", "wss"])
+    def test_pipe_mode(self, served: tuple[dict[str, str], Path], kind: str) -> None:
+        """Piped stdin over the announced string comes back byte for byte, exit 0."""
+        strings, cert_dir = served
+        payload = os.urandom(2 << 20)
+        result = run_echokit(["connect", strings[kind]], cert_dir=cert_dir, stdin=payload)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == payload
+
+    def test_wss_verifies_the_certificate(
+        self, served: tuple[dict[str, str], Path], tmp_path: Path
+    ) -> None:
+        """wss against a CA the client does not trust fails with a one-line TLS error."""
+        strings, _ = served
+        other = tmp_path / "other"
+        assert run_echokit(["certs", "--dir", str(other)], cert_dir=other).returncode == 0
+        result = run_echokit(["connect", strings["wss"], "--message", "x"], cert_dir=other)
+        assert result.returncode == 1
+        err = result.stderr.decode()
+        assert "not trusted" in err and "Traceback" not in err, err
+        insecure = run_echokit(
+            ["connect", strings["wss"], "--message", "x", "--insecure"], cert_dir=other
+        )
+        assert insecure.returncode == 0, insecure.stderr
+
+    def test_wrong_path_is_one_line(self, served: tuple[dict[str, str], Path]) -> None:
+        """Connecting to a path the server does not serve says so, exit 1."""
+        strings, cert_dir = served
+        result = run_echokit(
+            ["connect", strings["ws"] + ":path=/nope", "--message", "x"], cert_dir=cert_dir
+        )
+        assert result.returncode == 1
+        assert "refused the WebSocket upgrade to /nope with HTTP 404" in result.stderr.decode()
+
+    def test_ws_client_on_a_tcp_echo_port(self, tmp_path: Path) -> None:
+        """A ws client on a plain echo port gets a clear error, not a hang."""
+        with echokit_server(["tcp:0:interface=127.0.0.1"], tmp_path) as server:
+            port = server.connect_strings[0].rsplit("port=", 1)[1]
+            result = run_echokit(
+                ["connect", f"ws:host=127.0.0.1:port={port}", "--message", "x"], timeout=30
+            )
+        assert result.returncode == 1
+        assert "did not answer as a WebSocket server" in result.stderr.decode(), result.stderr
+
+    def test_missing_extra_is_a_hint(self) -> None:
+        """Without wsproto, a ws: string fails with the pip command that installs it."""
+        code = (
+            "import sys; sys.modules['wsproto'] = None; "
+            "from echokit.cli import entry; sys.argv = ['echokit', 'serve', 'ws:0']; entry()"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, timeout=60, check=False
+        )
+        assert result.returncode == 2, result.stderr
+        err = result.stderr.decode()
+        assert "pip install 'echokit[ws]'" in err and "Traceback" not in err, err

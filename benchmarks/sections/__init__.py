@@ -32,6 +32,7 @@ SECTIONS = (
     "reactors",
     "extras",
     "quic",
+    "websocket",
     "processes",
     "reliability",
     "openloop",

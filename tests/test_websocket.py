@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -401,11 +402,16 @@ class WebsocketsClientTests:
 
 
 def _websockets_echo_server(ready: threading.Event, port: list[int], stop: asyncio.Event) -> None:
-    """A websockets echo server (not echokit's), in its own thread and event loop."""
+    """
+    A websockets echo server (not echokit's), in its own thread and event loop, that
+    echoes each message 20 ms late: a client that sent its close with the last message
+    would lose that message's echo (this server answers a close at once).
+    """
     from websockets.asyncio.server import serve
 
     async def echo(connection: object) -> None:
         async for message in connection:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.02)
             await connection.send(message)  # type: ignore[attr-defined]
 
     async def main() -> None:
@@ -429,7 +435,7 @@ class ConnectToForeignServerTests:
         thread.start()
         try:
             assert ready.wait(10)
-            payload = os.urandom(3 << 20)
+            payload = os.urandom(1 << 20)
             result = run_echokit(["connect", f"ws://127.0.0.1:{port[0]}/"], stdin=payload)
             assert result.returncode == 0, result.stderr
             assert result.stdout == payload
@@ -501,3 +507,50 @@ class ConnectCommandTests:
         assert result.returncode == 2, result.stderr
         err = result.stderr.decode()
         assert "pip install 'echokit[ws]'" in err and "Traceback" not in err, err
+
+
+class TwistdWebSocketTests:
+    """C{twistd -n echokit --listen ws:... --listen wss:...}: the plugin serves WebSocket too."""
+
+    def test_twistd_serves_ws_and_wss(self, tmp_path: Path) -> None:
+        """Both listeners are announced, echo for the websockets library's client, and stop."""
+        from tests.test_deploy import child_env, running, twistd
+
+        env = child_env(tmp_path / "certs", checkout=True)
+        argv = twistd(
+            "echokit",
+            "--listen",
+            "ws:0:interface=127.0.0.1",
+            "--listen",
+            "wss:0:interface=127.0.0.1",
+        )
+        with running(argv, tmp_path, env) as child:
+            ws, wss = child.wait_announced(2)
+            assert ws.startswith("ws:host=127.0.0.1:port="), child.text()
+            assert wss.startswith("wss:host=localhost:port="), child.text()
+            context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.pem"))
+            for string, tls in ((ws, None), (wss, context)):
+                echoes, code = asyncio.run(_exchange(_url(string), tls, [b"\x00twistd", "text"]))
+                assert echoes == [b"\x00twistd", "text"] and code == 1000
+            child.stop(signal.SIGTERM)
+        assert "Traceback" not in child.text(), child.text()
+
+
+def test_ws_behind_a_proxy_header(tmp_path: Path) -> None:
+    """ws:haproxy:tcp:...: the PROXY header first, then the upgrade; the log names the client."""
+    with echokit_server(["ws:haproxy:tcp:0:interface=127.0.0.1"], tmp_path) as server:
+        port = int(server.connect_strings[0].rsplit("port=", 1)[1])
+        client = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            header = b"PROXY TCP4 192.0.2.10 127.0.0.1 5555 80\r\n"
+            sock.sendall(header + client.send(Request(host="x", target="/")))
+            client.receive_data(sock.recv(4096))
+            assert [type(e) for e in client.events()] == [AcceptConnection]
+            sock.sendall(client.send(BytesMessage(data=b"proxied")))
+            events: list[object] = []
+            while not events:
+                client.receive_data(sock.recv(4096))
+                events = list(client.events())
+            assert [(type(e), e.data) for e in events] == [(BytesMessage, b"proxied")]  # type: ignore[attr-defined]
+        log = server.stop()
+    assert "ws connection from 192.0.2.10:5555 opened" in log, log

@@ -279,3 +279,60 @@ class LeanReactorErrorTests(TestCase):
         lean.doPoll(0)
         self.assertEqual(calls, ["boom", "lost", "fine"])
         self.flushLoggedErrors(RuntimeError)
+
+    def test_read_events_end_connections_as_twisted_does(self) -> None:
+        """
+        On the lean reactor's read-only path, a doRead returning a reason (the peer's
+        FIN) and a selectable whose descriptor is gone (fileno() -1) end those
+        connections with Twisted's reasons; a readable-and-hung-up event goes through
+        Twisted's own dispatch and ends its connection too.
+        """
+        from twisted.internet import error
+        from twisted.internet.main import CONNECTION_DONE
+
+        from echokit.runtime.leanreactor import LeanEPollReactor
+
+        lean = LeanEPollReactor()
+        lost: dict[int, Any] = {}
+
+        class Selectable:
+            def __init__(self, fd: int, read: Any) -> None:
+                self.fd, self.read = fd, read
+
+            def fileno(self) -> int:
+                return -1 if self.fd == 1002 else self.fd
+
+            def doRead(self) -> Any:
+                return self.read
+
+            def connectionLost(self, reason: Any) -> None:
+                lost[self.fd] = reason
+
+            def logPrefix(self) -> str:
+                return "selectable"
+
+        class Poller:
+            def poll(self, timeout: float, n: int) -> list[tuple[int, int]]:
+                return [(1001, 1), (1002, 1), (1003, 1 | 16)]  # EPOLLIN; EPOLLIN | EPOLLHUP
+
+            def close(self) -> None:
+                pass
+
+            def unregister(self, fd: int) -> None:
+                pass
+
+            def modify(self, fd: int, events: int) -> None:
+                pass
+
+        lean._poller = Poller()
+        lean._selectables = {
+            1001: Selectable(1001, CONNECTION_DONE),
+            1002: Selectable(1002, None),
+            1003: Selectable(1003, CONNECTION_DONE),
+        }
+        lean._reads = {1001, 1002, 1003}
+        lean.doPoll(0)
+        self.assertEqual(sorted(lost), [1001, 1002, 1003])
+        lost[1001].trap(error.ConnectionDone)
+        lost[1002].trap(error.ConnectionFdescWentAway)
+        lost[1003].trap(error.ConnectionDone)

@@ -390,7 +390,7 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
 
     say(
         "\nSummary: echokit serve msg/s as a multiple of asyncio's (>= 1.00x: at least as "
-        "fast), from the medians above,\nand round by round (each round measures every "
+        "fast), from the medians above (and of asyncio+uvloop's and the native server's),\nand round by round (each round measures every "
         "server once, so a slow drift of the machine mostly cancels out)"
     )
     reference = {
@@ -398,6 +398,17 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         for e in stream_summary + udp_summary + tls_summary
         if e["server"] == "asyncio"
     }
+    rates = {
+        (e["server"], e["transport"], e["size"]): e["messages_per_s"]
+        for e in stream_summary + udp_summary + tls_summary
+    }
+
+    def versus(entry: dict[str, Any], other: str) -> str:
+        """echokit's median msg/s over C{other}'s on the same row ("-": not measured)."""
+        theirs = rates.get((other, entry["transport"], entry["size"]))
+        ours = entry["messages_per_s"]
+        return f"{ours / theirs:.2f}x" if ours and theirs else "-"
+
     verdicts = []
     for entry in stream_summary + udp_summary + tls_summary:
         if entry["server"] != "echokit serve":
@@ -430,14 +441,28 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
                 "-" if value is None else f"{value:.2f}x",
                 verdict,
                 rounds,
+                versus(entry, "asyncio+uvloop"),
+                versus(entry, "native echo_server"),
             ]
         )
     say(
         render(
-            ["transport", "size", "echokit / asyncio", "as fast?", "per round: median [min-max]"],
+            [
+                "transport",
+                "size",
+                "echokit / asyncio",
+                "as fast?",
+                "per round: median [min-max]",
+                "echokit / uvloop",
+                "echokit / native",
+            ],
             verdicts,
             left=2,
         )
+    )
+    say(
+        "(echokit / native: '-' over TLS, which the native server does not speak; "
+        "echokit / uvloop: '-' without uvloop)"
     )
     report.sections["servers"] = {
         "servers": {s.name: command_text(s.argv) for s in servers},

@@ -3,19 +3,21 @@ Per-message cost in counts, not seconds: server instructions (callgrind) and sys
 
 Wall-clock throughput depends on what else the machine runs; the work a server does
 per message does not. For echokit serve, asyncio+uvloop and asyncio, at 1 KiB over
-unix, tcp, udp and TLS (the native loadgen, 10 connections, as in section servers):
+unix, tcp, udp and TLS (the native loadgen, one connection, one message in flight):
 
   - instructions per message: the server runs under C{valgrind --tool=callgrind} with
     counting off (C{--instr-atstart=no}); C{callgrind_control -i on} just before the
     load, C{-i off} after it, C{-d} dumps the count. Everything the server's process
     executes while the load runs (Python, the C libraries, not the kernel); a 1 s and
     a 4 s load, and the difference in instructions over the difference in messages,
-    so that connecting (and the 10 TLS handshakes) cancels out.
+    so that connecting (and the TLS handshake) cancels out.
   - system calls per message: C{strace -c -f -p PID} attached for the load alone.
 
-Both tools slow the server down (callgrind about 50x), so it is always saturated:
-several connections are ready at each wake-up, as in a loaded server. Counts for the
-same code repeat within a few percent; their ratios hold on a busy machine.
+One connection, so that every message costs one wake-up, one read and one write
+whatever else the machine runs: with 10 connections the messages handled per wake-up
+depend on how fast the client runs beside the server (under load, unix 1 KiB varied
+from 15k to 20k instructions per message), with one they do not. Both tools slow the
+server down (callgrind about 50x), which no longer changes the counts.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def servers(workdir: Path, certs: Path, wrapper: list[str]) -> list[Server]:
 def load(server: Server, transport: str, certs: Path, seconds: float) -> int:
     """Run the loadgen for C{seconds}, no warm-up; return the messages echoed."""
     argv = loadgen_argv(
-        transport, server.addresses[transport], 1 * KIB, 10, seconds, 0, certs / "ca.pem"
+        transport, server.addresses[transport], 1 * KIB, 1, seconds, 0, certs / "ca.pem"
     )
     if transport == "udp":
         argv += ["--timeout", "2000"]
@@ -123,10 +125,37 @@ def control(*args: str) -> None:
         raise BenchError(f"callgrind_control {' '.join(args)}: {done.stderr.strip()}")
 
 
+#: The functions whose calls section costs counts per message: Python frames (every
+#: Python function call ends in _PyFrame_Clear in CPython 3.11), allocations through
+#: Python's allocator, and through the C library's (which OpenSSL and large buffers use).
+COUNTED_CALLS = {"_PyFrame_Clear": "frames", "PyObject_Malloc": "pymalloc", "malloc": "malloc"}
+COUNTED_NAMES = tuple(COUNTED_CALLS.values())
+
+
+def calls_in(dump: str) -> dict[str, int]:
+    """Calls to each of L{COUNTED_CALLS} recorded in a callgrind dump (its cfn=/calls= lines)."""
+    names: dict[str, str] = {}
+    found = dict.fromkeys(COUNTED_CALLS.values(), 0)
+    callee = None
+    for line in dump.splitlines():
+        if line.startswith(("fn=", "cfn=")):
+            match = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
+            if match:
+                if match.group(2):
+                    names[match.group(1)] = match.group(2)
+                if line.startswith("cfn="):
+                    name = names.get(match.group(1), "").split("'")[0].split("@")[0]
+                    callee = COUNTED_CALLS.get(name)
+        elif line.startswith("calls=") and callee is not None:
+            found[callee] += int(line[6:].split()[0])
+            callee = None
+    return found
+
+
 def counted_run(
     server: Server, transport: str, certs: Path, out: Path, seconds: float
-) -> tuple[int, int]:
-    """(messages echoed, instructions executed) over one load of C{seconds}."""
+) -> tuple[int, int, dict[str, int]]:
+    """(messages echoed, instructions executed, L{COUNTED_CALLS}) over one load."""
     before = set(out.parent.glob(out.name + "*"))
     control("-i", "on", str(server.pid))
     try:
@@ -135,25 +164,36 @@ def counted_run(
         control("-i", "off", str(server.pid))
     control("-d", str(server.pid))
     total = 0
-    for dump in set(out.parent.glob(out.name + "*")) - before:
-        found = re.search(r"^totals: (\d+)", dump.read_text(), re.MULTILINE)
+    calls = dict.fromkeys(COUNTED_CALLS.values(), 0)
+    for path in set(out.parent.glob(out.name + "*")) - before:
+        dump = path.read_text()
+        found = re.search(r"^totals: (\d+)", dump, re.MULTILINE)
         total += int(found.group(1)) if found else 0
-    return messages, total
+        for name, count in calls_in(dump).items():
+            calls[name] += count
+    return messages, total, calls
 
 
 def instructions(server: Server, transport: str, certs: Path, out: Path) -> dict[str, Any]:
     """
-    Instructions the server executes per echoed message (callgrind): the difference
-    between a long and a short load, over the difference in messages, so that what
-    each load costs once (10 connections, 10 TLS handshakes) cancels out.
+    Instructions the server executes per echoed message (callgrind), and its calls to
+    L{COUNTED_CALLS}: the difference between a long and a short load, over the
+    difference in messages, so that what each load costs once (connecting, the TLS
+    handshake) cancels out.
     """
     load(server, transport, certs, 0.5)  # warm-up, not counted (first buffers, code paths)
     short = counted_run(server, transport, certs, out, SHORT)
     long = counted_run(server, transport, certs, out, LONG)
     messages, total = long[0] - short[0], long[1] - short[1]
     if messages <= 0 or total <= 0:
-        raise BenchError(f"{server.name} {transport}: no messages or no count ({short}, {long})")
-    return {"short": short, "long": long, "per_message": total / messages}
+        raise BenchError(f"{server.name} {transport}: no messages or no count")
+    per_call = {name: (long[2][name] - short[2][name]) / messages for name in long[2]}
+    return {
+        "short": short[:2],
+        "long": long[:2],
+        "per_message": total / messages,
+        "calls_per_message": per_call,
+    }
 
 
 def syscalls(server: Server, transport: str, certs: Path, workdir: Path) -> dict[str, Any]:
@@ -232,12 +272,14 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         finally:
             traced.stop()
     say(f"  ({time.monotonic() - started:.0f} s)")
-    example = command_text(loadgen_argv("unix", "PATH", 1 * KIB, 10, LONG, 0))
+    example = command_text(loadgen_argv("unix", "PATH", 1 * KIB, 1, LONG, 0))
     say(
-        f"\nPer message at 1 KiB, 10 connections (client: {example}; --tls with --ca).\n"
+        f"\nPer message at 1 KiB, one connection (client: {example}; --tls with --ca).\n"
         "instr: server instructions per message under callgrind (user space: Python, libc, "
-        f"OpenSSL; {LONG:g} s load minus {SHORT:g} s load);\nsyscalls: per message under strace -c, the commonest three named. "
-        "vs uvloop: instructions as a multiple of asyncio+uvloop's (lower is cheaper).\n"
+        f"OpenSSL; {LONG:g} s load minus {SHORT:g} s load); vs uvloop: as a multiple of "
+        "asyncio+uvloop's (lower is cheaper);\nframes: Python function calls; pymalloc, "
+        "malloc: allocations by Python's allocator and by the C library's;\n"
+        "syscalls: per message under strace -c, the commonest three named.\n"
     )
     rows = []
     for transport in TRANSPORTS:
@@ -249,20 +291,30 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
             instr = cell.get("instructions", {}).get("per_message")
             calls = cell.get("syscalls", {})
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(calls.get("by_call", {}).items())[:3])
+            per_call = cell.get("instructions", {}).get("calls_per_message", {})
             rows.append(
                 [
                     transport,
                     name,
                     "-" if instr is None else f"{instr:,.0f}",
                     "-" if instr is None or not reference else f"{instr / reference:.2f}x",
+                    *(f"{per_call[k]:.1f}" if k in per_call else "-" for k in COUNTED_NAMES),
                     "-" if not calls else f"{calls['per_message']:.2f}",
                     top or "-",
                 ]
             )
-        rows.append([""] * 6)
+        rows.append([""] * 9)
     say(
         render(
-            ["transport", "server", "instr/msg", "vs uvloop", "syscalls/msg", "commonest"],
+            [
+                "transport",
+                "server",
+                "instr/msg",
+                "vs uvloop",
+                *COUNTED_NAMES,
+                "syscalls/msg",
+                "commonest",
+            ],
             rows[:-1],
             left=2,
         )

@@ -228,6 +228,8 @@ class _Receiver:
 
 @dataclass
 class _Window:
+    """The measured window: messages from number C{first} on, echoes until C{end_ns}."""
+
     schedule: Schedule
     first: int
     end_ns: int

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ECHOKIT, echokit_server, run_echokit
+from tests.support import ECHOKIT, echokit_server, require_ipv6, run_echokit
 
 #: Every subprocess here must finish well within this many seconds.
 TIMEOUT = 40
@@ -438,10 +438,7 @@ class DatagramClientTests:
 
     def test_udp6_client_string(self, tmp_path: Path) -> None:
         """connect accepts udp6:host=...:port=..., as it accepts tcp6:."""
-        from echokit.transports.endpoints import ipv6_unavailable
-
-        if why := ipv6_unavailable():
-            pytest.skip(why)
+        require_ipv6()
         with echokit_server(["udp6:0"], tmp_path) as server:
             port = server.connect_strings[0].rsplit("port=", 1)[1]
             result = run_echokit(

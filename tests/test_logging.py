@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +26,19 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 class LogFormatTests(SynchronousTestCase):
+    def scratch(self) -> Path:
+        """A temporary directory, removed after the test (trial's mktemp would leave its
+        directories in the working directory under pytest)."""
+        path = Path(tempfile.mkdtemp(prefix="echokit-logs-"))
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
     def serve_once(self, *options: str) -> tuple[str, str]:
         """
         Run a tcp server with OPTIONS, make one echo, stop it; return its stdout and
         stderr. A cleanup kills the server if the test fails before it stops.
         """
-        self.tmp_path = Path(self.mktemp())
-        self.tmp_path.mkdir()
+        self.tmp_path = self.scratch()
         env = dict(os.environ, ECHOKIT_CERT_DIR=str(self.tmp_path / "certs"), PYTHONUNBUFFERED="1")
         server = subprocess.Popen(
             [*ECHOKIT, *options, "serve", "tcp:0:interface=127.0.0.1"],
@@ -73,7 +81,7 @@ class LogFormatTests(SynchronousTestCase):
 
     def test_log_file(self) -> None:
         """--log-file appends the log to a file and leaves stderr empty."""
-        log = Path(self.mktemp())
+        log = self.scratch() / "echokit.log"
         _, err = self.serve_once("--log-file", str(log))
         self.assertEqual(err, "")
         self.assertIn("connection from 127.0.0.1:", log.read_text())
@@ -86,7 +94,7 @@ class LogFormatTests(SynchronousTestCase):
     def test_unwritable_log_file_is_a_one_line_error(self) -> None:
         """A log file that cannot be opened: exit 2, one line naming it."""
         result = run_echokit(
-            ["--log-file", "/nonexistent-dir/x.log", "demo"], cert_dir=Path(self.mktemp())
+            ["--log-file", "/nonexistent-dir/x.log", "demo"], cert_dir=self.scratch()
         )
         self.assertEqual(result.returncode, 2)
         self.assertEqual(

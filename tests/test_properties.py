@@ -69,6 +69,12 @@ endpoint_like = st.one_of(
         lambda t: ":".join([t[0], *t[1]])
     ),
     client_like,
+    # WebSocket's general forms (ws:INNER) and pasted URLs (ws://HOST:PORT/PATH).
+    st.tuples(
+        st.sampled_from(["ws:", "wss:", "ws://", "wss://"]),
+        st.sampled_from(["", "tcp6:", "unix:", "ssl:", "udp:", "haproxy:tcp:", "[::1]:"]),
+        st.lists(_field(), max_size=4),
+    ).map(lambda t: t[0] + t[1] + ":".join(t[2])),
     st.text(max_size=60),
 )
 

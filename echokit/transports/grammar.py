@@ -564,7 +564,7 @@ CLIENT_GRAMMARS: Mapping[str, Grammar] = {
 }
 
 #: Client kinds whose connections are TLS: their server name must suit a certificate.
-_TLS_CLIENTS = ("ssl", "tls", "quic")
+_TLS_CLIENTS = ("ssl", "tls", "quic", "wss")
 
 
 @dataclass(frozen=True)
@@ -671,6 +671,9 @@ def _parse_url(text: str) -> EndpointSpec:
         ) from None
     if not url.hostname:
         raise EndpointError(f"'{text}' names no host: write e.g. {scheme}://127.0.0.1:16080/")
+    _host(url.hostname, _Context(text, scheme, "host", f"{scheme}://127.0.0.1:16080/"))
+    if scheme == "wss":
+        _check_tls_name(text, {"host": url.hostname})
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     return EndpointSpec(text, scheme, {"host": url.hostname, "port": port, "path": path})
 

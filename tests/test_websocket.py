@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, TestCase
@@ -38,6 +39,7 @@ from echokit.runtime.policy import ServerPolicy
 from echokit.transports.grammar import parse_client, parse_server
 from echokit.transports.ws import (
     MAX_MESSAGE_SIZE,
+    WebSocketClientProtocol,
     WebSocketEcho,
     WebSocketEchoFactory,
     _Sent,
@@ -401,16 +403,21 @@ class WebsocketsClientTests:
         assert "Traceback" not in log
 
 
-def _websockets_echo_server(ready: threading.Event, port: list[int], stop: asyncio.Event) -> None:
+def _websockets_echo_server(
+    ready: threading.Event, port: list[int], stop: asyncio.Event, kinds: list[type] | None = None
+) -> None:
     """
     A websockets echo server (not echokit's), in its own thread and event loop, that
     echoes each message 20 ms late: a client that sent its close with the last message
-    would lose that message's echo (this server answers a close at once).
+    would lose that message's echo (this server answers a close at once). The type of
+    every message it gets (C{bytes} or C{str}) goes to C{kinds}.
     """
     from websockets.asyncio.server import serve
 
     async def echo(connection: object) -> None:
         async for message in connection:  # type: ignore[attr-defined]
+            if kinds is not None:
+                kinds.append(type(message))
             await asyncio.sleep(0.02)
             await connection.send(message)  # type: ignore[attr-defined]
 
@@ -426,6 +433,41 @@ def _websockets_echo_server(ready: threading.Event, port: list[int], stop: async
 
 class ConnectToForeignServerTests:
     """C{echokit connect} against the websockets library's echo server."""
+
+    def test_typed_line_goes_as_text(self) -> None:
+        """At a terminal, a typed line is sent as a text message and its echo shown."""
+        import pty
+        import select
+
+        ready, stop = threading.Event(), asyncio.Event()
+        port: list[int] = []
+        kinds: list[type] = []
+        args = (ready, port, stop, kinds)
+        thread = threading.Thread(target=_websockets_echo_server, args=args)
+        thread.start()
+        master, slave = pty.openpty()
+        try:
+            assert ready.wait(10)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "echokit", "connect", f"ws://127.0.0.1:{port[0]}/"],
+                stdin=slave,
+                stdout=slave,
+                stderr=subprocess.PIPE,
+            )
+            os.close(slave)
+            seen = b""
+            os.write(master, "héllo\n".encode())
+            while "héllo  (".encode() not in seen:
+                assert select.select([master], [], [], 15)[0], seen
+                seen += os.read(master, 4096)
+            os.write(master, b"\x04")
+            assert process.wait(timeout=15) == 0
+            assert process.stderr is not None and process.stderr.read() == b""
+        finally:
+            os.close(master)
+            stop.set()
+            thread.join(10)
+        assert kinds == [str]
 
     def test_pipe_and_url(self) -> None:
         """Piped stdin goes as binary messages and is checked byte for byte; a URL works."""
@@ -554,3 +596,41 @@ def test_ws_behind_a_proxy_header(tmp_path: Path) -> None:
             assert [(type(e), e.data) for e in events] == [(BytesMessage, b"proxied")]  # type: ignore[attr-defined]
         log = server.stop()
     assert "ws connection from 192.0.2.10:5555 opened" in log, log
+
+
+class ClientMessageTypeTests(TestCase):
+    """What echokit's client puts on the wire: binary messages, or text for typed lines."""
+
+    def _upgraded(
+        self, text: bool
+    ) -> tuple[WebSocketClientProtocol, StringTransport, WSConnection]:
+        client = WebSocketClientProtocol(Factory.forProtocol(Protocol), Clock(), "h", "/")
+        client.text = text
+        transport = StringTransport()
+        client.makeConnection(transport)
+        server = WSConnection(ConnectionType.SERVER)
+        server.receive_data(transport.value())
+        assert [type(e) for e in server.events()] == [Request]
+        transport.clear()
+        client.dataReceived(server.send(AcceptConnection()))
+        assert client.upgraded.called
+        return client, transport, server
+
+    def test_lines_go_as_text(self) -> None:
+        """With text on (interactive mode), a UTF-8 line is one text message."""
+        client, transport, server = self._upgraded(text=True)
+        client.write("héllo\n".encode())
+        assert transport.value()[0] == 0x81  # FIN, opcode 1: text
+        server.receive_data(transport.value())
+        [event] = server.events()
+        assert isinstance(event, TextMessage) and event.data == "héllo\n"
+
+    def test_bytes_go_as_binary(self) -> None:
+        """By default (pipe mode), and for bytes that are not UTF-8, a write is binary."""
+        for text in (False, True):
+            client, transport, server = self._upgraded(text=text)
+            client.write(b"\xff\x00data")
+            assert transport.value()[0] == 0x82  # FIN, opcode 2: binary
+            server.receive_data(transport.value())
+            [event] = server.events()
+            assert isinstance(event, BytesMessage) and event.data == b"\xff\x00data"

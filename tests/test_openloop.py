@@ -146,6 +146,29 @@ class FixedRateSenderTests:
         assert sent[1:] == [(0, 1, 2, 0.045), (1, 0, 2, 0.045)]
         assert lag == {0: 1, 35_000: 1, 25_000: 1, 15_000: 1, 5_000: 1}
 
+    def test_poke_sends_only_after_half_a_millisecond(self) -> None:
+        """
+        A receiver's poke (while it times a burst of echoes) sends what is due once the
+        last sends are 0.5 ms old, not before: sends stay timely, batches stay large.
+        """
+        now = [0]
+        sent: list[tuple[int, int, int, int]] = []
+        sender = FixedRateSender(
+            task.Clock(),  # its timers never fire here: only pokes send
+            Schedule(10_000, 1, 0, 100),
+            lambda *batch: sent.append(batch),
+            {},
+            lambda: now[0],
+        )
+        sender.start()
+        assert sent == [(0, 0, 1, 0)]
+        now[0] = 400_000
+        sender.poke()
+        assert len(sent) == 1
+        now[0] = 500_000
+        sender.poke()
+        assert sent[1:] == [(0, 1, 5, 500_000)]
+
     def test_client_bound_past_the_documented_lag(self) -> None:
         """A run whose send lag p99 exceeds CLIENT_BOUND_LAG_US is client-bound."""
         run = OpenLoopRun(1000)

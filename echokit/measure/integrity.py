@@ -100,7 +100,7 @@ class MessageChecker:
             done += 1
         return done
 
-    def feed_datagram(self, message: bytes) -> int | None:
+    def feed_datagram(self, message: bytes | memoryview) -> int | None:
         """
         Take one whole message: its sequence number, or C{None} if damaged or seen before.
 

@@ -83,6 +83,17 @@ class MergeRecordsTests:
         merged = merge_records([one, two], ["a", "b"])
         assert merged.server_cpu_us_per_msg == pytest.approx(20_000 / 4000)
 
+    def test_server_cpu_of_zero_ticks_is_a_measurement(self) -> None:
+        """
+        A run whose window saw no tick of the server's CPU (0.0) is a measurement, not a
+        missing one: the shared figure is 0, where it was dropped (None) before.
+        """
+        one = record([1000], server_cpu_us_per_msg=0.0)
+        two = record([1000], server_cpu_us_per_msg=5.0)
+        assert merge_records([one, two], ["a", "b"]).server_cpu_us_per_msg == 0.0
+        missing = record([1000], server_cpu_us_per_msg=None)
+        assert merge_records([missing, two], ["a", "b"]).server_cpu_us_per_msg is None
+
     def test_an_error_makes_an_error_row(self) -> None:
         """A run that could not measure the endpoint is named in the merged row's error."""
         merged = merge_records([record([1000]), record([], error="refused")], ["a", "b"])

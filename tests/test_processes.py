@@ -65,14 +65,15 @@ def tcp_server(running_server: RunningServer) -> str:
 class ProcessesCommandTests:
     def test_two_processes_report_the_sum(self, running_server: RunningServer) -> None:
         """
-        With --processes 2 and --count 400, each process makes 200 round trips per phase:
-        the one result counts all 400 latency samples (both histograms, added) and every
+        With --processes 2 and --count 4000, each process makes 2,000 round trips per phase
+        (long enough for the server to use some of /proc's 10 ms CPU ticks in each window):
+        the one result counts all 4,000 latency samples (both histograms, added) and every
         message of both processes, intact; CPU per message is measured by both (the
         server's, with --server-pid, over both processes' messages).
         """
         pid = str(running_server.process.pid)
         result = run_echokit(
-            [*TWO, running_server.connect_strings[0], "--count", "400", "--server-pid", pid],
+            [*TWO, running_server.connect_strings[0], "--count", "4000", "--server-pid", pid],
             timeout=120,
         )
         assert result.returncode == 0, result.stderr.decode()
@@ -80,8 +81,8 @@ class ProcessesCommandTests:
         assert record["processes"] == 2
         assert record["connections"] == 4
         assert record["error"] is None
-        assert record["latency_samples"] == 400
-        assert record["sent"] == record["received"] >= 800
+        assert record["latency_samples"] == 4000
+        assert record["sent"] == record["received"] >= 8000
         assert record["lost"] == record["duplicated"] == record["corrupted"] == 0
         assert record["histogram"].startswith("HISTF")
         assert record["server_cpu_us_per_msg"] > 0 and record["client_cpu_us_per_msg"] > 0

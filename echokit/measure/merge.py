@@ -99,9 +99,12 @@ def merge_records(records: Sequence[Record], labels: Sequence[str]) -> EndpointR
         if pairs and len(pairs) == len(records) and sum(w for _, w in pairs) > 0:
             setattr(result, name, sum(v * w for v, w in pairs) / sum(w for _, w in pairs))
     for name in SHARED_PER_MESSAGE:
-        shared = [r[name] for r in records if r.get(name)]
+        shared = [r[name] for r in records if r.get(name) is not None]
         if shared and len(shared) == len(records):
-            setattr(result, name, 1 / sum(1 / value for value in shared))
+            # A run whose window saw no CPU tick of the server (/proc counts in 10 ms
+            # ticks) bounds the shared figure at 0: the formula's limit, not a gap.
+            merged = 0.0 if 0 in shared else 1 / sum(1 / value for value in shared)
+            setattr(result, name, merged)
     if len(records) > 1:
         for name in UNMERGEABLE:
             if hasattr(result, name):

@@ -638,7 +638,7 @@ async def _fixed_rate(
         settings.duration,
         settings.timeout,
         progress,
-        None if meter is None else (meter.start, window_ends),
+        None if meter is None else (meter.track, meter.start, window_ends),
         live,
     )
     result.latency_client = "fixed-rate sender on the reactor"

@@ -59,24 +59,58 @@ def _all_stats() -> dict[int, tuple[int, float, bool]]:
     return stats
 
 
+def _gone(pid: int) -> ProcessGone:
+    return ProcessGone(f"the server process {pid} ended during the run")
+
+
+def tree(pid: int) -> list[int]:
+    """
+    C{pid} and all its descendants, found by reading every C{/proc/*/stat} (a few
+    milliseconds: not while a fixed-rate sender must keep its schedule).
+
+    @raise ProcessGone: if C{pid} is no longer running.
+    """
+    stats = _all_stats()
+    if pid not in stats or stats[pid][2]:
+        raise _gone(pid)
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, ()))
+    return found
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """
+    CPU seconds used so far by C{pids} (the first is the root: it must still run; a
+    descendant that ended counts in its parent once reaped, and as 0 here).
+
+    @raise ProcessGone: if the root is no longer running.
+    """
+    total = 0.0
+    for index, pid in enumerate(pids):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                _, seconds, ended = parse_stat(f.read())
+        except (OSError, IndexError, ValueError):
+            seconds, ended = 0.0, True
+        if ended and index == 0:
+            raise _gone(pid)
+        total += seconds
+    return total
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """
     CPU seconds used so far by C{pid} and all its descendants.
 
     @raise ProcessGone: if C{pid} is no longer running.
     """
-    stats = _all_stats()
-    if pid not in stats or stats[pid][2]:
-        raise ProcessGone(f"the server process {pid} ended during the run")
-    children: dict[int, list[int]] = {}
-    for child, (parent, _, _) in stats.items():
-        children.setdefault(parent, []).append(child)
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        total += stats[current][1]
-        todo.extend(children.get(current, ()))
-    return total
+    return cpu_seconds(tree(pid))
 
 
 def check_server_pid(pid: int) -> None:
@@ -147,12 +181,23 @@ class CpuMeter:
         self.server_pids = server_pids
         self.client = client
         self._start: tuple[float, float | None, float | None] | None = None
+        self._trees: list[list[int]] | None = None
 
     def _now(self) -> tuple[float, float | None, float | None]:
         server = None
         if self.server_pids is not None:
-            server = sum(tree_cpu_seconds(pid) for pid in self.server_pids())
+            trees = self._trees or [tree(pid) for pid in self.server_pids()]
+            server = sum(cpu_seconds(pids) for pids in trees)
         return time.monotonic(), client_cpu_seconds() if self.client else None, server
+
+    def track(self) -> None:
+        """
+        Find the server's processes now, so that L{start} and L{stop} only read theirs
+        (a fixed-rate run calls this before it starts sending: scanning every process
+        then would make its sends late). Processes started later are not counted.
+        """
+        if self.server_pids is not None:
+            self._trees = [tree(pid) for pid in self.server_pids()]
 
     def start(self) -> None:
         self._start = self._now()
@@ -166,6 +211,7 @@ class CpuMeter:
         assert self._start is not None, "stop() before start()"
         wall, client, server = self._now()
         wall0, client0, server0 = self._start
+        self._trees = None
         return CpuUse(
             wall - wall0,
             None if client is None or client0 is None else client - client0,

@@ -328,7 +328,7 @@ async def run_fixed_rate(
     duration: float,
     timeout: float,
     progress: Callable[[float], None] = lambda fraction: None,
-    around_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    around_window: tuple[Callable[[], None], Callable[[], None], Callable[[], None]] | None = None,
     run: OpenLoopRun | None = None,
 ) -> OpenLoopRun:
     """
@@ -337,8 +337,8 @@ async def run_fixed_rate(
 
     Give C{connect_stream(factory)} (a stream endpoint's C{connect}) or
     C{open_datagram(protocol)} (which starts a connected UDP socket and returns its
-    port). C{around_window} is called at the start and at the end of the measured
-    window (the CPU meter). C{run}, if given, is filled as the run goes (live figures).
+    port). C{around_window} is three calls: once connected, before the first send; at
+    the start of the measured window; and at its end (the CPU meter). C{run}, if given, is filled as the run goes (live figures).
     """
     run = run if run is not None else OpenLoopRun(rate)
     maker = MessageMaker(size)
@@ -368,6 +368,8 @@ async def run_fixed_rate(
         with contextlib.suppress(OSError, ValueError):
             select.select(readers, [], [], seconds)
 
+    if around_window is not None:
+        around_window[0]()
     clock = time.perf_counter_ns
     start = clock()
     schedule.start_ns = start
@@ -382,7 +384,7 @@ async def run_fixed_rate(
     def window_opened() -> None:
         nonlocal started_window
         if not started_window and around_window is not None:
-            around_window[0]()
+            around_window[1]()
         started_window = True
 
     if warmup <= 0:
@@ -400,7 +402,7 @@ async def run_fixed_rate(
     await sender.start()
     window_opened()
     if around_window is not None:
-        around_window[1]()
+        around_window[2]()
     run.window_seconds = (clock() - start) / 1e9 - warmup
     # Echoes still on their way: UDP's count as lost after the timeout; a stream's are
     # awaited (bounded) so that a slow server shows as latency, not loss.

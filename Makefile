@@ -41,7 +41,8 @@ mutants: venv
 	$(BIN)/python -m tests.mutants
 
 # Benchmarks (benchmarks/README.md): compile the native helpers into benchmarks/native/build/
-# (git-ignored; loadgen's TLS needs OpenSSL's headers, installed here if missing), add uvloop
+# (git-ignored; loadgen's TLS needs OpenSSL's headers, installed here if missing, as are valgrind
+# and strace for section costs), add uvloop
 # for the asyncio+uvloop reference server, then run every section;
 # `make bench BENCH_ARGS=--quick` for a smoke test.
 BENCH_BUILD := benchmarks/native/build
@@ -51,6 +52,9 @@ bench: venv
 	@test -f /usr/include/openssl/ssl.h || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libssl-dev; } || \
 		{ echo "make bench: OpenSSL headers missing: install libssl-dev (Debian/Ubuntu)" >&2; exit 2; }
+	@command -v valgrind >/dev/null && command -v strace >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind strace; } || \
+		echo "make bench: valgrind or strace missing: section costs is skipped"
 	$(BIN)/pip install --quiet 'uvloop>=0.19' || echo "make bench: uvloop not installed (offline?): its row is skipped"
 	mkdir -p $(BENCH_BUILD)
 	gcc -O2 -Wall -o $(BENCH_BUILD)/echo_server benchmarks/native/echo_server.c

@@ -352,7 +352,10 @@ class BenchCommandTests:
         # the error row does not stretch the table's columns: its text wraps within them
         assert lines[2].startswith(dead) and "error: connection refused" in lines[2]
         measured = next(line for line in lines if line.startswith(tcp))
-        assert measured.split()[-1] == "0/0/0/0", lines[:5]
+        # the errors column last, or just before the client-bound mark (a closed-loop
+        # client that used ~all of a CPU, which a busy machine makes likely)
+        cells = measured.split()
+        assert cells[-1] == "0/0/0/0" or cells[-2:] == ["0/0/0/0", "*"], lines[:5]
         assert lines[0].split()[1:4] == ["conn", "ms", "p50"], lines[0]
         assert max(len(line) for line in lines[: lines.index("")]) <= 120, lines
 

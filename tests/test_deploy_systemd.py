@@ -22,15 +22,15 @@ import functools
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from echokit.transports.endpoints import ipv6_unavailable
+from tests.halfclose import Held, fill_until_server_holds_echo, read_to_end
 from tests.support import port_of, require_tool, skip_reason
-from tests.test_deploy import REPO, Child, no_traceback, read_all, read_exactly, twistd
+from tests.test_deploy import REPO, Child, no_traceback, read_exactly, twistd
 
 NO_IPV6 = ipv6_unavailable()
 
@@ -115,25 +115,18 @@ def socket_activated(
     raise AssertionError("systemd-socket-activate could not bind a free port three times")
 
 
-def half_closed_echo(
-    family: socket.AddressFamily, host: str, port: int, payload: bytes
-) -> tuple[bytes, int]:
+def half_closed_echo(family: socket.AddressFamily, host: str, port: int) -> tuple[bytes, Held]:
     """
-    Send C{payload}, half-close, and read (all along) until the server closes; return
-    what came back and how much of the echo was still to come at the half-close.
+    Connect, send (reading nothing) until the server holds echo it cannot send yet
+    (L{tests.halfclose}), half-close, then read until the server closes; return what
+    came back and what was sent and held.
     """
     with socket.socket(family) as sock:
         sock.settimeout(30)
         sock.connect((host, port))
-        received = bytearray()
-        reader = threading.Thread(target=read_all, args=(sock, received), daemon=True)
-        reader.start()
-        sock.sendall(payload)
-        outstanding = len(payload) - len(received)
+        held = fill_until_server_holds_echo(sock)
         sock.shutdown(socket.SHUT_WR)
-        reader.join(60)
-        assert not reader.is_alive(), "no end of the echo within 60 s"
-        return bytes(received), outstanding
+        return read_to_end(sock), held
 
 
 class SystemdSocketActivateTests:
@@ -166,15 +159,14 @@ class SystemdSocketActivateTests:
                 assert port_of(connect_string) == port
                 assert connect_string.startswith("tcp6:" if family == socket.AF_INET6 else "tcp:")
                 assert read_exactly(first, len(first_message)) == first_message
-            payload = os.urandom(4 << 20)
-            echoed, outstanding = half_closed_echo(family, host, port, payload)
-            assert outstanding > 0, "the whole echo was back before the half-close"
-            assert echoed == payload
+            echoed, held = half_closed_echo(family, host, port)
+            assert held.in_server > 0, "the server held no echo at the half-close"
+            assert echoed == held.sent
             child.stop()
         text = child.text()
         no_traceback(text)
         assert "Execing " in text  # the tool, not a stand-in, started echokit
-        total = len(first_message) + len(payload)
+        total = len(first_message) + len(held.sent)
         assert f"{description}: 2 connections, {total:,} bytes" in text, text
 
     @RUNNERS
@@ -185,8 +177,8 @@ class SystemdSocketActivateTests:
             child,
             port,
         ):
-            payload = os.urandom(100_000)
-            assert half_closed_echo(socket.AF_INET, "127.0.0.1", port, payload)[0] == payload
+            echoed, held = half_closed_echo(socket.AF_INET, "127.0.0.1", port)
+            assert echoed == held.sent
             child.stop()
         no_traceback(child.text())
 

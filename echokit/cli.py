@@ -240,7 +240,7 @@ def main(
     log_format: str,
     log_file: Path | None,
 ) -> None:
-    """Serve and reach echo servers over tcp, tcp6, unix, ssl/tls and udp.
+    """Serve and reach echo servers over tcp, tcp6, unix, ssl/tls, udp, quic and ws/wss.
 
     \b
     Examples:

@@ -1144,14 +1144,12 @@ class QuicStreamTransport:
         self.protocol.connectionLost(Failure(reason))
 
 
-@implementer(IStreamClientEndpoint)
-class QuicClientEndpoint:
+class _QuicClientBase:
     """
-    A QUIC connection with one bidirectional stream, as a Twisted stream client endpoint.
+    Where a QUIC client connects and how: the two client endpoints below share it.
 
-    Each C{connect} opens its own connection (its own UDP port), waits for the handshake
-    (up to C{timeout} seconds) and connects the factory's protocol to a
-    L{QuicStreamTransport}.
+    @param configuration: makes a fresh aioquic configuration for each connection.
+    @param timeout: seconds the connection and its handshake may take.
     """
 
     def __init__(
@@ -1170,10 +1168,25 @@ class QuicClientEndpoint:
         self.text = text
         self.timeout = timeout
 
-    async def _connect(self, factory: IProtocolFactory) -> Any:
-        client = await _open(
+    async def _open(self) -> ClientConnection:
+        """Open a new QUIC connection to C{host}:C{port} and wait for its handshake."""
+        return await _open(
             self.reactor, self.host, self.port, self.configuration(), self.text, self.timeout
         )
+
+
+@implementer(IStreamClientEndpoint)
+class QuicClientEndpoint(_QuicClientBase):
+    """
+    A QUIC connection with one bidirectional stream, as a Twisted stream client endpoint.
+
+    Each C{connect} opens its own connection (its own UDP port), waits for the handshake
+    (up to C{timeout} seconds) and connects the factory's protocol to a
+    L{QuicStreamTransport}.
+    """
+
+    async def _connect(self, factory: IProtocolFactory) -> Any:
+        client = await self._open()
         protocol = factory.buildProtocol(_address(*client.peer))
         if protocol is None:
             client.close()
@@ -1212,7 +1225,7 @@ class QuicDatagramTransport:
             self.protocol.doStop()
 
 
-class QuicDatagramEndpoint:
+class QuicDatagramEndpoint(_QuicClientBase):
     """
     A QUIC connection that carries DATAGRAM frames, as a connected UDP client endpoint.
 
@@ -1221,26 +1234,8 @@ class QuicDatagramEndpoint:
     carries (L{MAX_DATAGRAM_PAYLOAD}).
     """
 
-    def __init__(
-        self,
-        reactor: Any,
-        host: str,
-        port: int,
-        configuration: Callable[[], QuicConfiguration],
-        text: str,
-        timeout: float = 10.0,
-    ) -> None:
-        self.reactor = reactor
-        self.host = host
-        self.port = port
-        self.configuration = configuration
-        self.text = text
-        self.timeout = timeout
-
     async def _connect(self, protocol: DatagramProtocol) -> DatagramProtocol:
-        client = await _open(
-            self.reactor, self.host, self.port, self.configuration(), self.text, self.timeout
-        )
+        client = await self._open()
         if client.connection._remote_max_datagram_frame_size is None:
             client.close()
             raise ConnectFailed(

@@ -46,6 +46,27 @@ READ_SIZE = 65_536
 LOWEST_SOURCE_PORT = 1024
 
 
+def warn_dropped(
+    throttle: EveryInterval, now: float, listener: str, transport: str, addr: Any, why: str
+) -> None:
+    """
+    Log that a server on C{listener} dropped a datagram from C{addr}, and why: at most one
+    line per C{throttle} interval, saying how many more were dropped since the last one.
+    The UDP and QUIC servers both use it.
+    """
+    suppressed = throttle.ready(now)
+    if suppressed is not None:
+        _log.warn(
+            "{listener}: dropped a datagram from {host}:{port}: {why}{more}",
+            listener=listener,
+            transport=transport,
+            host=addr[0],
+            port=addr[1],
+            why=why,
+            more=f" ({suppressed} more dropped since the last message)" if suppressed else "",
+        )
+
+
 class DatagramTransport(TypingProtocol):
     """What echokit's datagram protocols use of Twisted's UDP port (C{IUDPTransport})."""
 
@@ -127,17 +148,7 @@ class EchoDatagramServer(DatagramProtocol):
 
     def _drop(self, addr: tuple[str, int], why: str) -> None:
         self.stats.dropped += 1
-        suppressed = self._drops.ready(self.clock.seconds())
-        if suppressed is not None:
-            _log.warn(
-                "{listener}: dropped a datagram from {host}:{port}: {why}{more}",
-                listener=self.listener,
-                transport="udp",
-                host=addr[0],
-                port=addr[1],
-                why=why,
-                more=f" ({suppressed} more dropped since the last message)" if suppressed else "",
-            )
+        warn_dropped(self._drops, self.clock.seconds(), self.listener, "udp", addr, why)
 
 
 @dataclass

@@ -326,15 +326,24 @@ def _existing_path(value: str, ctx: _Context) -> str:
     return str(path)
 
 
-def _unix_listen_path(value: str, ctx: _Context) -> str:
+def _unix_path(value: str, ctx: _Context, give: str, too_long: str) -> Path:
+    """
+    A unix socket path, expanded, that fits in a socket address; C{give} (what to write
+    instead of an empty path) and C{too_long} (after the limit) finish the error's hint.
+    """
     if not value:
-        raise ctx.fail("empty unix socket path", f"give a path, e.g. {ctx.example}")
+        raise ctx.fail("empty unix socket path", f"{give}, e.g. {ctx.example}")
     path = _expand(value, ctx)
     if len(os.fsencode(path)) > _MAX_UNIX_PATH:
         raise ctx.fail(
             f"unix socket path is {len(os.fsencode(path))} bytes long",
-            f"the limit is {_MAX_UNIX_PATH}: choose a shorter path",
+            f"the limit is {_MAX_UNIX_PATH}: {too_long}",
         )
+    return path
+
+
+def _unix_listen_path(value: str, ctx: _Context) -> str:
+    path = _unix_path(value, ctx, "give a path", "choose a shorter path")
     parent = path.parent
     if not parent.is_dir():
         raise ctx.fail(
@@ -345,14 +354,9 @@ def _unix_listen_path(value: str, ctx: _Context) -> str:
 
 
 def _unix_connect_path(value: str, ctx: _Context) -> str:
-    if not value:
-        raise ctx.fail("empty unix socket path", f"give the server's socket, e.g. {ctx.example}")
-    path = _expand(value, ctx)
-    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
-        raise ctx.fail(
-            f"unix socket path is {len(os.fsencode(path))} bytes long",
-            f"the limit is {_MAX_UNIX_PATH}: no server can listen there; give a shorter path",
-        )
+    path = _unix_path(
+        value, ctx, "give the server's socket", "no server can listen there; give a shorter path"
+    )
     return str(path)
 
 

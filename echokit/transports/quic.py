@@ -95,7 +95,12 @@ from zope.interface import implementer
 
 from echokit.errors import ConnectFailed
 from echokit.runtime.policy import ConnectionLimiter, EveryInterval, ServerPolicy
-from echokit.transports.datagram import LOWEST_SOURCE_PORT, READ_SIZE, UDPClientEndpoint
+from echokit.transports.datagram import (
+    LOWEST_SOURCE_PORT,
+    READ_SIZE,
+    UDPClientEndpoint,
+    warn_dropped,
+)
 
 #: Every server log line is in this namespace, whichever class writes it.
 _log = Logger(namespace="echokit.serve")
@@ -726,17 +731,7 @@ class QuicEchoServer(DatagramProtocol):
 
     def _drop(self, addr: Any, why: str) -> None:
         self.stats.dropped += 1
-        suppressed = self._drops.ready(self.clock.seconds())
-        if suppressed is not None:
-            _log.warn(
-                "{listener}: dropped a datagram from {host}:{port}: {why}{more}",
-                listener=self.listener,
-                transport="quic",
-                host=addr[0],
-                port=addr[1],
-                why=why,
-                more=f" ({suppressed} more dropped since the last message)" if suppressed else "",
-            )
+        warn_dropped(self._drops, self.clock.seconds(), self.listener, "quic", addr, why)
 
 
 def _error_name(code: int) -> str:

@@ -718,6 +718,30 @@ def compare_variants(
     report.sections[key] = {"results": summary}
 
 
+def asyncio_argv(workdir: Path, certs: Path, unix_name: str, *extra: str) -> list[str]:
+    """
+    The reference asyncio server (C{servers/asyncio_echo.py}) on tcp, unix, udp and TLS,
+    with echokit's server certificate from C{certs}; C{extra} is e.g. C{--uvloop}.
+    """
+    return [
+        PYTHON,
+        str(ASYNCIO_SERVER),
+        *extra,
+        "--tcp",
+        "127.0.0.1:0",
+        "--unix",
+        str(workdir / unix_name),
+        "--udp",
+        "127.0.0.1:0",
+        "--tls",
+        "127.0.0.1:0",
+        "--cert",
+        str(certs / "server.pem"),
+        "--key",
+        str(certs / "server.key"),
+    ]
+
+
 def echokit_server(
     workdir: Path, certs: Path, name: str, flags: Sequence[str], listeners: Sequence[str]
 ) -> Server:

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
-    ASYNCIO_SERVER,
     KIB,
     PYTHON,
     BenchError,
     Report,
     Server,
     Settings,
+    asyncio_argv,
     command_text,
     loadgen_argv,
     make_certs,
@@ -55,27 +55,6 @@ SHORT, LONG = 1.0, 4.0
 
 def servers(workdir: Path, certs: Path, wrapper: list[str]) -> list[Server]:
     """echokit serve and the asyncio reference (on uvloop too) on every transport."""
-    key, cert = str(certs / "server.key"), str(certs / "server.pem")
-
-    def asyncio_argv(unix_name: str, *extra: str) -> list[str]:
-        return [
-            *wrapper,
-            PYTHON,
-            str(ASYNCIO_SERVER),
-            *extra,
-            "--tcp",
-            "127.0.0.1:0",
-            "--unix",
-            str(workdir / unix_name),
-            "--udp",
-            "127.0.0.1:0",
-            "--tls",
-            "127.0.0.1:0",
-            "--cert",
-            cert,
-            "--key",
-            key,
-        ]
 
     found = [
         Server(
@@ -100,9 +79,18 @@ def servers(workdir: Path, certs: Path, wrapper: list[str]) -> list[Server]:
     ]
     if uvloop_available():
         found.append(
-            Server("asyncio+uvloop", asyncio_argv("costs-uvloop.sock", "--uvloop"), 4, workdir)
+            Server(
+                "asyncio+uvloop",
+                [*wrapper, *asyncio_argv(workdir, certs, "costs-uvloop.sock", "--uvloop")],
+                4,
+                workdir,
+            )
         )
-    found.append(Server("asyncio", asyncio_argv("costs-asyncio.sock"), 4, workdir))
+    found.append(
+        Server(
+            "asyncio", [*wrapper, *asyncio_argv(workdir, certs, "costs-asyncio.sock")], 4, workdir
+        )
+    )
     return found
 
 

@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
-    ASYNCIO_SERVER,
     ECHO_SERVER,
     ECHOKIT,
     KIB,
-    PYTHON,
     STREAM_SIZES,
     TLS_SIZES,
     BenchError,
@@ -30,6 +28,7 @@ from harness import (
     Report,
     Server,
     Settings,
+    asyncio_argv,
     command_text,
     loadgen_argv,
     make_certs,
@@ -54,27 +53,6 @@ from harness import (
 
 def make_servers(workdir: Path, certs: Path, with_uvloop: bool) -> list[Server]:
     """echokit serve, asyncio (and uvloop), native: each on tcp, unix and udp (+TLS)."""
-    key, cert = str(certs / "server.key"), str(certs / "server.pem")
-
-    def asyncio_argv(unix_name: str, *extra: str) -> list[str]:
-        """The reference asyncio server on every transport (uvloop's with --uvloop)."""
-        return [
-            PYTHON,
-            str(ASYNCIO_SERVER),
-            *extra,
-            "--tcp",
-            "127.0.0.1:0",
-            "--unix",
-            str(workdir / unix_name),
-            "--udp",
-            "127.0.0.1:0",
-            "--tls",
-            "127.0.0.1:0",
-            "--cert",
-            cert,
-            "--key",
-            key,
-        ]
 
     servers = [
         Server(
@@ -93,11 +71,16 @@ def make_servers(workdir: Path, certs: Path, with_uvloop: bool) -> list[Server]:
             4,
             workdir,
         ),
-        Server("asyncio", asyncio_argv("asyncio.sock"), 4, workdir),
+        Server("asyncio", asyncio_argv(workdir, certs, "asyncio.sock"), 4, workdir),
     ]
     if with_uvloop:
         servers.append(
-            Server("asyncio+uvloop", asyncio_argv("uvloop.sock", "--uvloop"), 4, workdir)
+            Server(
+                "asyncio+uvloop",
+                asyncio_argv(workdir, certs, "uvloop.sock", "--uvloop"),
+                4,
+                workdir,
+            )
         )
     servers.append(
         Server(

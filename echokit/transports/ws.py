@@ -1,17 +1,20 @@
 """
-WebSocket echo (RFC 6455), C{ws:} and C{wss:}: wsproto's sans-IO core under Twisted protocols.
+WebSocket echo (RFC 6455), C{ws:} and C{wss:}: sans-IO WebSocket cores under Twisted protocols.
 
-This module needs the C{ws} extra (C{pip install 'echokit[ws]'}, which brings wsproto);
-nothing imports it until a C{ws:} or C{wss:} string is used, so C{echokit --help} and the
-other transports never pay for it (see L{load}).
+The server runs the websockets library's sans-IO core (C{websockets.server.ServerProtocol},
+which unmasks in C), the client wsproto's. This module needs the C{ws} extra
+(C{pip install 'echokit[ws]'}, which brings both); nothing imports it until a C{ws:} or
+C{wss:} string is used, so C{echokit --help} and the other transports never pay for it
+(see L{echokit.transports.endpoints.websocket_module}).
 
 Three pieces, in the style of h11:
 
     - L{WebSocketEcho}, sans-IO: bytes in, bytes out. It answers the HTTP upgrade (or
       refuses a request that is not one with C{426 Upgrade Required}, or C{400}), echoes
-      every message as one message of the same type (binary or text), fragment by
-      fragment as it arrives, so a message of any size up to L{MAX_MESSAGE_SIZE} costs no
-      more memory than a read; answers pings with pongs and a close with a close.
+      every message as one message of the same type (binary or text), frame by frame:
+      each frame as soon as it is whole, so a message sent in fragments comes back in as
+      many; answers pings with pongs and a close with a close, after the echoes of what
+      came before it.
     - L{WebSocketEchoProtocol}, the server: L{EchoServerProtocol} (its limits, idle and
       handshake timeouts, backpressure, drain and counts) with L{WebSocketEcho} between
       the bytes read and the bytes written. The upgrade, like a TLS handshake, must be
@@ -22,16 +25,20 @@ Three pieces, in the style of h11:
       each message's payload is delivered with C{dataReceived}, C{loseWriteConnection}
       sends a close once every message has come back (WebSocket has no half-close), and
       every message must come back whole: the same size and type, in order. Each echo
-      may come back in several frames (echokit's server echoes a message fragment by
-      fragment, as it arrives): it is still one message.
+      may come back in several frames (a server may fragment its echo): it is still one
+      message.
 
 Limits: a message may be up to L{MAX_MESSAGE_SIZE} bytes (64 MiB); a longer one closes
-the connection with status 1009 (message too big). Frames are not limited apart.
+the connection with status 1009 (message too big), as soon as a frame header says so.
+The server holds a frame until it is whole (websockets' parser reads whole frames), so
+one connection holds at most one message's worth of frame besides its unsent echo.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import http
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +55,11 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from websockets.exceptions import InvalidMessage, PayloadTooBig
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Request as HTTPRequest
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -57,11 +69,10 @@ from wsproto.events import (
     Message,
     Ping,
     RejectConnection,
-    RejectData,
     Request,
     TextMessage,
 )
-from wsproto.utilities import ProtocolError, RemoteProtocolError
+from wsproto.utilities import ProtocolError
 from zope.interface import implementer
 
 from echokit.errors import ConnectFailed, EchoMismatch
@@ -75,6 +86,8 @@ MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 CLOSE_TIMEOUT = 5.0
 
 _log = Logger(namespace="echokit.serve")
+BINARY, TEXT, CONT = Opcode.BINARY, Opcode.TEXT, Opcode.CONT
+PING, CLOSE = Opcode.PING, Opcode.CLOSE
 
 
 # --- the sans-IO server core -----------------------------------------------------------
@@ -122,7 +135,14 @@ class WebSocketEcho:
         >>> echo = WebSocketEcho(path="/")
         >>> outcome = echo.receive(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
         >>> outcome.refused, outcome.send.split(b"\\r\\n")[0]
-        ('not a WebSocket upgrade (Missing header, \\'Connection: Upgrade\\')', b'HTTP/1.1 426 Upgrade Required')
+        ('not a WebSocket upgrade (missing Connection header)', b'HTTP/1.1 426 Upgrade Required')
+
+    The websockets library's L{ServerProtocol} parses the upgrade and the frames, checks
+    them (masking, opcodes, control frames, the size of a message across its fragments)
+    and answers pings and closes itself; this class echoes each data frame as a frame of
+    the same kind, checks that text is UTF-8 (RFC 6455 8.1: websockets' sans-IO layer
+    leaves that to its callers), and keeps everything it sends in the order of the frames
+    that caused it: an echo never follows the close that came after its message.
 
     @ivar path: the only path served (C{None}: any path).
     @ivar max_message: the largest message echoed, in bytes.
@@ -130,100 +150,136 @@ class WebSocketEcho:
 
     path: str | None = "/"
     max_message: int = MAX_MESSAGE_SIZE
-    _ws: WSConnection = field(default_factory=lambda: WSConnection(ConnectionType.SERVER))
-    _message_bytes: int = 0
+    _ws: ServerProtocol = field(init=False)
+    _text: bool = False
+    _utf8: codecs.IncrementalDecoder | None = None
     _closing: bool = False
+
+    def __post_init__(self) -> None:
+        self._ws = ServerProtocol(max_size=self.max_message)
 
     @property
     def open(self) -> bool:
         """Whether the upgrade is done and no close has been sent or received."""
-        return self._ws.state is ConnectionState.OPEN
+        return self._ws.state is State.OPEN
 
     def receive(self, data: bytes) -> Outcome:
         """Take bytes from the peer; say what to send back and what happened."""
         outcome = Outcome()
         if self._closing:
             return outcome
-        if self._ws.state is ConnectionState.CONNECTING:
-            try:
-                self._ws.receive_data(data)
-            except RemoteProtocolError as e:
-                return self._refuse(outcome, str(e))
-        else:
-            self._ws.receive_data(data)
+        ws = self._ws
+        ws.receive_data(data)
+        # What websockets wrote while parsing (pongs, the answer to a close, the close
+        # that fails the connection, the end of the stream), in the order of its frames.
+        replies = ws.data_to_send()
+        events = ws.events_received()
+        if not replies and len(events) == 1:  # the common case: one data frame
+            frame = events[0]
+            if isinstance(frame, Frame) and frame.opcode is BINARY:
+                self._text = False
+                outcome.send = Frame(BINARY, frame.data, frame.fin).serialize(mask=False)
+                outcome.echoed = len(frame.data)
+                return outcome
         out: list[bytes] = []
-        try:
-            for event in self._ws.events():
-                if isinstance(event, Message):
-                    if not self._echo(event, out, outcome):
-                        break
-                elif isinstance(event, Request):
-                    self._upgrade(event, out, outcome)
-                elif isinstance(event, Ping):
-                    out.append(self._ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    if self._ws.state is not ConnectionState.CLOSED:
-                        out.append(self._ws.send(event.response()))
-                    if event.code not in (1000, 1001, 1005) and outcome.refused is None:
-                        outcome.refused = (
-                            f"closed with status {event.code} ({event.reason or 'no reason'})"
-                        )
-                    outcome.close = self._closing = True
+        answered = 0
+        for event in events:
+            if not isinstance(event, Frame):  # the upgrade request (a server gets no Response)
+                if isinstance(event, HTTPRequest) and not self._upgrade(event, out, outcome):
+                    return outcome
+                continue
+            opcode = event.opcode
+            if opcode is BINARY or opcode is TEXT or opcode is CONT:
+                if opcode is not CONT:
+                    self._text = opcode is TEXT
+                if self._text and not self._valid_utf8(event):
+                    self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message", out)
+                    outcome.refused = "closed: a text message that is not UTF-8 (status 1007)"
                     break
-        except RemoteProtocolError as e:
-            return self._refuse(outcome, str(e))
+                out.append(Frame(opcode, event.data, event.fin).serialize(mask=False))
+                outcome.echoed += len(event.data)
+            elif opcode is PING:
+                out.append(replies[answered])
+                answered += 1
+            elif opcode is CLOSE:
+                code = ws.close_rcvd.code if ws.close_rcvd is not None else CloseCode.NO_STATUS_RCVD
+                if code not in (1000, 1001, 1005):
+                    reason = ws.close_rcvd.reason if ws.close_rcvd is not None else ""
+                    outcome.refused = f"closed with status {code} ({reason or 'no reason'})"
+        else:
+            out += replies[answered:]  # after a close, or a failure: the rest, in order
+            if ws.parser_exc is not None:
+                outcome.refused = self._failure(ws.parser_exc)
+            elif ws.handshake_exc is not None and outcome.upgraded is None:
+                # Not HTTP (answered 400 here), or a request line or headers too long
+                # (websockets' own 414 or 431, in C{out}).
+                return self._refuse(outcome, ws.handshake_exc, answer=b"".join(out))
+        if b"" in out:  # websockets' end of stream: close once the rest is written
+            outcome.close = self._closing = True
         outcome.send = b"".join(out)
         return outcome
 
-    def _upgrade(self, request: Request, out: list[bytes], outcome: Outcome) -> None:
-        target = request.target.split("?", 1)[0]
+    def _upgrade(self, request: HTTPRequest, out: list[bytes], outcome: Outcome) -> bool:
+        """Accept or refuse the upgrade; C{False} if refused (C{outcome} says why)."""
+        target = request.path.split("?", 1)[0]
         if self.path is not None and target != self.path:
-            status = RejectConnection(
-                status_code=404,
-                headers=[(b"content-type", b"text/plain"), (b"connection", b"close")],
-                has_body=True,
-            )
-            out.append(self._ws.send(status))
-            out.append(
-                self._ws.send(
-                    RejectData(data=f"no WebSocket echo at {target}: try {self.path}\n".encode())
-                )
+            outcome.send = _http_refusal(
+                404, "Not Found", f"no WebSocket echo at {target}: try {self.path}"
             )
             outcome.refused = f"asked for path {target}, served at {self.path}"
             outcome.close = self._closing = True
-            return
-        out.append(self._ws.send(AcceptConnection()))
-        outcome.upgraded = request.target
-
-    def _echo(self, message: Message[Any], out: list[bytes], outcome: Outcome) -> bool:
-        size = (
-            len(message.data) if isinstance(message, BytesMessage) else len(message.data.encode())
-        )
-        self._message_bytes += size
-        if self._message_bytes > self.max_message:
-            out.append(self._ws.send(CloseConnection(code=1009, reason="message too big")))
-            outcome.refused = f"a message over the {self.max_message:,}-byte limit"
-            outcome.close = self._closing = True
             return False
-        if message.message_finished:
-            self._message_bytes = 0
-        echo = type(message)(data=message.data, message_finished=message.message_finished)
-        out.append(self._ws.send(echo))
-        outcome.echoed += size
+        response = self._ws.accept(request)
+        if response.status_code != 101:
+            assert self._ws.handshake_exc is not None
+            self._refuse(outcome, self._ws.handshake_exc, response.status_code)
+            return False
+        self._ws.send_response(response)
+        out += self._ws.data_to_send()
+        outcome.upgraded = request.path
         return True
 
-    def _refuse(self, outcome: Outcome, why: str) -> Outcome:
-        if self._ws.state is ConnectionState.CONNECTING:
-            if "Bad HTTP" in why:
-                outcome.send = _http_refusal(400, "Bad Request", "not an HTTP request")
-                outcome.refused = "not an HTTP request"
-            else:
-                outcome.send = _http_refusal(
-                    426, "Upgrade Required", f"this is a WebSocket echo server: {why}"
-                )
-                outcome.refused = f"not a WebSocket upgrade ({why})"
+    def _valid_utf8(self, frame: Frame) -> bool:
+        """Whether a text frame's payload continues its message as UTF-8."""
+        if self._utf8 is None:
+            self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        try:
+            self._utf8.decode(frame.data, frame.fin)
+        except UnicodeDecodeError:
+            return False
+        if frame.fin:
+            self._utf8.reset()
+        return True
+
+    def _fail(self, code: CloseCode, reason: str, out: list[bytes]) -> None:
+        """Close with C{code} now (the rest of what was read is not answered)."""
+        if self._ws.state is State.OPEN:
+            self._ws.fail(code, reason)
+            out += self._ws.data_to_send()
+        else:  # a close later in the same read was answered already: this one counts
+            payload = Close(code, reason).serialize()
+            out += [Frame(CLOSE, payload).serialize(mask=False), b""]
+
+    def _failure(self, exc: Exception) -> str:
+        if isinstance(exc, PayloadTooBig):
+            return f"a message over the {self.max_message:,}-byte limit"
+        return str(exc) or type(exc).__name__
+
+    def _refuse(
+        self, outcome: Outcome, exc: Exception, status: int = 400, answer: bytes = b""
+    ) -> Outcome:
+        """Answer a request that is not a WebSocket upgrade (or send C{answer}), and close."""
+        if isinstance(exc, InvalidMessage):
+            outcome.send = _http_refusal(400, "Bad Request", "not an HTTP request")
+            outcome.refused = "not an HTTP request"
+        elif answer:
+            outcome.send = answer
+            outcome.refused = f"not a WebSocket upgrade ({exc})"
         else:
-            outcome.refused = why
+            phrase = http.HTTPStatus(status).phrase
+            detail = f"this is a WebSocket echo server: {exc}"
+            outcome.send = _http_refusal(status, phrase, detail)
+            outcome.refused = f"not a WebSocket upgrade ({exc})"
         outcome.close = self._closing = True
         return outcome
 

@@ -23,7 +23,7 @@ from echokit import __version__
 from echokit.errors import EchokitError, InputError
 from echokit.runtime.policy import LIMIT_OPTIONS, ServerPolicy
 from echokit.runtime.reactors import DEFAULT as DEFAULT_REACTOR
-from echokit.runtime.reactors import REACTORS, without_tls
+from echokit.runtime.reactors import REACTORS, load_lazily, without_tls
 from echokit.transports.certs import CERT_DIR_ENV, CertStore, resolve_cert_dir
 from echokit.transports.grammar import EndpointSpec, parse_client, parse_server, plaintext_only
 
@@ -303,8 +303,11 @@ def serve(
       echokit serve tcp:16000 tcp6:16001 unix:/tmp/echo.sock ssl:16443 udp:16000
     """
     specs = [_checked(parse_server, text, "server") for text in descriptions]
-    if ctx.obj.get("own_process") and not require_client_cert and plaintext_only(specs):
-        without_tls()  # before anything imports Twisted (worker_count's module does)
+    if ctx.obj.get("own_process"):
+        # Before anything imports Twisted (worker_count's module does).
+        load_lazily()
+        if not require_client_cert and plaintext_only(specs):
+            without_tls(stdlib=ctx.obj["reactor"] != "uvloop")
     store = _cert_store(cert_dir)
     verbose = ctx.obj["verbosity"] > 0
     from echokit.server.workers import worker_count

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from echokit.transports.datagram import UDPClientEndpoint, UDPServerEndpoint
 from echokit.transports.grammar import WEBSOCKET_KINDS, EndpointSpec, escape
 
 if TYPE_CHECKING:  # imported when a quic: string is used (load_quic): aioquic is optional
+    import ssl  # not otherwise: a plaintext-only server marks it absent (without_tls)
+
     from echokit.transports.quic import QuicServerEndpoint
 
 # echokit's TLS modules (tls: pyOpenSSL and cryptography; tlslayer) are imported by the

@@ -3,14 +3,13 @@ Why a TLS connection failed, in a few words, without importing a TLS library.
 
 Plaintext-only servers never load pyOpenSSL (see L{echokit.runtime.reactors.without_tls}),
 yet their connections report how they ended through the same code as TLS ones: this
-module reads pyOpenSSL's C{SSL.Error} only if pyOpenSSL is already loaded (an error of
-that type cannot exist otherwise), and the standard library's C{ssl.SSLError}.
+module reads pyOpenSSL's C{SSL.Error} and the standard library's C{ssl.SSLError} only
+if their modules are already loaded (an error of either type cannot exist otherwise).
 """
 
 from __future__ import annotations
 
 import re
-import ssl
 import sys
 
 from twisted.python.failure import Failure
@@ -39,7 +38,8 @@ def tls_failure_text(reason: Failure) -> str:
         reasons = [str(entry[-1]) for entry in value.args[0] if entry and entry[-1]]
         if reasons:
             return "; ".join(reasons)
-    if isinstance(value, ssl.SSLError):
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(value, ssl.SSLError):
         text = re.sub(r"^\[[^]]*\] | \(_ssl\.c:\d+\)$", "", str(value.args[-1]))
         verify = getattr(value, "verify_message", None)
         return f"{text} ({verify})" if verify and verify not in text else text

@@ -145,10 +145,10 @@ async def demo(reactor: Any, certs: CertStore, out: TextIO) -> list[Row]:
             "wss": "wss:0:interface=127.0.0.1",
         }.items():
             wanted[name], rows[name] = text, Row(name, text)
-            if importlib.util.find_spec("wsproto") is None:
+            if importlib.util.find_spec("websockets") is None:
                 del wanted[name]
                 rows[name].skipped = True
-                rows[name].note = "skipped: needs wsproto (pip install 'echokit[ws]')"
+                rows[name].note = "skipped: needs websockets (pip install 'echokit[ws]')"
         if no_ipv6:
             del wanted["tcp6"]
             rows["tcp6"].skipped, rows["tcp6"].note = True, f"skipped: {no_ipv6}"

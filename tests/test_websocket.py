@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from websockets.exceptions import ConnectionClosedError
 from wsproto import ConnectionType, WSConnection
@@ -599,9 +601,9 @@ class ConnectCommandTests:
         assert "did not answer as a WebSocket server" in result.stderr.decode(), result.stderr
 
     def test_missing_extra_is_a_hint(self) -> None:
-        """Without wsproto, a ws: string fails with the pip command that installs it."""
+        """Without websockets, a ws: string fails with the pip command that installs it."""
         code = (
-            "import sys; sys.modules['wsproto'] = None; "
+            "import sys; sys.modules['websockets'] = None; "
             "from echokit.cli import entry; sys.argv = ['echokit', 'serve', 'ws:0']; entry()"
         )
         result = subprocess.run(
@@ -659,27 +661,29 @@ def test_ws_behind_a_proxy_header(tmp_path: Path) -> None:
     assert "ws connection from 192.0.2.10:5555 opened" in log, log
 
 
+def _upgraded_client(
+    text: bool, inner: type[Protocol] = Protocol
+) -> tuple[WebSocketClientProtocol, StringTransport, WSConnection]:
+    """echokit's client, upgraded by a wsproto server in memory."""
+    client = WebSocketClientProtocol(Factory.forProtocol(inner), Clock(), "h", "/")
+    client.text = text
+    transport = StringTransport()
+    client.makeConnection(transport)
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(transport.value())
+    assert [type(e) for e in server.events()] == [Request]
+    transport.clear()
+    client.dataReceived(server.send(AcceptConnection()))
+    assert client.upgraded.called
+    return client, transport, server
+
+
 class ClientMessageTypeTests(TestCase):
     """What echokit's client puts on the wire: binary messages, or text for typed lines."""
 
-    def _upgraded(
-        self, text: bool
-    ) -> tuple[WebSocketClientProtocol, StringTransport, WSConnection]:
-        client = WebSocketClientProtocol(Factory.forProtocol(Protocol), Clock(), "h", "/")
-        client.text = text
-        transport = StringTransport()
-        client.makeConnection(transport)
-        server = WSConnection(ConnectionType.SERVER)
-        server.receive_data(transport.value())
-        assert [type(e) for e in server.events()] == [Request]
-        transport.clear()
-        client.dataReceived(server.send(AcceptConnection()))
-        assert client.upgraded.called
-        return client, transport, server
-
     def test_lines_go_as_text(self) -> None:
         """With text on (interactive mode), a UTF-8 line is one text message."""
-        client, transport, server = self._upgraded(text=True)
+        client, transport, server = _upgraded_client(text=True)
         client.write("héllo\n".encode())
         assert transport.value()[0] == 0x81  # FIN, opcode 1: text
         server.receive_data(transport.value())
@@ -689,9 +693,67 @@ class ClientMessageTypeTests(TestCase):
     def test_bytes_go_as_binary(self) -> None:
         """By default (pipe mode), and for bytes that are not UTF-8, a write is binary."""
         for text in (False, True):
-            client, transport, server = self._upgraded(text=text)
+            client, transport, server = _upgraded_client(text=text)
             client.write(b"\xff\x00data")
             assert transport.value()[0] == 0x82  # FIN, opcode 2: binary
             server.receive_data(transport.value())
             [event] = server.events()
             assert isinstance(event, BytesMessage) and event.data == b"\xff\x00data"
+
+
+class _Received(Protocol):
+    """An inner protocol that keeps what it is given and why its connection ended."""
+
+    def connectionMade(self) -> None:
+        self.received: list[bytes] = []
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+
+
+class ClientAnswerTests(TestCase):
+    """echokit's client against a wsproto server in memory: pings, fragments, closes."""
+
+    def test_ping_gets_a_pong_and_fragments_are_one_echo(self) -> None:
+        """A ping is answered with a pong; an echo in two frames is one message, delivered."""
+        client, transport, server = _upgraded_client(text=False, inner=_Received)
+        client.write(b"abcd")
+        transport.clear()
+        client.dataReceived(
+            server.send(Ping(payload=b"p"))
+            + server.send(BytesMessage(data=b"ab", message_finished=False))
+            + server.send(BytesMessage(data=b"cd"))
+        )
+        server.receive_data(transport.value())
+        assert [(type(e), e.payload) for e in server.events()] == [(Pong, b"p")]  # type: ignore[attr-defined]
+        inner = client.inner
+        assert isinstance(inner, _Received) and inner.received == [b"ab", b"cd"]
+        assert not transport.disconnecting
+
+    def test_echo_of_another_type_aborts(self) -> None:
+        """A binary message echoed as text is a mismatch: the connection is aborted."""
+        client, transport, server = _upgraded_client(text=False, inner=_Received)
+        client.write(b"abcd")
+        client.dataReceived(server.send(TextMessage(data="abcd")))
+        assert transport.disconnecting
+        client.connectionLost(Failure(ConnectionDone()))
+        inner = client.inner
+        assert isinstance(inner, _Received) and inner.reason is not None
+        assert "binary message came back as text" in str(inner.reason.value)
+
+    def test_close_with_an_error_status_is_answered_and_reported(self) -> None:
+        """The server's close 1011 gets a close back, and ends the run with its status."""
+        client, transport, server = _upgraded_client(text=False, inner=_Received)
+        transport.clear()
+        client.dataReceived(server.send(CloseConnection(code=1011, reason="boom")))
+        server.receive_data(transport.value())
+        [answer] = server.events()
+        assert isinstance(answer, CloseConnection) and answer.code == 1011
+        client.connectionLost(Failure(ConnectionDone()))
+        inner = client.inner
+        assert isinstance(inner, _Received) and inner.reason is not None
+        assert "closed the WebSocket with status 1011 (boom)" in str(inner.reason.value)

@@ -65,9 +65,9 @@ def _bench(string: str, server: Server, settings: Settings, certs: Path) -> dict
 def run(settings: Settings, report: Report, workdir: Path) -> None:
     """echokit's ws and wss beside the websockets library's server, as ratios."""
     say("== websocket: echokit serve ws:/wss: against the websockets library's server ==")
-    missing = [m for m in ("wsproto", "websockets") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("websockets",) if importlib.util.find_spec(m) is None]
     if missing:
-        say(f"{', '.join(missing)} not installed (pip install 'echokit[ws]' websockets): skipped")
+        say(f"{', '.join(missing)} not installed (pip install 'echokit[ws]'): skipped")
         report.problems.append(f"websocket: {', '.join(missing)} not installed")
         return
     certs = make_certs(workdir / "ws")

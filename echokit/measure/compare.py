@@ -45,10 +45,10 @@ from echokit.transports.grammar import EndpointSpec, parse_client
 #: The transports C{compare} knows, in table order. C{quic} is a QUIC stream per client,
 #: C{quic-dgram} QUIC DATAGRAM frames (RFC 9221); both need aioquic (echokit[quic]).
 #: C{ws} and C{wss} are WebSocket, plain and over TLS, one binary message per message;
-#: they need wsproto (echokit[ws]).
+#: they need websockets (echokit[ws]).
 TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp", "quic", "quic-dgram", "ws", "wss")
 #: Transports that need an optional package, and which.
-_NEEDS = {"quic": "aioquic", "quic-dgram": "aioquic", "ws": "wsproto", "wss": "wsproto"}
+_NEEDS = {"quic": "aioquic", "quic-dgram": "aioquic", "ws": "websockets", "wss": "websockets"}
 
 
 def default_transports() -> list[str]:

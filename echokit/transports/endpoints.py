@@ -330,7 +330,7 @@ def websocket_inner(spec: EndpointSpec) -> EndpointSpec:
 
 def websocket_module(spec: EndpointSpec) -> Any:
     """
-    L{echokit.transports.ws}, imported now (it needs wsproto, the C{ws} extra).
+    L{echokit.transports.ws}, imported now (it needs websockets, the C{ws} extra).
 
     @raise EndpointError: with the command that installs it, if it is missing.
     """

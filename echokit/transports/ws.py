@@ -1,11 +1,12 @@
 """
 WebSocket echo (RFC 6455), C{ws:} and C{wss:}: sans-IO WebSocket cores under Twisted protocols.
 
-The server runs the websockets library's sans-IO core (C{websockets.server.ServerProtocol},
-which unmasks in C), the client wsproto's. This module needs the C{ws} extra
-(C{pip install 'echokit[ws]'}, which brings both); nothing imports it until a C{ws:} or
-C{wss:} string is used, so C{echokit --help} and the other transports never pay for it
-(see L{echokit.transports.endpoints.websocket_module}).
+Both ends run the websockets library's sans-IO core (C{websockets.server.ServerProtocol}
+and C{websockets.client.ClientProtocol}, which mask and unmask in C): it measured a third
+of wsproto's cost per 64-byte message. This module needs the C{ws} extra
+(C{pip install 'echokit[ws]'}, which brings websockets); nothing imports it until a
+C{ws:} or C{wss:} string is used, so C{echokit --help} and the other transports never pay
+for it (see L{echokit.transports.endpoints.websocket_module}).
 
 Three pieces, in the style of h11:
 
@@ -55,24 +56,14 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from websockets.exceptions import InvalidMessage, PayloadTooBig
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidMessage, InvalidStatus, PayloadTooBig
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request as HTTPRequest
+from websockets.http11 import Response as HTTPResponse
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import ProtocolError
+from websockets.uri import WebSocketURI
 from zope.interface import implementer
 
 from echokit.errors import ConnectFailed, EchoMismatch
@@ -437,24 +428,37 @@ class WebSocketClientProtocol(Protocol):
         self.text = False
         self.inner: IProtocol | None = None
         self.upgraded: defer.Deferred[IProtocol] = defer.Deferred()
-        self._ws = WSConnection(ConnectionType.CLIENT)
+        target = WebSocketURI(secure=False, host="localhost", port=80, path=path, query="")
+        self._ws = ClientProtocol(target, max_size=MAX_MESSAGE_SIZE)
         self._sent = _Sent()
         self._problem: Exception | None = None
         self._close_timer: Any = None
         self._close_when_echoed = False
+        self._text = False
         self.disconnecting = False
 
     # What the inner protocol sees as its transport.
 
     def write(self, data: bytes) -> None:
-        if self._ws.state is not ConnectionState.OPEN:
+        if self._ws.state is not State.OPEN:
             return  # closing: like a stream after loseConnection, further writes are dropped
-        message: Message[Any] = BytesMessage(data=data)
+        text = False
         if self.text:
             with contextlib.suppress(UnicodeDecodeError):  # not UTF-8: sent as binary
-                message = TextMessage(data=data.decode())
-        self._sent.sent(len(data), isinstance(message, TextMessage))
-        self.transport.write(self._ws.send(message))  # type: ignore[union-attr]
+                data.decode()
+                text = True
+        self._sent.sent(len(data), text)
+        if text:
+            self._ws.send_text(data)
+        else:
+            self._ws.send_binary(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what websockets has to send (its end-of-stream marker is left to L{_close_after})."""
+        for data in self._ws.data_to_send():
+            if data:
+                self.transport.write(data)  # type: ignore[union-attr]
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
@@ -472,9 +476,10 @@ class WebSocketClientProtocol(Protocol):
 
     def loseConnection(self) -> None:
         self.disconnecting = True
-        if self._ws.state is ConnectionState.OPEN:
+        if self._ws.state is State.OPEN:
             self._send_close(1000)
-        elif self._ws.state is not ConnectionState.LOCAL_CLOSING:
+        elif self._ws.close_sent is None or self._ws.close_rcvd is not None:
+            # (not while our close waits for the server's)
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def abortConnection(self) -> None:
@@ -508,38 +513,43 @@ class WebSocketClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         send_without_delay(self.transport)
-        self.transport.write(  # type: ignore[union-attr]
-            self._ws.send(Request(host=self.host, target=self.path))
-        )
+        request = self._ws.connect()
+        del request.headers["Host"]
+        request.headers["Host"] = self.host
+        self._ws.send_request(request)
+        self._flush()
 
     def dataReceived(self, data: bytes) -> None:
+        ws = self._ws
+        ws.receive_data(data)
         try:
-            self._ws.receive_data(data)
-            for event in self._ws.events():
-                if isinstance(event, Message):
-                    self._echoed(event)
-                elif isinstance(event, AcceptConnection):
+            for event in ws.events_received():
+                if isinstance(event, Frame):
+                    opcode = event.opcode
+                    if opcode is BINARY or opcode is TEXT or opcode is CONT:
+                        self._echoed(event)
+                    elif opcode is CLOSE:
+                        self._closed_by_server()
+                elif isinstance(event, HTTPResponse) and ws.handshake_exc is None:
                     self._accepted()
-                elif isinstance(event, RejectConnection):
-                    raise ConnectFailed(
-                        f"the server refused the WebSocket upgrade to {self.path} with HTTP "
-                        f"{event.status_code}: is it a WebSocket server, and is the path right?"
-                    )
-                elif isinstance(event, Ping):
-                    self.transport.write(self._ws.send(event.response()))  # type: ignore[union-attr]
-                elif isinstance(event, CloseConnection):
-                    self._closed_by_server(event)
-                    return
+            if ws.handshake_exc is not None:
+                raise self._refusal(ws.handshake_exc)
+            if ws.parser_exc is not None:
+                raise ConnectFailed(f"the server broke the WebSocket protocol: {ws.parser_exc}")
         except (ConnectFailed, EchoMismatch) as e:
             self._problem = e
             self.transport.abortConnection()  # type: ignore[union-attr]
-        except ProtocolError as e:
-            self._problem = ConnectFailed(
-                f"the server did not answer as a WebSocket server ({e}): is it one?"
-                if self.inner is None
-                else f"the server broke the WebSocket protocol: {e}"
+            return
+        self._flush()  # pongs, the answer to the server's close
+
+    def _refusal(self, exc: Exception) -> ConnectFailed:
+        """What the server's refusal of the upgrade means, for the user."""
+        if isinstance(exc, InvalidStatus):
+            return ConnectFailed(
+                f"the server refused the WebSocket upgrade to {self.path} with HTTP "
+                f"{exc.response.status_code}: is it a WebSocket server, and is the path right?"
             )
-            self.transport.abortConnection()  # type: ignore[union-attr]
+        return ConnectFailed(f"the server did not answer as a WebSocket server ({exc}): is it one?")
 
     def _accepted(self) -> None:
         self.inner = self.factory.buildProtocol(self.transport.getPeer())  # type: ignore[union-attr]
@@ -549,32 +559,36 @@ class WebSocketClientProtocol(Protocol):
         self.inner.makeConnection(self)  # type: ignore[arg-type]
         self.upgraded.callback(self.inner)
 
-    def _echoed(self, message: Message[Any]) -> None:
+    def _echoed(self, frame: Frame) -> None:
         if self.inner is None:
             return
-        text = isinstance(message, TextMessage)
-        data = message.data.encode() if text else bytes(message.data)
-        problem = self._sent.fragment(len(data), text, message.message_finished)
+        if frame.opcode is not CONT:
+            self._text = frame.opcode is TEXT
+        data = frame.data if type(frame.data) is bytes else bytes(frame.data)
+        problem = self._sent.fragment(len(data), self._text, frame.fin)
         if problem is not None:
             raise EchoMismatch(f"the WebSocket echo differs: {problem}")
         self.inner.dataReceived(data)
         if self._close_when_echoed and not self._sent.pending:
             self._send_close(1000)
 
-    def _closed_by_server(self, event: CloseConnection) -> None:
-        if self._ws.state is not ConnectionState.CLOSED:
-            self.transport.write(self._ws.send(event.response()))  # type: ignore[union-attr]
-        if event.code not in (1000, 1001, 1005):
+    def _closed_by_server(self) -> None:
+        """The server's close (websockets answers it, if it was not the answer to ours)."""
+        close = self._ws.close_rcvd
+        code = close.code if close is not None else CloseCode.NO_STATUS_RCVD
+        if code not in (1000, 1001, 1005):
+            reason = close.reason if close is not None else ""
             self._problem = ConnectFailed(
-                f"the server closed the WebSocket with status {event.code}"
-                + (f" ({event.reason})" if event.reason else "")
+                f"the server closed the WebSocket with status {code}"
+                + (f" ({reason})" if reason else "")
             )
         # The server closes the TCP connection; do it ourselves if it does not soon.
         self._close_after(CLOSE_TIMEOUT)
 
     def _send_close(self, code: int) -> None:
-        if self._ws.state is ConnectionState.OPEN:
-            self.transport.write(self._ws.send(CloseConnection(code=code)))  # type: ignore[union-attr]
+        if self._ws.state is State.OPEN:
+            self._ws.send_close(code)
+            self._flush()
             self._close_after(CLOSE_TIMEOUT)
 
     def _close_after(self, seconds: float) -> None:
@@ -591,7 +605,7 @@ class WebSocketClientProtocol(Protocol):
         self._close_timer = None
         if self._problem is not None:
             reason = Failure(self._problem)
-        elif self._ws.state is ConnectionState.OPEN and reason.check(error.ConnectionDone):
+        elif self._ws.state is State.OPEN and reason.check(error.ConnectionDone):
             reason = Failure(error.ConnectionLost("the server closed without a WebSocket close"))
         if self.inner is not None:
             self.inner.connectionLost(reason)

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from echokit import __version__
-from echokit.errors import EchokitError, InputError
+from echokit.errors import INTERRUPTED, EchokitError, InputError
 from echokit.runtime.policy import LIMIT_OPTIONS, ServerPolicy
 from echokit.runtime.reactors import DEFAULT as DEFAULT_REACTOR
 from echokit.runtime.reactors import REACTORS, load_lazily, without_tls
@@ -98,7 +98,7 @@ def run(job: Job, ctx: click.Context, default_level: str = "warn") -> NoReturn:
             # Ctrl-C: the shell's convention (128 + SIGINT), and the prompt on a new line.
             sys.stderr.write("\n")
             sys.stderr.flush()
-            raise SystemExit(130) from None
+            raise SystemExit(INTERRUPTED) from None
         raise
     raise AssertionError("task.react returned")  # pragma: no cover
 
@@ -961,5 +961,5 @@ def entry() -> NoReturn:
         sys.exit(e.exit_code)
     except click.Abort:
         click.echo("echokit: aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     sys.exit(0)

@@ -4,12 +4,17 @@ The errors whose messages reach the user.
 Every error echokit expects to happen is an L{EchokitError}: its message is one line that
 says what was wrong and how to fix it, and its C{exit_code} decides the process's exit
 status. The CLI turns them into output in one place (L{echokit.cli.run}); nothing else
-prints errors or calls C{sys.exit}.
+prints errors or calls C{sys.exit} (but L{echokit.__main__}, for a Ctrl-C while the command
+line loads).
 
 Exit codes:
     - 2: bad input (an endpoint string, a flag, a missing file); nothing was attempted.
     - 1: a runtime failure (refused, timed out, certificate rejected, echo differs).
+    - 130 (L{INTERRUPTED}): ended by Ctrl-C (SIGINT), the shell's convention (128 + 2).
 """
+
+#: The exit status of a command ended by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+INTERRUPTED = 130
 
 
 class EchokitError(Exception):

@@ -712,6 +712,54 @@ class HelpTests:
         assert result.stderr == b""
 
 
+class InterruptedStartTests:
+    """Ctrl-C while the command line is still loading exits 130 quietly, like Ctrl-C later."""
+
+    # A real SIGINT at a known point: when the command line first imports click (a
+    # fraction of a second into every run; a user's Ctrl-C can land there).
+    SIGINT_ON_CLICK = (
+        "import os, signal, sys\n"
+        "class SigintOnClick:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'click':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, SigintOnClick())\n"
+        "sys.argv = ['echokit', '--help']\n"
+    )
+
+    def interrupted(self, start: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-c", self.SIGINT_ON_CLICK + start],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    def test_installed_command(self) -> None:
+        """
+        The installed `echokit` script (its console_scripts entry point), interrupted
+        while it imports the command line: status 130, no traceback, no help printed.
+        """
+        start = (
+            "from importlib.metadata import entry_points\n"
+            "entry_points(group='console_scripts')['echokit'].load()()\n"
+        )
+        result = self.interrupted(start)
+        assert result.returncode == 130, result.stderr.decode()
+        assert result.stderr == b"\n"
+        assert result.stdout == b""
+
+    def test_python_m_echokit(self) -> None:
+        """`python -m echokit`, interrupted while it imports the command line: the same."""
+        result = self.interrupted(
+            "import runpy; runpy.run_module('echokit', run_name='__main__')\n"
+        )
+        assert result.returncode == 130, result.stderr.decode()
+        assert result.stderr == b"\n"
+        assert result.stdout == b""
+
+
 class CertsTests:
     """echokit certs writes a CA, server and client certificates once."""
 

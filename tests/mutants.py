@@ -163,10 +163,10 @@ MUTANTS = [
     ),
     Mutant(
         "idle-never",
-        "Idle timeout closes a silent peer: the idle check always finds the peer recent",
+        "Idle timeout closes a silent peer: the idle sweep always finds the peer recent",
         "echokit/transports/stream.py",
-        "        if silent_for < policy.idle_timeout:",
-        "        if True:",
+        "            if now - heard >= timeout:",
+        "            if False:",
         (f"{H}::IdleTimeoutTests",),
     ),
     Mutant(

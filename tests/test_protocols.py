@@ -343,6 +343,82 @@ class ServerTimeoutTests(SynchronousTestCase):
         protocol.connectionLost(Failure(Exception("closed")))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_one_timer_for_every_idle_connection(self) -> None:
+        """
+        A listener's 100 idle connections share one timer (not a DelayedCall each: the
+        memory of an idle connection), and all close at their idle timeout.
+        """
+        clock = Clock()
+        factory = self.factory(clock, idle_timeout=10)
+        connections = [server_on_string_transport(factory) for _ in range(100)]
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(9.9)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0.1)
+        self.assertTrue(all(transport.disconnecting for _, transport in connections))
+        self.assertEqual(factory.stats.timeouts, 100)
+
+    def test_each_silent_connection_closes_within_the_resolution(self) -> None:
+        """
+        Connections opened 0.2 s apart, some talking once, with idle_timeout 10: each
+        closes between 10 s after it was last heard from and one resolution (1 s)
+        later, never before; the listener never holds more than one timer.
+        """
+        clock = Clock()
+        factory = self.factory(clock, idle_timeout=10, close_grace=0)  # no timer but the sweep
+        self.assertEqual(factory.idle_sweep.resolution, 1.0)
+        last_heard: dict[int, float] = {}
+        connections = []
+        for i in range(40):
+            connections.append(server_on_string_transport(factory))
+            last_heard[i] = clock.seconds()
+            clock.advance(0.2)  # all 40 open within 8 s: none closed before the loop below
+            if i % 3 == 0 and i > 0:
+                connections[i // 2][0].dataReceived(b"still here")
+                last_heard[i // 2] = clock.seconds()
+        closed_at: dict[int, float] = {}
+        while len(closed_at) < len(connections) and clock.seconds() < 60:
+            self.assertLessEqual(len(clock.getDelayedCalls()), 1)
+            clock.advance(0.05)
+            for i, (_, transport) in enumerate(connections):
+                if transport.disconnecting and i not in closed_at:
+                    closed_at[i] = clock.seconds()
+        self.assertEqual(len(closed_at), len(connections))
+        for i, at in closed_at.items():
+            silent_for = at - last_heard[i]
+            self.assertGreaterEqual(silent_for, 10 - 1e-9, f"connection {i}")
+            self.assertLessEqual(silent_for, 11 + 0.05 + 1e-9, f"connection {i}")
+
+    def test_closing_connections_are_not_swept(self) -> None:
+        """
+        A connection already closing (its peer half-closed) is not closed again, nor
+        counted as timed out, when the idle timeout passes; the talking one stays open.
+        """
+        clock = Clock()
+        factory = self.factory(clock, idle_timeout=10, close_grace=0)
+        closing, _ = server_on_string_transport(factory)
+        talking, talking_transport = server_on_string_transport(factory)
+        closing.readConnectionLost()
+        for _ in range(3):
+            clock.advance(5)
+            talking.dataReceived(b"here")
+        self.assertEqual(factory.stats.timeouts, 0)
+        self.assertIsNone(closing.closed_by)
+        self.assertFalse(talking_transport.disconnecting)
+
+    def test_last_connection_lost_stops_the_sweep(self) -> None:
+        """When a listener's last connection is gone, no sweep is left on the clock."""
+        clock = Clock()
+        factory = self.factory(clock, idle_timeout=10)
+        protocols = [server_on_string_transport(factory)[0] for _ in range(3)]
+        clock.advance(4)
+        for protocol in protocols:
+            self.assertNotEqual(clock.getDelayedCalls(), [])
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        server_on_string_transport(factory)  # a new connection sets it again
+        self.assertEqual([call.getTime() for call in clock.getDelayedCalls()], [14.0])
+
     def test_tls_handshake_timeout_aborts(self) -> None:
         """A TLS connection with no completed handshake is aborted after handshake_timeout."""
         clock = Clock()

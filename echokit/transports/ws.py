@@ -298,7 +298,7 @@ class WebSocketEchoProtocol(EchoServerProtocol):
         if outcome.send:
             self._writer.write(outcome.send)
         self.bytes_echoed += outcome.echoed
-        if self._timer is not None:
+        if self._last_heard is not None:
             self._last_heard = self.factory.clock.seconds()
         if outcome.upgraded is not None:
             self.upgraded = True

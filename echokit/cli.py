@@ -783,6 +783,13 @@ def bench_process(ctx: click.Context, cert_dir: Path | None, config: str) -> Non
     help="Pin clients and servers to CPUs (one CPU in one process; with --server-process "
     "one each), so that latency does not measure the kernel moving or waking threads.",
 )
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Measure every transport's latency first, in this many rounds taking turns, so "
+    "that all see the machine alike; 1: each transport's in one go.  [default: 10]",
+)
 @bench_options
 @reactor_option
 @click.pass_context
@@ -792,6 +799,7 @@ def compare(
     transports: tuple[str, ...],
     server_process: bool,
     pin: bool,
+    rounds: int | None,
     **kwargs: Any,
 ) -> None:
     """Start echokit's servers and measure every transport side by side.
@@ -806,15 +814,31 @@ def compare(
       echokit compare tcp unix ssl --size 1k --server-process --plot latency.png
     """
     from echokit.measure.compare import TRANSPORTS, default_transports
+    from echokit.measure.interleave import ROUNDS
 
     chosen = [t for t in TRANSPORTS if t in transports] if transports else default_transports()
     settings, options, output = _bench_setup(ctx, **kwargs)
+    if rounds is not None and settings.rates:
+        fail(
+            InputError(
+                "--rounds splits the closed-loop latency phase, which a fixed-rate run "
+                "(--rate) does not have: give one or the other"
+            )
+        )
 
     async def job(reactor: Any) -> None:
         from echokit.measure.compare import compare as run_compare
 
         await run_compare(
-            reactor, chosen, options, settings, output, server_process, ctx.obj["reactor"], pin
+            reactor,
+            chosen,
+            options,
+            settings,
+            output,
+            server_process,
+            ctx.obj["reactor"],
+            pin,
+            ROUNDS if rounds is None else rounds,
         )
 
     run(job, ctx)

@@ -382,6 +382,7 @@ class CompareCommandTests:
             assert kind in kinds, out
         assert "tcp6" in kinds or "tcp6 skipped" in out
         assert "mode: server and clients in this process, one reactor" in out
+        assert "latency: 10 rounds per transport taking turns (tcp, " in out
         assert "0/0/0/0" in out
 
     def test_server_process_json_save_baseline_plot(self, tmp_path: Path) -> None:

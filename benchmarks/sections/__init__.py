@@ -36,6 +36,7 @@ SECTIONS = (
     "processes",
     "reliability",
     "openloop",
+    "stability",
 )
 
 Section = Callable[["Settings", "Report", Path], None]

@@ -206,6 +206,103 @@ def _blocking_socket(
     raise last or OSError(f"cannot resolve {host}")
 
 
+class BlockingProbe:
+    """
+    One message in flight over a blocking socket, for L{EndpointResult}'s latency.
+
+    Its methods block: call them in a worker thread. L{open} connects (and does a TLS
+    handshake); L{run} measures for a while, as often as wanted, over the same
+    connection and into the same histogram; L{close} closes it and adds the audit of
+    every message sent. C{echokit compare} runs several probes in turn, a short run
+    each (L{echokit.measure.interleave}); C{echokit bench} one run per endpoint.
+
+    @ivar lost: set when a stream's echo stopped short (L{run} raised it): the stream
+        is out of step, nothing more can be measured over it.
+    """
+
+    def __init__(
+        self,
+        spec: EndpointSpec,
+        options: ClientOptions,
+        settings: BenchSettings,
+        result: EndpointResult,
+    ) -> None:
+        self.spec, self.options, self.settings, self.result = spec, options, settings, result
+        self.maker, self.checker = MessageMaker(settings.size), MessageChecker(settings.size)
+        self.sent = 0
+        self.lost: EchoLost | None = None
+        self._sock: socket.socket | None = None
+
+    def open(self) -> None:
+        """Connect; fill C{result}'s family (and TLS version and cipher)."""
+        sock, family, version, cipher = _blocking_socket(self.spec, self.options)
+        self._sock = sock
+        self.result.family = family
+        if version:
+            self.result.tls_version, self.result.tls_cipher = version, cipher
+
+    def run(self, seconds: float, count: int | None, progress: Progress) -> None:
+        """
+        Measure C{count} round trips (if given), else for C{seconds}.
+
+        @raise EchoLost: when a stream's echo stops short of a whole message for
+            C{options.timeout} seconds.
+        """
+        sock, size, timeout = self._sock, self.settings.size, self.options.timeout
+        assert sock is not None and self.lost is None, "run() before open(), or after a loss"
+        maker, checker, histogram = self.maker, self.checker, self.result.histogram
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        datagram = self.spec.kind in DATAGRAM_KINDS
+        deadline = time.monotonic() + seconds
+        sent, limit = 0, count
+        clock = time.perf_counter_ns
+        try:
+            while (sent < limit) if limit is not None else (time.monotonic() < deadline):
+                message = maker.make(self.sent + sent)
+                sent += 1
+                started = clock()
+                sock.sendall(message)
+                if datagram:
+                    try:
+                        got = sock.recv_into(buffer)
+                    except (TimeoutError, BlockingIOError):
+                        continue  # lost: the checker sees the gap in sequence numbers
+                    elapsed = clock() - started
+                    checker.feed_datagram(bytes(view[:got]))
+                else:
+                    got = 0
+                    while got < size:
+                        try:
+                            n = sock.recv_into(view[got:])
+                        except (TimeoutError, BlockingIOError):
+                            self.lost = _echo_lost(size - got, size, self.sent + sent - 1, timeout)
+                            raise self.lost from None
+                        if not n:
+                            raise ConnectionError("the server closed the connection")
+                        got += n
+                    elapsed = clock() - started
+                    checker.feed_datagram(bytes(buffer))
+                histogram.record(elapsed)
+                if sent % 256 == 0:
+                    progress(
+                        sent / limit
+                        if limit
+                        else 1 - max(0.0, deadline - time.monotonic()) / seconds
+                    )
+        finally:
+            self.sent += sent
+
+    def close(self) -> None:
+        """Close the connection; add the audit of every message sent to C{result}."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.checker.close(self.sent)  # a datagram that timed out at the very end is lost too
+        self.result.add_audit(self.checker, self.sent)
+        self.result.latency_client = "blocking socket, worker thread"
+
+
 def _blocking_latency(
     spec: EndpointSpec,
     options: ClientOptions,
@@ -214,68 +311,17 @@ def _blocking_latency(
     progress: Progress,
 ) -> None:
     """
-    One message in flight over a blocking socket; fills C{result}'s latency fields.
+    One L{BlockingProbe} run of the whole phase; fills C{result}'s latency fields.
 
     @raise EchoLost: when a stream's echo stops short of a whole message for
         C{options.timeout} seconds (after the counts are added to C{result}).
     """
-    sock, family, version, cipher = _blocking_socket(spec, options)
-    result.family = family
-    if version:
-        result.tls_version, result.tls_cipher = version, cipher
-    maker, checker = MessageMaker(settings.size), MessageChecker(settings.size)
-    buffer = bytearray(settings.size)
-    view = memoryview(buffer)
-    datagram = spec.kind in DATAGRAM_KINDS
-    lost: EchoLost | None = None
-    deadline = time.monotonic() + settings.duration
-    limit = settings.count
-    sent = 0
-    clock = time.perf_counter_ns
+    probe = BlockingProbe(spec, options, settings, result)
+    probe.open()
     try:
-        while (sent < limit) if limit is not None else (time.monotonic() < deadline):
-            message = maker.make(sent)
-            sent += 1
-            started = clock()
-            sock.sendall(message)
-            if datagram:
-                try:
-                    got = sock.recv_into(buffer)
-                except (TimeoutError, BlockingIOError):
-                    continue  # lost: the checker sees the gap in sequence numbers
-                elapsed = clock() - started
-                checker.feed_datagram(bytes(view[:got]))
-            else:
-                got = 0
-                while got < settings.size:
-                    try:
-                        n = sock.recv_into(view[got:])
-                    except (TimeoutError, BlockingIOError):
-                        lost = _echo_lost(
-                            settings.size - got, settings.size, sent - 1, options.timeout
-                        )
-                        break
-                    if not n:
-                        raise ConnectionError("the server closed the connection")
-                    got += n
-                if lost is not None:
-                    break  # the stream is out of step now: nothing after this can be checked
-                elapsed = clock() - started
-                checker.feed_datagram(bytes(buffer))
-            result.histogram.record(elapsed)
-            if sent % 256 == 0:
-                progress(
-                    sent / limit
-                    if limit
-                    else 1 - max(0.0, deadline - time.monotonic()) / settings.duration
-                )
+        probe.run(settings.duration, settings.count, progress)
     finally:
-        sock.close()
-    checker.close(sent)  # a datagram that timed out at the very end is lost too
-    result.add_audit(checker, sent)
-    result.latency_client = "blocking socket, worker thread"
-    if lost is not None:
-        raise lost
+        probe.close()
 
 
 # --- reactor clients ------------------------------------------------------------------
@@ -686,6 +732,99 @@ async def _connect_times(
         result.tls_handshake_ms = statistics.median(handshakes) * 1000
 
 
+def new_result(spec: EndpointSpec, settings: BenchSettings) -> EndpointResult:
+    """An empty result for C{spec}, measured with C{settings}."""
+    return EndpointResult(
+        endpoint=spec.text,
+        transport=transport_name(spec),
+        size=settings.size,
+        connections=settings.connections,
+    )
+
+
+def blocking_probe_fits(spec: EndpointSpec, settings: BenchSettings) -> bool:
+    """Whether C{spec}'s latency is measured by a L{BlockingProbe} (else on the reactor)."""
+    return settings.size <= BLOCKING_PROBE_MAX and spec.kind in BLOCKING_KINDS
+
+
+async def _latency(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    result: EndpointResult,
+    progress: Progress,
+) -> None:
+    """The latency phase: one message in flight, by a L{BlockingProbe} if it fits."""
+    if blocking_probe_fits(spec, settings):
+        await threads.deferToThreadPool(
+            reactor,
+            reactor.getThreadPool(),
+            _blocking_latency,
+            spec,
+            options,
+            settings,
+            result,
+            progress,
+        )
+    elif not carries_datagrams(spec):
+        await _stream_throughput(reactor, spec, options, settings, result, progress, True)
+    elif spec.kind != "udp":
+        await _datagram_throughput(reactor, spec, options, settings, result, progress, None, True)
+
+
+def error_text(spec: EndpointSpec, error: EchokitError | OSError) -> str:
+    """What a result's C{error} says of C{error}, met measuring C{spec}."""
+    if isinstance(error, EchokitError):
+        return str(error)
+    return f"{spec.text}: {error.strerror or error}"
+
+
+async def _phases(
+    reactor: Any,
+    spec: EndpointSpec,
+    options: ClientOptions,
+    settings: BenchSettings,
+    result: EndpointResult,
+    progress: Progress,
+    rate: float | None,
+    meter: CpuMeter | None,
+    watch: Watch | None,
+    place: Callable[[str], None],
+    latency: bool,
+) -> None:
+    """L{bench_endpoint}'s phases, in order; the latency phase only if C{latency}."""
+
+    def phase(start: float, width: float) -> Progress:
+        return lambda fraction: progress(start + width * min(1.0, max(0.0, fraction)))
+
+    datagram = carries_datagrams(spec)
+    if not datagram:
+        await _connect_times(reactor, spec, options, result)
+    else:
+        # Resolves and checks the address (and a QUIC server's handshake).
+        await close_datagrams(await open_datagram(reactor, spec, options))
+    progress(0.1)
+    if rate is not None:
+        place("load")
+        await _fixed_rate(
+            reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter, watch
+        )
+        return
+    if latency:
+        place("latency")
+        await _latency(reactor, spec, options, settings, result, phase(0.1, 0.45))
+    place("load")
+    if datagram:
+        await _datagram_throughput(
+            reactor, spec, options, settings, result, phase(0.55, 0.45), meter
+        )
+    else:
+        await _stream_throughput(
+            reactor, spec, options, settings, result, phase(0.55, 0.45), False, meter
+        )
+
+
 def transport_name(spec: EndpointSpec) -> str:
     """
     The transport column of a result: the string's kind, and C{quic-dgram} for QUIC
@@ -704,6 +843,7 @@ async def bench_endpoint(
     meter: CpuMeter | None = None,
     watch: Watch | None = None,
     place: Callable[[str], None] = lambda phase: None,
+    measured: EndpointResult | None = None,
 ) -> EndpointResult:
     """
     Measure one endpoint: connects, latency, throughput and integrity; at a fixed
@@ -713,67 +853,33 @@ async def bench_endpoint(
     An endpoint that cannot be reached gives a result with C{error} set rather than an
     exception, so one dead endpoint does not hide the others' numbers. C{watch} is
     given a live view of the latencies as they are counted (L{echokit.measure.intervals}).
+
+    @param measured: this endpoint's result with its latency already measured (by
+        L{echokit.measure.interleave}): the rest is measured into it, latency skipped.
     """
-    datagram = carries_datagrams(spec)
-    result = EndpointResult(
-        endpoint=spec.text,
-        transport=transport_name(spec),
-        size=settings.size,
-        connections=settings.connections,
-    )
+    result = measured if measured is not None else new_result(spec, settings)
     if rate is not None:
         result.mode, result.rate = "open-loop", rate
     elif watch is not None:
         watch(result.histogram.since_last())
 
-    def phase(start: float, width: float) -> Progress:
-        return lambda fraction: progress(start + width * min(1.0, max(0.0, fraction)))
-
     try:
-        if not datagram:
-            await _connect_times(reactor, spec, options, result)
-        else:
-            # Resolves and checks the address (and a QUIC server's handshake).
-            await close_datagrams(await open_datagram(reactor, spec, options))
-        progress(0.1)
-        place("latency" if rate is None else "load")
-        if rate is not None:
-            await _fixed_rate(
-                reactor, spec, options, settings, rate, result, phase(0.1, 0.9), meter, watch
-            )
-        elif settings.size <= BLOCKING_PROBE_MAX and spec.kind in BLOCKING_KINDS:
-            await threads.deferToThreadPool(
+        if result.error is None:  # (a latency measured in turn with others may have failed)
+            await _phases(
                 reactor,
-                reactor.getThreadPool(),
-                _blocking_latency,
                 spec,
                 options,
                 settings,
                 result,
-                phase(0.1, 0.45),
+                progress,
+                rate,
+                meter,
+                watch,
+                place,
+                measured is None,
             )
-        elif not datagram:
-            await _stream_throughput(
-                reactor, spec, options, settings, result, phase(0.1, 0.45), True
-            )
-        elif spec.kind != "udp":
-            await _datagram_throughput(
-                reactor, spec, options, settings, result, phase(0.1, 0.45), None, True
-            )
-        if rate is None:
-            place("load")
-        if rate is None and datagram:
-            await _datagram_throughput(
-                reactor, spec, options, settings, result, phase(0.55, 0.45), meter
-            )
-        elif rate is None:
-            await _stream_throughput(
-                reactor, spec, options, settings, result, phase(0.55, 0.45), False, meter
-            )
-    except EchokitError as e:
-        result.error = str(e)
-    except OSError as e:
-        result.error = f"{spec.text}: {e.strerror or e}"
+    except (EchokitError, OSError) as e:
+        result.error = error_text(spec, e)
     if result.family == "?" and spec.kind == "unix":
         result.family = "unix"
     elif result.family == "?":

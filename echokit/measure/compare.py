@@ -32,8 +32,10 @@ from echokit.measure.bench import (
     EndpointResult,
     bench_endpoint,
     environment,
+    new_result,
 )
 from echokit.measure.cpu import CpuMeter, pin_plan, pin_process
+from echokit.measure.interleave import ROUNDS, described, interleaved_latency
 from echokit.measure.intervals import IntervalLog
 from echokit.measure.schedule import format_rate
 from echokit.measure.starttime import wait_until
@@ -157,11 +159,15 @@ async def measure(
     processes: int = 1,
     global_argv: Sequence[str] = (),
     place: Callable[[str], None] = lambda phase: None,
+    rounds: int = 1,
 ) -> list[EndpointResult]:
     """
     Measure every endpoint in turn (at each of C{settings.rates}, if any) and report
     them all; return the results. C{meter} measures CPU over each measured phase;
     C{place} is told of each phase (L{bench_endpoint}).
+
+    @param rounds: closed loop, measure the latency of every endpoint first, in this
+        many rounds taking turns (L{interleave}); 1: each endpoint's in one go.
 
     @param processes: measure from this many client processes at once, merged
         (L{echokit.measure.processes}); C{global_argv} are the options they run with.
@@ -185,19 +191,38 @@ async def measure(
     else:
         if settings.start_at is not None:
             await wait_until(reactor, settings.start_at)
-        bar = ProgressBar(output.progress, len(specs) * len(rates))
+        in_turn = rounds > 1 and not settings.rates
+        bar = ProgressBar(output.progress, len(specs) * len(rates) + in_turn)
         log = output.intervals
         if log is not None:
             log.start(reactor)
+        measured: list[EndpointResult | None] = [None] * len(specs)
         try:
-            for spec in specs:
+            if in_turn:
+                bar.start(0, "latency, every transport in turn")
+                place("latency")
+                fresh = [new_result(spec, settings) for spec in specs]
+                done = await interleaved_latency(
+                    reactor, specs, options, settings, fresh, rounds, bar
+                )
+                measured = [r if d else None for r, d in zip(fresh, done, strict=True)]
+            for spec, ready in zip(specs, measured, strict=True):
                 for rate in rates:
                     label = spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
-                    bar.start(len(results), label)
+                    bar.start(len(results) + in_turn, label)
                     watch = None if log is None else partial(log.follow, label)
                     results.append(
                         await bench_endpoint(
-                            reactor, spec, options, settings, bar, rate, meter, watch, place
+                            reactor,
+                            spec,
+                            options,
+                            settings,
+                            bar,
+                            rate,
+                            meter,
+                            watch,
+                            place,
+                            ready,
                         )
                     )
         finally:
@@ -268,6 +293,7 @@ async def compare(
     server_process: bool,
     reactor_name: str | None = None,
     pin: bool = True,
+    rounds: int = ROUNDS,
 ) -> list[EndpointResult]:
     """
     Start echokit's servers on C{transports}, measure each, report them all.
@@ -277,6 +303,8 @@ async def compare(
     @param pin: pin clients and servers to CPUs (L{pin_plan}): one CPU for this process
         when it runs both; else the server on one CPU, and the client on the same for
         latency and on another under load.
+    @param rounds: measure the latency of every transport first, in this many rounds
+        taking turns (L{interleave}); 1: each transport's in one go, before its load.
     """
     plan = pin_plan(server_process) if pin else None
     if plan is None:
@@ -297,6 +325,8 @@ async def compare(
     if "tcp6" in wanted and (why := ipv6_unavailable()):
         wanted.remove("tcp6")
         skipped.append(f"tcp6 skipped: {why}")
+    if not settings.rates:
+        pinning += "; " + described(rounds, wanted)
     with tempfile.TemporaryDirectory(prefix="echokit-compare-") as tmp:
         strings = server_strings(wanted, tmp)
         if server_process:
@@ -304,7 +334,7 @@ async def compare(
             mode = f"server in a child process ({shlex.join(['echokit', *flags, 'serve'])}), "
             mode += f"clients in this one; {pinning}"
             results = await _with_child_server(
-                reactor, strings, flags, options, settings, output, mode, wanted, plan
+                reactor, strings, flags, options, settings, output, mode, wanted, plan, rounds
             )
         else:
             mode = f"server and clients in this process, one reactor; {pinning}"
@@ -317,7 +347,9 @@ async def compare(
                 )
                 announced = [listener.connect_string for listener in listeners]
                 specs = [parse_client(text) for text in client_strings(wanted, announced)]
-                results = await measure(reactor, specs, options, settings, output, mode)
+                results = await measure(
+                    reactor, specs, options, settings, output, mode, rounds=rounds
+                )
             finally:
                 for listener in listeners:
                     await defer.maybeDeferred(listener.port.stopListening)
@@ -337,6 +369,7 @@ async def _with_child_server(
     mode: str,
     transports: Sequence[str],
     plan: tuple[int, int] | None = None,
+    rounds: int = 1,
 ) -> list[EndpointResult]:
     child = _Announcements(len(strings))
     env = dict(os.environ, **{CERT_DIR_ENV: str(options.certs.directory)}, PYTHONUNBUFFERED="1")
@@ -360,7 +393,9 @@ async def _with_child_server(
         connect_strings = await child.ready.addTimeout(30, reactor)
         specs = [parse_client(text) for text in client_strings(transports, connect_strings)]
         meter = CpuMeter(lambda: [process.pid], client=True)
-        return await measure(reactor, specs, options, settings, output, mode, meter, place=place)
+        return await measure(
+            reactor, specs, options, settings, output, mode, meter, place=place, rounds=rounds
+        )
     finally:
         if not child.ended.called:
             process.signalProcess("TERM")

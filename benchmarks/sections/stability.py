@@ -1,0 +1,100 @@
+"""
+echokit compare run twice in a row: each transport's p50 in both runs, and their ratio.
+
+`echokit compare tcp tcp6 unix ssl udp --json` (the transports whose latency compare's
+blocking probe measures, in rounds taking turns; otherwise compare's defaults), twice,
+back to back. The target (the open-loop issue's "numbers that hold still"): each
+transport's p50 within 20% run to run, and unix and udp not reported slower than tcp.
+About 50 s (--quick: --duration 0.5, about 15 s). On a loaded machine the runs see
+different loads: rerun on a quiet one for figures to quote.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    ECHOKIT,
+    BenchError,
+    Report,
+    Settings,
+    command_text,
+    make_certs,
+    number,
+    render,
+    say,
+)
+
+#: The transports measured (quic and ws are left out: compare measures their latency on
+#: the reactor, one at a time, and the section would take twice as long).
+TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp")
+#: The largest run-to-run change of a p50 the issue accepts.
+TARGET_SPREAD = 1.2
+
+
+def _compare(argv: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout:g} s: {command_text(argv)}") from None
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not rows:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise BenchError(f"{command_text(argv)}: {why}")
+    return {row["transport"]: row for row in rows}
+
+
+def _p50(run: dict[str, dict[str, Any]], transport: str) -> float | None:
+    row = run.get(transport)
+    value = None if row is None or row["error"] else row["latency_us"].get("p50")
+    return None if value is None else float(value)
+
+
+def run(settings: Settings, report: Report, workdir: Path) -> None:
+    """echokit compare twice in a row: each transport's p50 run to run."""
+    say("== j) stability: echokit compare twice in a row, each transport's p50 ==")
+    argv = [ECHOKIT, "compare", *TRANSPORTS, "--json", "--cert-dir", str(make_certs(workdir))]
+    if settings.rounds == 1:  # --quick
+        argv += ["--duration", "0.5", "--warmup", "0.1"]
+    say(f"$ {command_text(argv)}    # twice")
+    runs = [_compare(argv, 180) for _ in range(2)]
+    rows, spreads, slower = [], {}, []
+    for transport in TRANSPORTS:
+        first, second = (_p50(r, transport) for r in runs)
+        if first is None or second is None:
+            rows.append([transport, number(first, 1), number(second, 1), "-", "-"])
+            continue
+        spread = max(first, second) / min(first, second)
+        spreads[transport] = spread
+        verdict = "met" if spread <= TARGET_SPREAD else "NOT met"
+        rows.append(
+            [transport, number(first, 1), number(second, 1), f"{second / first:.2f}", verdict]
+        )
+    for index, r in enumerate(runs, 1):
+        tcp = _p50(r, "tcp")
+        for transport in ("unix", "udp"):
+            value = _p50(r, transport)
+            if tcp is not None and value is not None and value > tcp:
+                slower.append(f"run {index}: {transport} {value:.1f} us > tcp {tcp:.1f} us")
+    say(render(["transport", "p50 us, run 1", "run 2", "2 / 1", "within 20%"], rows))
+    say(
+        "unix and udp slower than tcp: "
+        + ("; ".join(slower) if slower else "in neither run (target met)")
+    )
+    say(
+        "compare's mode (its output says it too): "
+        + next(iter(runs[0].values())).get("latency_client", "?")
+    )
+    say(
+        "Both runs share this machine with anything else running: rerun on a quiet "
+        "machine for figures to quote."
+    )
+    report.sections["stability"] = {
+        "command": argv,
+        "p50_us": {t: [_p50(r, t) for r in runs] for t in TRANSPORTS},
+        "spread": spreads,
+        "unix_or_udp_slower_than_tcp": slower,
+    }

@@ -1,0 +1,121 @@
+"""
+Latency measured in rounds that take turns between endpoints, for C{echokit compare}.
+
+A round trip on loopback is mostly the kernel waking a thread, and on a VM what that
+costs changes by itself from one second to the next: on the 2-CPU VM where echokit is
+developed, a native C ping-pong pinned to one CPU measured p50 7 us for a while, then
+11 us, then 7 us again, with no other process on that CPU and no change in how fast the
+CPU computed. An endpoint measured in one go (2 s) gets whichever state the machine was
+in then, and the next endpoint another: run to run, one transport's p50 moved by half
+(ssl 25 us, then 38 us), and a transport measured in a slow stretch looked slower than
+one measured in a quick stretch.
+
+So C{compare} splits each endpoint's latency phase into rounds and runs them in turn:
+tcp, tcp6, unix, ssl, udp, tcp, tcp6, ... Every endpoint keeps its one connection and its
+one histogram for the whole phase; a round adds its round trips to it, so each
+endpoint's percentiles come from every round trip it measured, counted once (histograms
+are merged, percentiles never averaged). Whatever the machine does during the phase, every
+endpoint sees about the same share of it.
+
+Only endpoints measured by the blocking probe (L{BlockingProbe}: tcp, tcp6, unix, ssl,
+udp) take turns; the others' latency is measured on the reactor, each in one go, with
+the rest of their measurement.
+
+    >>> shares(10, 4)
+    [2, 3, 2, 3]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet import threads
+
+from echokit.client.connect import ClientOptions
+from echokit.errors import EchokitError
+from echokit.measure.bench import (
+    BenchSettings,
+    BlockingProbe,
+    EndpointResult,
+    blocking_probe_fits,
+    error_text,
+)
+from echokit.transports.grammar import EndpointSpec
+
+#: Rounds per endpoint unless told (C{compare --rounds}): 0.2 s each of the default 2 s.
+ROUNDS = 10
+
+
+def shares(total: int, rounds: int) -> list[int]:
+    """C{total} messages split over C{rounds} rounds as evenly as whole numbers allow."""
+    return [total * (i + 1) // rounds - total * i // rounds for i in range(rounds)]
+
+
+def described(rounds: int, transports: Sequence[str]) -> str:
+    """What compare's output says of how latency was measured."""
+    if rounds == 1:
+        return "latency: each transport's in one go (--rounds 1)"
+    return (
+        f"latency: {rounds} rounds per transport taking turns ({', '.join(transports)}, "
+        "then again), each transport's round trips in one histogram"
+    )
+
+
+async def interleaved_latency(
+    reactor: Any,
+    specs: Sequence[EndpointSpec],
+    options: ClientOptions,
+    settings: BenchSettings,
+    results: Sequence[EndpointResult],
+    rounds: int,
+    progress: Callable[[float], None] = lambda fraction: None,
+) -> list[bool]:
+    """
+    Measure the latency of every endpoint a L{BlockingProbe} can, in C{rounds} rounds
+    that take turns (C{settings.duration} or C{settings.count} split among them), into
+    C{results} (one per spec); return, per spec, whether its latency was measured here.
+    An endpoint that fails has its result's C{error} set (and counts as measured: the
+    rest of its measurement is skipped).
+    """
+    probes: list[BlockingProbe | None] = []
+    pool = reactor.getThreadPool()
+    for spec, result in zip(specs, results, strict=True):
+        probe = None
+        if blocking_probe_fits(spec, settings):
+            probe = BlockingProbe(spec, options, settings, result)
+            try:
+                await threads.deferToThreadPool(reactor, pool, probe.open)
+            except (EchokitError, OSError) as e:
+                result.error, probe = error_text(spec, e), None
+        probes.append(probe)
+    counts = None if settings.count is None else shares(settings.count, rounds)
+    live = [p for p in probes if p is not None]
+    for index in range(rounds):
+        for turn, probe in enumerate(live):
+            if probe.result.error is not None:
+                continue
+            done = (index * len(live) + turn) / (rounds * len(live))
+
+            def step(fraction: float, done: float = done) -> None:
+                progress(done + fraction / (rounds * len(live)))
+
+            try:
+                await threads.deferToThreadPool(
+                    reactor,
+                    pool,
+                    probe.run,
+                    settings.duration / rounds,
+                    None if counts is None else counts[index],
+                    step,
+                )
+            except (EchokitError, OSError) as e:
+                probe.result.error = error_text(probe.spec, e)
+    for probe in live:
+        probe.close()
+        if rounds > 1:
+            probe.result.latency_client += f", {rounds} rounds in turn with the others"
+    return [
+        probe is not None or result.error is not None
+        for probe, result in zip(probes, results, strict=True)
+    ]

@@ -1,0 +1,139 @@
+"""
+Tests for compare's latency in rounds taking turns (L{echokit.measure.interleave}).
+
+The probes are echokit's blocking latency client on real loopback sockets, against an
+echo server written here (on the reactor) that notes which connection each message
+arrived on, so the order the rounds ran in is seen from the server's side.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import endpoints, reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial import unittest
+
+from echokit.client.connect import ClientOptions
+from echokit.measure.bench import BenchSettings, new_result
+from echokit.measure.interleave import interleaved_latency, shares
+from echokit.transports.certs import CertStore
+from echokit.transports.grammar import parse_client
+from tests.support import run_echokit
+
+
+class SharesTests:
+    def test_split_exactly(self) -> None:
+        """A count is split over the rounds as evenly as whole numbers allow, exactly."""
+        assert shares(10, 4) == [2, 3, 2, 3]
+        assert shares(30, 3) == [10, 10, 10]
+        assert shares(2, 4) == [0, 1, 0, 1]
+        assert sum(shares(1001, 7)) == 1001
+
+
+class _Noting(Protocol):
+    """Echo, noting this connection's number in the server's log for every read."""
+
+    def __init__(self, log: list[int], number: int) -> None:
+        self.log, self.number = log, number
+
+    def dataReceived(self, data: bytes) -> None:
+        self.log.append(self.number)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+class _NotingFactory(Factory):
+    noisy = False
+
+    def __init__(self) -> None:
+        self.log: list[int] = []
+        self.connections = 0
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        self.connections += 1
+        return _Noting(self.log, self.connections)
+
+
+def _turns(log: list[int]) -> list[int]:
+    """The connections in the order they were served, each stretch counted once."""
+    return [n for i, n in enumerate(log) if i == 0 or log[i - 1] != n]
+
+
+class InterleavedLatencyTests(unittest.TestCase):
+    async def _listen(self) -> tuple[_NotingFactory, str]:
+        factory = _NotingFactory()
+        server = endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+        port = await server.listen(factory)
+        self.addCleanup(port.stopListening)
+        return factory, f"tcp:host=127.0.0.1:port={port.getHost().port}"
+
+    async def test_rounds_take_turns_into_one_histogram(self) -> None:
+        """
+        Two endpoints, 3 rounds of 10 round trips each: the server sees the connections
+        take turns (1, 2, 1, 2, 1, 2), and each endpoint's histogram holds all 30 round
+        trips, every message echoed and counted once.
+        """
+        factory, address = await self._listen()
+        specs = [parse_client(address), parse_client(address)]
+        settings = BenchSettings(count=30)
+        results = [new_result(spec, settings) for spec in specs]
+        options = ClientOptions(CertStore(Path(self.mktemp())))
+        done = await interleaved_latency(reactor, specs, options, settings, results, 3)
+        assert done == [True, True]
+        assert _turns(factory.log) == [1, 2, 1, 2, 1, 2], factory.log
+        for result in results:
+            assert result.error is None
+            assert result.histogram.count == 30
+            assert result.sent == result.received == 30
+            assert result.lost == result.duplicated == result.reordered == result.corrupted == 0
+            assert result.latency_client.endswith("3 rounds in turn with the others")
+
+    async def test_one_dead_endpoint_does_not_stop_the_others(self) -> None:
+        """
+        An endpoint that refuses the connection gets its error; the one after it is
+        measured in full; an endpoint the blocking probe does not speak (ws) is left to
+        be measured on its own, untouched.
+        """
+        factory, address = await self._listen()
+        refused = "tcp:host=127.0.0.1:port=1"
+        specs = [parse_client(refused), parse_client(address), parse_client("ws:host=h:port=1")]
+        settings = BenchSettings(count=20)
+        results = [new_result(spec, settings) for spec in specs]
+        options = ClientOptions(CertStore(Path(self.mktemp())))
+        done = await interleaved_latency(reactor, specs, options, settings, results, 4)
+        assert done == [True, True, False]
+        assert results[0].error is not None and refused in results[0].error
+        assert results[1].error is None and results[1].histogram.count == 20
+        assert results[2].error is None and results[2].histogram.count == 0
+        assert factory.connections == 1
+
+
+class CompareRoundsTests:
+    def test_rounds_with_rate_is_refused(self, tmp_path: Path) -> None:
+        """--rounds with --rate: one line naming both, exit 2, nothing measured."""
+        result = run_echokit(
+            ["compare", "tcp", "--rounds", "3", "--rate", "1k"], cert_dir=tmp_path, timeout=60
+        )
+        assert result.returncode == 2
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "--rounds" in lines[0] and "--rate" in lines[0], lines
+        assert result.stdout == b""
+
+    def test_count_split_over_rounds_and_said(self, tmp_path: Path) -> None:
+        """
+        compare --count 200 --rounds 4: each transport's latency comes from all 200
+        round trips of its 4 rounds, and the output says how latency was measured.
+        """
+        result = run_echokit(
+            ["compare", "tcp", "udp", "--count", "200", "--rounds", "4", "--json"],
+            cert_dir=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+        assert [r["transport"] for r in records] == ["tcp", "udp"]
+        for record in records:
+            assert record["latency_samples"] + record["lost"] == 200, record
+            assert "4 rounds in turn with the others" in record["latency_client"]

@@ -206,6 +206,16 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
             rows,
         )
     )
+    by_name = {result["server"]: result for result in results}
+    if "echokit serve" in by_name and "asyncio" in by_name:
+        echokit, asyncio = by_name["echokit serve"], by_name["asyncio"]
+        extra_mib = (echokit["rss_before_kib"] - asyncio["rss_before_kib"]) / 1024
+        ratio = echokit["kib_per_connection"] / asyncio["kib_per_connection"]
+        say(
+            f"echokit serve against asyncio, same run: baseline RSS {extra_mib:+.1f} MiB "
+            f"(issue 16's target: at most +10 MiB), per idle connection {ratio:.2f}x "
+            "(target: at most 1.10x)."
+        )
 
     times = startup_times(settings.startup_runs)
     say(f"\nStart-up: wall clock, median of {settings.startup_runs} runs (min-max in brackets).\n")

@@ -45,6 +45,7 @@ from echokit.transports.ws import (
     WebSocketClientProtocol,
     WebSocketEcho,
     WebSocketEchoFactory,
+    WebSocketEchoProtocol,
     _Sent,
 )
 from tests.realnet import EchoSession, deferred_test, random_bytes
@@ -263,6 +264,51 @@ class WebSocketTimeoutTests(TestCase):
         assert transport.value().startswith(b"HTTP/1.1 101 ")
         clock.advance(60)
         assert not transport.disconnecting
+
+
+class FrameBudgetTests(TestCase):
+    """Frames still arriving are held whole: together they share the listener's budget."""
+
+    def _upgraded(
+        self, factory: WebSocketEchoFactory
+    ) -> tuple[WebSocketEchoProtocol, StringTransport, WSConnection]:
+        protocol = factory.buildProtocol(None)
+        assert isinstance(protocol, WebSocketEchoProtocol)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        client = WSConnection(ConnectionType.CLIENT)
+        protocol.dataReceived(client.send(Request(host="h", target="/")))
+        client.receive_data(transport.value())
+        assert [type(e) for e in client.events()] == [AcceptConnection]
+        transport.clear()
+        return protocol, transport, client
+
+    def test_past_the_budget_one_frame_at_a_time(self) -> None:
+        """
+        Two 2 MiB frames arriving on two connections, 1 MiB budget: the first over it reads
+        on, the other stops reading until that frame is whole, then both are echoed whole.
+        """
+        factory = WebSocketEchoFactory(
+            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
+        )
+        (a, a_wire, a_client), (b, b_wire, b_client) = [self._upgraded(factory) for _ in "ab"]
+        payloads = random_bytes(2 << 20), random_bytes(2 << 20)
+        a_frame = a_client.send(BytesMessage(data=payloads[0]))
+        b_frame = b_client.send(BytesMessage(data=payloads[1]))
+        a.dataReceived(a_frame[: 600 << 10])
+        b.dataReceived(b_frame[: 600 << 10])  # over 1 MiB together: b reads on
+        a.dataReceived(a_frame[600 << 10 : 1200 << 10])
+        assert (a_wire.producerState, b_wire.producerState) == ("paused", "producing")
+        b.dataReceived(b_frame[600 << 10 :])  # b's frame is whole and echoed: a reads again
+        assert a_wire.producerState == "producing"
+        a.dataReceived(a_frame[1200 << 10 :])
+        for wire, client, payload in (
+            (a_wire, a_client, payloads[0]),
+            (b_wire, b_client, payloads[1]),
+        ):
+            [echo] = _events(client, wire.value())
+            assert isinstance(echo, BytesMessage) and echo.data == payload
+        assert factory.frames.held == 0
 
 
 # --- echokit's server and client over real sockets --------------------------------------

@@ -67,8 +67,8 @@ from websockets.uri import WebSocketURI
 from zope.interface import implementer
 
 from echokit.errors import ConnectFailed, EchoMismatch
-from echokit.runtime.policy import EveryInterval
-from echokit.transports.fastpath import send_without_delay
+from echokit.runtime.policy import EchoBudget, EveryInterval
+from echokit.transports.fastpath import queued_bytes, send_without_delay
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 
 #: The largest message echoed (bytes; a text message's UTF-8 bytes). Larger: close 1009.
@@ -153,6 +153,11 @@ class WebSocketEcho:
     def open(self) -> bool:
         """Whether the upgrade is done and no close has been sent or received."""
         return self._ws.state is State.OPEN
+
+    @property
+    def unparsed(self) -> int:
+        """Bytes read and not yet echoed: the part of a frame still arriving."""
+        return len(self._ws.reader.buffer)
 
     def receive(self, data: bytes) -> Outcome:
         """Take bytes from the peer; say what to send back and what happened."""
@@ -279,11 +284,21 @@ class WebSocketEcho:
 
 
 class WebSocketEchoProtocol(EchoServerProtocol):
-    """L{EchoServerProtocol}, speaking WebSocket: see the module docstring."""
+    """
+    L{EchoServerProtocol}, speaking WebSocket: see the module docstring.
+
+    A frame is echoed once whole, so a frame still arriving is held in memory too, up to
+    the message limit, and its echo is written whole: frames still arriving and the
+    unsent echo of frames over the echo buffer are counted in the factory's L{frames}
+    budget, and once all together are over it, only one connection reads on (until its
+    frame is whole) while the others stop reading, as the unsent echo's budget does.
+    """
 
     factory: WebSocketEchoFactory
     upgraded = False
     _upgrade_timer: Any = None
+    _holding_frame = False
+    _frame_waiting = False
 
     def connectionMade(self) -> None:
         self.session = WebSocketEcho(self.factory.path)
@@ -309,6 +324,43 @@ class WebSocketEchoProtocol(EchoServerProtocol):
         if outcome.close:
             self.peer_finished = True
             self.close_gracefully(outcome.refused)
+        elif (
+            self._holding_frame
+            or self.session.unparsed
+            or outcome.echoed > self.factory.policy.echo_buffer
+        ):
+            self._hold_frame()
+
+    def _hold_frame(self) -> None:
+        """
+        Count the frame still arriving and the unsent echo in the frames' budget (until
+        both are gone); stop reading if over.
+        """
+        held = self.session.unparsed + (queued_bytes(self.transport) or 0)
+        if not held:
+            self._holding_frame = False
+            self._release_frame()
+        else:
+            self._holding_frame = True
+            if not self.factory.frames.hold(self, held):
+                self._frame_waiting = True
+                self._pause_reading()
+
+    def _release_frame(self) -> None:
+        for woken in self.factory.frames.release(self):
+            assert isinstance(woken, WebSocketEchoProtocol)
+            woken._frame_waiting = False
+            woken._resume_reading()
+
+    def resumeProducing(self) -> None:
+        """Everything echoed has been sent: a large echo's share of the budget is free."""
+        super().resumeProducing()
+        if self._holding_frame:
+            self._hold_frame()
+
+    def _resume_reading(self) -> None:
+        if not self._frame_waiting:  # (the echo was sent, but others' frames come first)
+            super()._resume_reading()
 
     def _upgrade_late(self) -> None:
         self._upgrade_timer = None
@@ -322,6 +374,7 @@ class WebSocketEchoProtocol(EchoServerProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_upgrade_timer()
+        self._release_frame()
         super().connectionLost(reason)
 
 
@@ -330,6 +383,8 @@ class WebSocketEchoFactory(EchoServerFactory):
     L{EchoServerFactory} for WebSocket listeners: connections are logged once upgraded.
 
     @ivar path: the path served (C{/} unless the string says C{path=}).
+    @ivar frames: the frames still arriving on this listener's connections, against the
+        policy's C{max_buffered} together (a frame alone may be up to the message limit).
     """
 
     protocol = WebSocketEchoProtocol
@@ -337,6 +392,7 @@ class WebSocketEchoFactory(EchoServerFactory):
     def __init__(self, *args: Any, path: str = "/", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = path
+        self.frames = EchoBudget(0, self.policy.max_buffered)
         self._bad_requests = EveryInterval(10.0)
 
     def connection_opened(self, protocol: EchoServerProtocol, log: bool = True) -> None:

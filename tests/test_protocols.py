@@ -406,6 +406,28 @@ class ServerTimeoutTests(SynchronousTestCase):
         self.assertIsNone(closing.closed_by)
         self.assertFalse(talking_transport.disconnecting)
 
+    def test_a_close_that_raises_spoils_no_other_timeout(self) -> None:
+        """
+        If closing one idle connection raises, the error is logged, and the others
+        silent at the same sweep, and later, are still closed at their timeouts.
+        """
+        clock = Clock()
+        factory = self.factory(clock, idle_timeout=10, close_grace=0)
+        connections = [server_on_string_transport(factory) for _ in range(3)]
+
+        def broken() -> None:
+            raise RuntimeError("cannot close")
+
+        self.patch(connections[0][0], "idle_timed_out", broken)
+        clock.advance(5)
+        _, later_transport = server_on_string_transport(factory)
+        clock.advance(5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual([t.disconnecting for _, t in connections], [False, True, True])
+        clock.advance(5)
+        self.assertTrue(later_transport.disconnecting)
+        self.assertEqual(self.flushLoggedErrors(RuntimeError), [])
+
     def test_last_connection_lost_stops_the_sweep(self) -> None:
         """When a listener's last connection is gone, no sweep is left on the clock."""
         clock = Clock()

@@ -379,7 +379,13 @@ class IdleSweep:
             elif oldest is None or heard < oldest:
                 oldest = heard
         for protocol in silent:
-            protocol.idle_timed_out()
+            # As with a timer each: a close that raises is logged and affects only its own
+            # connection (no longer watched), not the others or the next sweep.
+            protocol._last_heard = None
+            try:
+                protocol.idle_timed_out()
+            except Exception:
+                _log.failure("closing an idle connection from {peer}", peer=protocol.peer)
         if oldest is not None:
             delay = max(oldest + timeout - now, self.resolution)
             self._call = self.clock.callLater(delay, self._sweep)

@@ -65,6 +65,7 @@ H = "tests/test_hardening.py"
 TL = "tests/test_tlslayer.py"
 D = "tests/test_deploy.py"
 Q = "tests/test_quic.py"
+W = "tests/test_websocket.py"
 
 MUTANTS = [
     Mutant(
@@ -386,6 +387,24 @@ MUTANTS = [
         "    for _ in range(max(0, int(seconds / 0.05))):\n        if not any(f.open_protocols",
         "    for _ in range(0):\n        if not any(f.open_protocols",
         (f"{H}::GracefulShutdownTests::test_sigterm_lets_an_echo_in_progress_finish",),
+    ),
+    Mutant(
+        "ws-close-before-echo",
+        "WebSocket: a close gets a close after every earlier message's echo: websockets' "
+        "own answers (pongs, the close) go out first, before the echoes read with them",
+        "echokit/transports/ws.py",
+        "        out: list[bytes] = []\n        answered = 0\n",
+        "        out: list[bytes] = list(replies)\n        answered = len(replies)\n",
+        (f"{W}::WebSocketEchoTests::test_answers_keep_the_order_of_what_they_answer",),
+    ),
+    Mutant(
+        "ws-frames-unbudgeted",
+        "WebSocket backpressure: frames still arriving (held whole) never stop a reader, "
+        "so clients sending large frames make the server hold them all",
+        "echokit/transports/ws.py",
+        "            if not self.factory.frames.hold(self, held):",
+        "            if not self.factory.frames.hold(self, held) and False:",
+        (f"{W}::FrameBudgetTests",),
     ),
     Mutant(
         "quic-close-at-fin",

@@ -7,11 +7,19 @@ connections; latency with one message in flight, on the reactor: no blocking Web
 client here), rounds alternating between the servers; the table shows medians and
 echokit's ratio to websockets measured in the same run (msg/s: higher is better; p50 and
 server CPU per message: lower). Target: echokit's msg/s at least 1.00x websockets' on ws.
+
+Then large messages at once: a fresh server of each kind, 8 clients of the websockets
+library (asyncio, in this process) each sending one 16 MiB binary message (one frame) and
+checking its echo, all at the same time; the server's peak RSS (VmHWM) before and after.
+Both libraries hold a frame until it is whole; echokit counts frames still arriving against
+--max-buffered (64 MiB), so its peak stays bounded however many clients send at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,63 @@ from harness import (
 )
 
 REFERENCE = Path(__file__).resolve().parent.parent / "servers" / "websockets_echo.py"
+#: Large messages at once: this many clients, each sending one message of this size.
+LARGE_CLIENTS, LARGE_SIZE = 8, 16 << 20
+
+
+def _peak_rss_mib(server: Server) -> float:
+    """The server's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"{server.name}: no VmHWM")
+
+
+def _large_messages(port: int) -> None:
+    """L{LARGE_CLIENTS} websockets clients at once, each echoing one L{LARGE_SIZE} message."""
+    from websockets.asyncio.client import connect
+
+    payload = os.urandom(LARGE_SIZE)
+
+    async def one() -> None:
+        url = f"ws://127.0.0.1:{port}/"
+        async with connect(url, max_size=None, compression=None) as client:
+            sending = asyncio.ensure_future(client.send(payload))
+            echo = await asyncio.wait_for(client.recv(), 120)
+            await sending
+        if echo != payload:
+            raise BenchError(f"large messages: the echo from port {port} differs")
+
+    async def together() -> None:
+        await asyncio.gather(*(one() for _ in range(LARGE_CLIENTS)))
+
+    asyncio.run(together())
+
+
+def _large_section(workdir: Path, certs: Path) -> dict[str, Any]:
+    """Peak RSS of a fresh echokit ws server and websockets' under large messages at once."""
+    servers = [
+        echokit_server(workdir, certs, "echokit ws", [], ["ws:0:interface=127.0.0.1"]),
+        Server("websockets ws", [PYTHON, str(REFERENCE)], 1, workdir),
+    ]
+    peaks: dict[str, Any] = {}
+    with running(servers) as (ours, theirs):
+        for name, server, port in (
+            ("echokit", ours, ours.addresses["ws"].split(":")[1]),
+            ("websockets", theirs, theirs.addresses["tcp"].split(":")[1]),
+        ):
+            before = _peak_rss_mib(server)
+            _large_messages(int(port))
+            peaks[name] = {"start_mib": before, "peak_mib": _peak_rss_mib(server)}
+    say(
+        f"large messages at once ({LARGE_CLIENTS} websockets clients x "
+        f"{LARGE_SIZE >> 20} MiB, one frame each), server peak RSS (VmHWM):"
+    )
+    rows = [
+        [name, number(p["start_mib"], 1), number(p["peak_mib"], 1)] for name, p in peaks.items()
+    ]
+    say(render(["server", "at start MiB", "peak MiB"], rows))
+    return peaks
 
 
 def _bench(string: str, server: Server, settings: Settings, certs: Path) -> dict[str, Any]:
@@ -162,4 +227,5 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "a client-bound run shows in the client's CPU column of --json. Rerun on a quiet "
         "machine for figures to quote."
     )
-    report.sections["websocket"] = {"rounds": rounds, "medians": raw}
+    large = _large_section(workdir, certs)
+    report.sections["websocket"] = {"rounds": rounds, "medians": raw, "large_messages": large}

@@ -68,6 +68,15 @@ def require_ipv6() -> None:
         unmet(missing)
 
 
+def sigint_default() -> None:
+    """
+    For C{preexec_fn}: the child takes SIGINT as a terminal's Ctrl-C does, even when this
+    test run inherited SIGINT ignored (a shell's background job does), which Python and
+    Twisted would both keep: a test that sends SIGINT then hangs or sees it ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_echokit(
     args: Sequence[str],
     cert_dir: Path | None = None,

@@ -32,7 +32,14 @@ from click.testing import CliRunner, Result
 
 from echokit import __version__, cli
 from echokit.cli import main
-from tests.support import ECHOKIT, RunningServer, echokit_server, port_of, run_echokit
+from tests.support import (
+    ECHOKIT,
+    RunningServer,
+    echokit_server,
+    port_of,
+    run_echokit,
+    sigint_default,
+)
 
 #: Every subprocess run here must finish well within this many seconds.
 TIMEOUT = 30
@@ -734,6 +741,7 @@ class InterruptedStartTests:
             capture_output=True,
             timeout=TIMEOUT,
             check=False,
+            preexec_fn=sigint_default,
         )
 
     def test_installed_command(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ECHOKIT, echokit_server, require_ipv6, run_echokit
+from tests.support import ECHOKIT, echokit_server, require_ipv6, run_echokit, sigint_default
 
 #: Every subprocess here must finish well within this many seconds.
 TIMEOUT = 40
@@ -309,7 +309,12 @@ class Terminal:
         self.master, slave = pty.openpty()
         env = dict(os.environ, ECHOKIT_CERT_DIR=str(cert_dir))
         self.process = subprocess.Popen(
-            [*ECHOKIT, "connect", target], stdin=slave, stdout=slave, stderr=slave, env=env
+            [*ECHOKIT, "connect", target],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            preexec_fn=sigint_default,
         )
         os.close(slave)
         self.seen = bytearray()

@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from echokit.runtime.reactors import STDLIB_TLS, TLS_LIBRARIES, load_lazily, without_tls
 from tests.support import echokit_server, port_of, run_echokit
@@ -87,8 +88,17 @@ def served_modules(
     with echokit_server(descriptions, certs) as server:
         for text in server.connect_strings:
             message = f"echo over {text}".encode()
-            if text.startswith(("ws:", "wss:", "quic:")):
-                # echokit's own client (it verifies wss: and quic: against echokit's CA).
+            if text.startswith(("ws:", "wss:")):
+                # The websockets library's client; wss: verified against echokit's CA.
+                secure = text.startswith("wss:")
+                url = f"{'wss' if secure else 'ws'}://localhost:{port_of(text)}/"
+                context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+                with ws_connect(url, ssl=context if secure else None, open_timeout=10) as ws:
+                    ws.send(message)
+                    assert ws.recv(timeout=10) == message
+                continue
+            if text.startswith("quic:"):
+                # echokit's own client (it verifies quic: against echokit's CA).
                 done = run_echokit(["connect", text], certs, stdin=message, timeout=30)
                 assert done.stdout == message, f"{text}: {done.stderr.decode()}"
                 continue
@@ -163,9 +173,9 @@ class LazyImportTests:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """
-        ws:, wss: and quic: listeners echo to echokit connect (verified against
-        echokit's CA) while http.cookiejar stays bound and never run: nothing on their
-        paths (wsproto, aioquic, TLS) touches it.
+        ws: and wss: listeners echo to the websockets library's client, quic: to echokit
+        connect (TLS verified against echokit's CA), while http.cookiejar stays bound and
+        never run: nothing on their paths (websockets, aioquic, TLS) touches it.
         """
         modules, _ = served_modules(
             tmp_path,
@@ -206,28 +216,11 @@ def run_python(code: str) -> str:
 class LoadLazilyTests:
     """load_lazily: bound without running, loaded for real on first use."""
 
-    def test_twisted_binds_the_cookiejar_without_running_it(self) -> None:
+    def test_bound_without_running_then_loaded_on_first_use(self) -> None:
         """
         After load_lazily, importing Twisted's reactor, defer and endpoints binds
-        http.cookiejar without running it: urllib.request and http.client stay unloaded.
-        """
-        out = run_python(
-            """
-            import sys
-            from echokit.runtime.reactors import load_lazily
-            assert load_lazily() == ["http.cookiejar"]
-            import twisted.internet.defer, twisted.internet.endpoints, twisted.internet.tcp
-            from twisted.python import compat
-            lazy = sys.modules["http.cookiejar"]
-            print(type(lazy).__name__)
-            print(sorted(m for m in ("urllib.request", "http.client") if m in sys.modules))
-            """
-        )
-        assert out.split("\n")[:2] == ["_LazyModule", "[]"]
-
-    def test_first_use_loads_the_real_module(self) -> None:
-        """
-        The first attribute read runs http.cookiejar: Twisted's deprecated alias
+        http.cookiejar without running it (urllib.request and http.client stay
+        unloaded); the first attribute read runs it: Twisted's deprecated alias
         (compat.cookielib), `from http.cookiejar import ...` and twisted.web.client all
         get the real module and a working CookieJar.
         """
@@ -235,9 +228,11 @@ class LoadLazilyTests:
             """
             import sys, warnings
             from echokit.runtime.reactors import load_lazily
-            load_lazily()
-            import twisted.internet.defer
+            assert load_lazily() == ["http.cookiejar"]
+            import twisted.internet.defer, twisted.internet.endpoints, twisted.internet.tcp
             from twisted.python import compat
+            print(type(sys.modules["http.cookiejar"]).__name__)
+            print(sorted(m for m in ("urllib.request", "http.client") if m in sys.modules))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 jar = compat.cookielib.CookieJar()
@@ -249,7 +244,7 @@ class LoadLazilyTests:
             print(http.cookiejar is sys.modules["http.cookiejar"] is compat.cookielib)
             """
         )
-        assert out.split("\n")[:3] == ["module True", "0 True True", "True"]
+        assert out.split("\n")[:5] == ["_LazyModule", "[]", "module True", "0 True True", "True"]
 
     def test_an_imported_module_is_left_alone(self) -> None:
         """In a process that has imported http.cookiejar (this one), nothing changes."""

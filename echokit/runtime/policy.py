@@ -11,7 +11,8 @@ Defaults:
     =====================  ==========  ===================================================
     setting                default     meaning
     =====================  ==========  ===================================================
-    idle_timeout           300 s       close a stream connection silent for this long
+    idle_timeout           300 s       close a stream connection silent for this long (up
+                                       to min(idle_timeout/10, 1 s) later: one sweep)
     handshake_timeout      10 s        close a TLS connection whose handshake takes longer
     close_grace            5 s         abort a connection whose graceful close stalls
     max_connections        10,000      open stream connections, all listeners together; once
@@ -67,7 +68,8 @@ LIMIT_OPTIONS: list[tuple[str, str, type[int] | type[float], str]] = [
         "idle-timeout",
         "idle_timeout",
         float,
-        "Close a stream connection silent for this many seconds (0: never).",
+        "Close a stream connection silent for this many seconds (0: never); one sweep "
+        "per listener finds them, up to min(S/10, 1 s) late.",
     ),
     (
         "handshake-timeout",

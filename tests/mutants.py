@@ -407,6 +407,15 @@ MUTANTS = [
         (f"{W}::FrameBudgetTests",),
     ),
     Mutant(
+        "ws-unread-echo-frees-budget",
+        "WebSocket backpressure: a large frame's echo keeps its share of the frames' budget "
+        "until it is sent: the share is never given back, so other readers wait forever",
+        "echokit/transports/ws.py",
+        "        super().resumeProducing()\n        if self._holding_frame:\n",
+        "        super().resumeProducing()\n        if False:\n",
+        (f"{W}::FrameBudgetRealSocketTests",),
+    ),
+    Mutant(
         "quic-close-at-fin",
         "QUIC half-close: the server closes the connection at a stream's FIN instead of "
         "echoing the rest first",

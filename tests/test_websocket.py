@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Frame, Opcode
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -48,7 +50,7 @@ from echokit.transports.ws import (
     WebSocketEchoProtocol,
     _Sent,
 )
-from tests.realnet import EchoSession, deferred_test, random_bytes
+from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
 from tests.support import echokit_server, run_echokit
 from tests.test_transports import NO_IPV6, _StreamEchoMixin
 
@@ -309,6 +311,65 @@ class FrameBudgetTests(TestCase):
             [echo] = _events(client, wire.value())
             assert isinstance(echo, BytesMessage) and echo.data == payload
         assert factory.frames.held == 0
+
+
+class _RawWebSocket(Protocol):
+    """
+    A client over a real socket that sends the upgrade and one message at once (the
+    message framed by websockets' L{Frame}: wsproto sends nothing before the upgrade is
+    answered), and keeps the binary echoes wsproto reads.
+    """
+
+    def __init__(self, payload: bytes) -> None:
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.first = self.ws.send(Request(host="localhost", target="/"))
+        self.first += Frame(Opcode.BINARY, payload).serialize(mask=True)
+        self.echoed: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.first)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        self.echoed += [bytes(e.data) for e in self.ws.events() if isinstance(e, BytesMessage)]
+
+
+class FrameBudgetRealSocketTests(TestCase):
+    """The frames' budget over real sockets, with a client that holds its echo unread."""
+
+    @deferred_test
+    async def test_unread_large_echo_holds_the_budget_until_it_is_read(self) -> None:
+        """
+        A reads nothing after sending a 16 MiB message: its unsent echo holds the 1 MiB
+        budget, so B's 2 MiB message waits; once A reads its echo, B gets its echo whole.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        session = EchoSession(self)
+        session.policy = ServerPolicy(max_buffered=1 << 20)
+        [listener] = await session.serve("ws:0:interface=127.0.0.1")
+        factory = listener.server
+        assert isinstance(factory, WebSocketEchoFactory)
+        port = listener.port.getHost().port  # type: ignore[attr-defined]
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        clients: list[tuple[_RawWebSocket, bytes]] = []
+        for size in (16 << 20, 2 << 20):
+            payload = random_bytes(size)
+            client = await endpoint.connect(Factory.forProtocol(partial(_RawWebSocket, payload)))
+            assert isinstance(client, _RawWebSocket) and client.transport is not None
+            if not clients:  # A: reads nothing until told
+                client.transport.pauseProducing()  # type: ignore[attr-defined]
+                await eventually(lambda: factory.frames.held > 1 << 20)
+            clients.append((client, payload))
+        (a, _), (b, b_payload) = clients
+        await eventually(lambda: len(factory.frames.waiting) == 1)  # B stopped reading
+        assert b.echoed == []
+        a.transport.resumeProducing()  # type: ignore[union-attr]  # (and reads its echo)
+        await eventually(lambda: b"".join(b.echoed) == b_payload, seconds=15)
+        assert factory.frames.held == 0
+        for client, _ in clients:
+            client.transport.loseConnection()  # type: ignore[union-attr]
 
 
 # --- echokit's server and client over real sockets --------------------------------------

@@ -288,10 +288,10 @@ class WebSocketEchoProtocol(EchoServerProtocol):
     L{EchoServerProtocol}, speaking WebSocket: see the module docstring.
 
     A frame is echoed once whole, so a frame still arriving is held in memory too, up to
-    the message limit, and its echo is written whole: frames still arriving and the
-    unsent echo of frames over the echo buffer are counted in the factory's L{frames}
-    budget, and once all together are over it, only one connection reads on (until its
-    frame is whole) while the others stop reading, as the unsent echo's budget does.
+    the message limit, and its echo is written whole: a frame still arriving, and then
+    its unsent echo until it is sent, are counted in the factory's L{frames} budget, and
+    once all together are over it, only one connection reads on (until its frame is
+    whole) while the others stop reading, as the unsent echo's budget does.
     """
 
     factory: WebSocketEchoFactory
@@ -324,11 +324,7 @@ class WebSocketEchoProtocol(EchoServerProtocol):
         if outcome.close:
             self.peer_finished = True
             self.close_gracefully(outcome.refused)
-        elif (
-            self._holding_frame
-            or self.session.unparsed
-            or outcome.echoed > self.factory.policy.echo_buffer
-        ):
+        elif self._holding_frame or self.session.unparsed:
             self._hold_frame()
 
     def _hold_frame(self) -> None:

@@ -71,21 +71,29 @@ def heavy(modules: list[str], prefixes: tuple[str, ...] = NOT_FOR_PLAINTEXT) -> 
 
 
 def served_modules(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, descriptions: list[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    descriptions: list[str],
+    flags: tuple[str, ...] = (),
+    modules: dict[str, str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """
-    Run C{echokit serve DESCRIPTIONS}, echo once over each stream and datagram listener
-    (TLS ones with verification against echokit's CA), stop it with SIGTERM; return the
-    modules it had imported by its exit and its connect strings.
+    Run C{echokit serve FLAGS DESCRIPTIONS}, echo once over each stream and datagram
+    listener (TLS ones with verification against echokit's CA), stop it with SIGTERM;
+    return the modules it had imported by its exit and its connect strings.
+
+    @param modules: more modules on the server's path (name: source).
     """
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(DUMPER)
+    for name, source in (modules or {}).items():
+        (site / f"{name}.py").write_text(source)
     dump = tmp_path / "modules.txt"
     monkeypatch.setenv("PYTHONPATH", str(site))
     monkeypatch.setenv("ECHOKIT_TEST_MODULES", str(dump))
     certs = tmp_path / "certs"
-    with echokit_server(descriptions, certs) as server:
+    with echokit_server(descriptions, certs, flags=flags) as server:
         for text in server.connect_strings:
             message = f"echo over {text}".encode()
             if text.startswith(("ws:", "wss:")):
@@ -186,6 +194,26 @@ class LazyImportTests:
         assert "echokit.transports.quic" in modules
         assert heavy(modules, COOKIEJAR_RUNS) == []
         assert "http.cookiejar:lazy" in modules
+
+    def test_uvloop_reactor_keeps_the_stdlib_ssl(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        echokit serve --reactor uvloop tcp: leaves the standard library's ssl importable,
+        as uvloop imports it unconditionally (here a stand-in uvloop that does, on
+        asyncio's loop), and still leaves pyOpenSSL out.
+        """
+        stand_in = "import ssl\nfrom asyncio import new_event_loop\n"
+        modules, _ = served_modules(
+            tmp_path,
+            monkeypatch,
+            ["tcp:0:interface=127.0.0.1"],
+            flags=("--reactor", "uvloop"),
+            modules={"uvloop": stand_in},
+        )
+        assert "uvloop" in modules
+        assert heavy(modules, STDLIB_TLS) == ["_ssl", "ssl"]
+        assert heavy(modules, TLS_LIBRARIES) == []
 
     def test_without_tls_leaves_a_loaded_process_alone(self) -> None:
         """

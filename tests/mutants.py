@@ -452,6 +452,27 @@ MUTANTS = [
         "connection = (connection_class or QuicConnection)(configuration=configuration)",
         (f"{Q}::QuicEchoTests::test_paused_client_holds_one_window",),
     ),
+    Mutant(
+        "latency-rounds-in-one-go",
+        "compare's latency rounds take turns between transports: each transport's rounds "
+        "run one after the other instead",
+        "echokit/measure/interleave.py",
+        "    for index in range(rounds):\n        for turn, probe in enumerate(live):",
+        "    for turn, probe in enumerate(live):\n        for index in range(rounds):",
+        (
+            "tests/test_interleave.py::InterleavedLatencyTests::"
+            "test_rounds_take_turns_into_one_histogram",
+        ),
+    ),
+    Mutant(
+        "read-allocates-per-recv",
+        "A server read allocates what it read: tcp connections allocate a 256 KiB block "
+        "per recv again",
+        "echokit/transports/fastpath.py",
+        "    if type(transport) is tcp.Server:",
+        "    if False:",
+        ("tests/test_fastpath.py::SharedReadBufferTests::test_small_echoes_allocate_little",),
+    ),
 ]
 
 

@@ -55,7 +55,7 @@ def _p50(run: dict[str, dict[str, Any]], transport: str) -> float | None:
 
 def run(settings: Settings, report: Report, workdir: Path) -> None:
     """echokit compare twice in a row: each transport's p50 run to run."""
-    say("== j) stability: echokit compare twice in a row, each transport's p50 ==")
+    say("== k) stability: echokit compare twice in a row, each transport's p50 ==")
     argv = [ECHOKIT, "compare", *TRANSPORTS, "--json", "--cert-dir", str(make_certs(workdir))]
     if settings.rounds == 1:  # --quick
         argv += ["--duration", "0.5", "--warmup", "0.1"]

@@ -18,7 +18,7 @@ from twisted.trial import unittest
 
 from echokit.client.connect import ClientOptions
 from echokit.measure.bench import BenchSettings, new_result
-from echokit.measure.interleave import interleaved_latency, shares
+from echokit.measure.interleave import described, interleaved_latency, shares
 from echokit.transports.certs import CertStore
 from echokit.transports.grammar import parse_client
 from tests.support import run_echokit
@@ -31,6 +31,19 @@ class SharesTests:
         assert shares(30, 3) == [10, 10, 10]
         assert shares(2, 4) == [0, 1, 0, 1]
         assert sum(shares(1001, 7)) == 1001
+
+
+class DescribedTests:
+    def test_says_which_transports_took_turns(self) -> None:
+        """
+        The line under compare's table names the transports whose rounds took turns and
+        those measured in one go (quic and ws, or messages too large for the probe).
+        """
+        text = described(10, ["tcp", "ssl", "quic", "ws"], 64)
+        assert text.startswith("latency: 10 rounds per transport taking turns (tcp, ssl, then")
+        assert text.endswith("; quic, ws: in one go")
+        assert described(10, ["tcp", "udp"], 1 << 20) == "latency: each transport's in one go"
+        assert described(1, ["tcp"], 64).endswith("in one go (--rounds 1)")
 
 
 class _Noting(Protocol):

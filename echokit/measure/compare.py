@@ -326,7 +326,7 @@ async def compare(
         wanted.remove("tcp6")
         skipped.append(f"tcp6 skipped: {why}")
     if not settings.rates:
-        pinning += "; " + described(rounds, wanted)
+        pinning += "; " + described(rounds, wanted, settings.size)
     with tempfile.TemporaryDirectory(prefix="echokit-compare-") as tmp:
         strings = server_strings(wanted, tmp)
         if server_process:

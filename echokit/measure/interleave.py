@@ -35,6 +35,8 @@ from twisted.internet import threads
 from echokit.client.connect import ClientOptions
 from echokit.errors import EchokitError
 from echokit.measure.bench import (
+    BLOCKING_KINDS,
+    BLOCKING_PROBE_MAX,
     BenchSettings,
     BlockingProbe,
     EndpointResult,
@@ -52,14 +54,25 @@ def shares(total: int, rounds: int) -> list[int]:
     return [total * (i + 1) // rounds - total * i // rounds for i in range(rounds)]
 
 
-def described(rounds: int, transports: Sequence[str]) -> str:
-    """What compare's output says of how latency was measured."""
-    if rounds == 1:
-        return "latency: each transport's in one go (--rounds 1)"
-    return (
-        f"latency: {rounds} rounds per transport taking turns ({', '.join(transports)}, "
+def described(rounds: int, transports: Sequence[str], size: int) -> str:
+    """
+    What compare's output says of how it measured the latency of C{transports}
+    (compare's names) with C{size}-byte messages.
+
+        >>> print(described(1, ["tcp", "udp", "ws"], 64))
+        latency: each transport's in one go (--rounds 1)
+        >>> print(described(10, ["tcp", "udp", "ws"], 64).split("), ")[1])
+        each transport's round trips in one histogram; ws: in one go
+    """
+    in_turn = [t for t in transports if t in BLOCKING_KINDS and size <= BLOCKING_PROBE_MAX]
+    alone = [t for t in transports if t not in in_turn]
+    if rounds == 1 or not in_turn:
+        return "latency: each transport's in one go" + (" (--rounds 1)" if rounds == 1 else "")
+    text = (
+        f"latency: {rounds} rounds per transport taking turns ({', '.join(in_turn)}, "
         "then again), each transport's round trips in one histogram"
     )
+    return text + (f"; {', '.join(alone)}: in one go" if alone else "")
 
 
 async def interleaved_latency(

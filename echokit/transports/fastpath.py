@@ -139,8 +139,8 @@ def read_in_large_chunks(transport: object) -> None:
     close), each such block is mapped and unmapped (mmap, mremap, munmap and a page
     fault on every read); with the threshold set by hand, the heap grows and shrinks
     (brk twice). Measured on the 2-vCPU development VM with C{compare --server-process}:
-    tcp p50 42-45 us before any connection had closed, 13-20 us after; a latency that
-    depended on the process's history. Reading into one buffer and copying out what
+    tcp p50 31-45 us while no connection had closed yet, 12-20 us once one had; a
+    latency that depended on the process's history. Reading into one buffer and copying out what
     was read costs the same in every state: an allocation the size of the data.
     """
     if not isinstance(transport, tcp.Connection):

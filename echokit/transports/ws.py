@@ -32,7 +32,8 @@ Three pieces, in the style of h11:
 Limits: a message may be up to L{MAX_MESSAGE_SIZE} bytes (64 MiB); a longer one closes
 the connection with status 1009 (message too big), as soon as a frame header says so.
 The server holds a frame until it is whole (websockets' parser reads whole frames), so
-one connection holds at most one message's worth of frame besides its unsent echo.
+one connection holds at most one message's worth of frame besides its unsent echo, and
+the frames of all connections share the listener's budget (L{WebSocketEchoProtocol}).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -51,7 +52,7 @@ from echokit.transports.ws import (
     _Sent,
 )
 from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
-from tests.support import echokit_server, run_echokit
+from tests.support import echokit_server, require_tool, run_echokit, unmet
 from tests.test_transports import NO_IPV6, _StreamEchoMixin
 
 # --- the sans-IO core ------------------------------------------------------------------
@@ -599,6 +600,49 @@ def _websockets_echo_server(
                 await asyncio.sleep(0.05)
 
     asyncio.run(main())
+
+
+#: Where Debian's node-ws installs Node's `ws` library (Debian's own nodejs searches there;
+#: other builds of node need it on NODE_PATH).
+NODE_LIBRARIES = Path("/usr/share/nodejs")
+
+
+class NodeWsClientTests:
+    """
+    Node's `ws` library (the one wscat is built on), a client independent of the
+    websockets library whose sans-IO core echokit's server uses, against C{echokit serve}.
+    """
+
+    @pytest.mark.parametrize("kind", ["ws", "wss"])
+    def test_messages_ping_and_close(self, served: tuple[dict[str, str], Path], kind: str) -> None:
+        """
+        Binary messages of 0 B to 16 MiB and a text message come back whole and of the
+        same type; a ping gets its pong; a close 1000 is answered with 1000. Over wss the
+        client checks echokit's certificate and host name against echokit's CA.
+        """
+        node = require_tool("node")
+        if not (NODE_LIBRARIES / "ws").is_dir():
+            unmet("Node's ws library is not installed (apt-get install node-ws)")
+        strings, cert_dir = served
+        ca = str(cert_dir / "ca.pem") if kind == "wss" else "-"
+        sizes = [0, 1, 125, 126, 65_535, 65_536, 1 << 20, 16 << 20]
+        done = subprocess.run(
+            [node, str(Path(__file__).with_name("ws_node_client.js")), _url(strings[kind]), ca]
+            + [str(size) for size in sizes],
+            env=dict(os.environ, NODE_PATH=str(NODE_LIBRARIES)),
+            capture_output=True,
+            timeout=90,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        result = json.loads(done.stdout)
+        assert len(result["messages"]) == len(sizes) + 1
+        for message in result["messages"]:
+            assert message["echo_type"] == message["sent_type"], message
+            assert message["echo"] == message["sent"], message
+        assert [m["sent_type"] for m in result["messages"]] == ["binary"] * len(sizes) + ["text"]
+        assert result["pong"] == "are you there"
+        assert result["close"] == 1000
 
 
 class ConnectToForeignServerTests:

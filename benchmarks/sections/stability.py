@@ -84,10 +84,7 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "unix and udp slower than tcp: "
         + ("; ".join(slower) if slower else "in neither run (target met)")
     )
-    say(
-        "compare's mode (its output says it too): "
-        + next(iter(runs[0].values())).get("latency_client", "?")
-    )
+    say("latency measured by: " + next(iter(runs[0].values())).get("latency_client", "?"))
     say(
         "Both runs share this machine with anything else running: rerun on a quiet "
         "machine for figures to quote."

@@ -457,8 +457,8 @@ MUTANTS = [
         "compare's latency rounds take turns between transports: each transport's rounds "
         "run one after the other instead",
         "echokit/measure/interleave.py",
-        "    for index in range(rounds):\n        for turn, probe in enumerate(live):",
-        "    for turn, probe in enumerate(live):\n        for index in range(rounds):",
+        "        for index in range(rounds):\n            for turn, probe in enumerate(live):",
+        "        for turn, probe in enumerate(live):\n            for index in range(rounds):",
         (
             "tests/test_interleave.py::InterleavedLatencyTests::"
             "test_rounds_take_turns_into_one_histogram",

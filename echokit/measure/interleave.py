@@ -104,30 +104,32 @@ async def interleaved_latency(
         probes.append(probe)
     counts = None if settings.count is None else shares(settings.count, rounds)
     live = [p for p in probes if p is not None]
-    for index in range(rounds):
-        for turn, probe in enumerate(live):
-            if probe.result.error is not None:
-                continue
-            done = (index * len(live) + turn) / (rounds * len(live))
+    try:
+        for index in range(rounds):
+            for turn, probe in enumerate(live):
+                if probe.result.error is not None:
+                    continue
+                done = (index * len(live) + turn) / (rounds * len(live))
 
-            def step(fraction: float, done: float = done) -> None:
-                progress(done + fraction / (rounds * len(live)))
+                def step(fraction: float, done: float = done) -> None:
+                    progress(done + fraction / (rounds * len(live)))
 
-            try:
-                await threads.deferToThreadPool(
-                    reactor,
-                    pool,
-                    probe.run,
-                    settings.duration / rounds,
-                    None if counts is None else counts[index],
-                    step,
-                )
-            except (EchokitError, OSError) as e:
-                probe.result.error = error_text(probe.spec, e)
-    for probe in live:
-        probe.close()
-        if rounds > 1:
-            probe.result.latency_client += f", {rounds} rounds in turn with the others"
+                try:
+                    await threads.deferToThreadPool(
+                        reactor,
+                        pool,
+                        probe.run,
+                        settings.duration / rounds,
+                        None if counts is None else counts[index],
+                        step,
+                    )
+                except (EchokitError, OSError) as e:
+                    probe.result.error = error_text(probe.spec, e)
+    finally:
+        for probe in live:
+            probe.close()
+            if rounds > 1:
+                probe.result.latency_client += f", {rounds} rounds in turn with the others"
     return [
         probe is not None or result.error is not None
         for probe, result in zip(probes, results, strict=True)

@@ -465,13 +465,16 @@ MUTANTS = [
         ),
     ),
     Mutant(
-        "read-allocates-per-recv",
-        "A server read allocates what it read: tcp connections allocate a 256 KiB block "
-        "per recv again",
+        "read-maps-a-block-per-recv",
+        "A fresh server's 256 KiB reads come from the heap: glibc maps and unmaps a block "
+        "for every read again until the first connection closes",
         "echokit/transports/fastpath.py",
-        "    if type(transport) is tcp.Server:",
-        "    if False:",
-        ("tests/test_fastpath.py::SharedReadBufferTests::test_small_echoes_allocate_little",),
+        "        keep_blocks_on_the_heap(READ_SIZE)\n",
+        "",
+        (
+            "tests/test_fastpath.py::LargeReadsOnTheHeapTests::"
+            "test_fresh_server_reads_without_a_page_fault_each",
+        ),
     ),
 ]
 

@@ -10,8 +10,8 @@ TCP or unix transport it expects:
       extra epoll registration and a loop turn);
     - L{read_without_ancillary_data}: unix transports read with C{recv}, not C{recvmsg};
     - L{READ_SIZE}: 256 KiB reads (and buffering before pausing), as asyncio does,
-      instead of Twisted's 64 KiB, into one buffer all connections share
-      (L{read_in_large_chunks}): no 256 KiB allocation per read;
+      instead of Twisted's 64 KiB, each from the allocator's heap, never mapped and
+      unmapped per read (L{read_in_large_chunks});
     - L{send_without_delay}: TCP_NODELAY on every TCP connection, server and client.
 
 Measured effects are in benchmarks/README.md, "History: what each change bought".
@@ -20,12 +20,13 @@ Measured effects are in benchmarks/README.md, "History: what each change bought"
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import main, tcp, unix
+from twisted.internet import tcp, unix
+
+from echokit.runtime.memory import keep_blocks_on_the_heap
 
 #: Bytes read per C{recv} on stream connections, and buffered before reading pauses.
 READ_SIZE = 256 * 1024
@@ -130,52 +131,24 @@ class _PlainReadUnixServer(unix.Server):
 
 def read_in_large_chunks(transport: object) -> None:
     """
-    Read (and buffer before pausing) L{READ_SIZE} bytes at a time on C{transport}; a
-    plain TCP or unix server transport reads into the buffer its connections share.
+    Read (and buffer before pausing) L{READ_SIZE} bytes at a time on C{transport}, with
+    each read's block served from the C allocator's heap (L{keep_blocks_on_the_heap}).
 
     C{recv(READ_SIZE)} allocates a 256 KiB bytes object for every read, even of 64
-    bytes, and shrinks it afterwards. Whether that is cheap depends on glibc's malloc:
-    until the process frees one whole block that large (the first connection to
-    close), each such block is mapped and unmapped (mmap, mremap, munmap and a page
-    fault on every read); with the threshold set by hand, the heap grows and shrinks
-    (brk twice). Measured on the 2-vCPU development VM with C{compare --server-process}:
-    tcp p50 31-45 us while no connection had closed yet, 12-20 us once one had; a
-    latency that depended on the process's history. Reading into one buffer and copying out what
-    was read costs the same in every state: an allocation the size of the data.
+    bytes, and shrinks it to what was read. Above glibc's initial mmap threshold (128
+    KiB), a fresh process maps each such block and unmaps it again: mmap, mremap,
+    munmap and a page fault on every read, until the process first frees one whole (its
+    first connection closing), which raises the threshold. Measured on the 2-vCPU
+    development VM with C{compare --server-process}: tcp p50 42-45 us before any
+    connection had closed, 13-20 us after; a latency that depended on the process's
+    history. Raising the threshold before the first read makes every read cost the
+    same from the start: reading into one shared buffer and copying out what was read
+    did too, but cost tcp 18% more instructions per 1 KiB echo (23.0k against 27.1k,
+    section costs).
     """
-    if not isinstance(transport, tcp.Connection):
-        return
-    transport.bufferSize = READ_SIZE
-    if type(transport) is tcp.Server:
-        transport.__class__ = _SharedBufferTCPServer
-    elif type(transport) is _PlainReadUnixServer:
-        transport.__class__ = _SharedBufferUnixServer
-
-
-#: The buffer every connection's L{_read_shared} reads into, on the reactor's thread (the
-#: bytes read are copied out before any protocol sees them).
-_SHARED = memoryview(bytearray(READ_SIZE))
-
-
-def _read_shared(self: tcp.Connection) -> object:
-    """Twisted's C{tcp.Connection.doRead}, reading into L{_SHARED}."""
-    try:
-        n = self.socket.recv_into(_SHARED)
-    except OSError as e:
-        return None if e.args[0] == errno.EWOULDBLOCK else main.CONNECTION_LOST
-    return self._dataReceived(_SHARED[:n].tobytes())
-
-
-class _SharedBufferTCPServer(tcp.Server):
-    """Twisted's TCP server transport, reading into the shared buffer (L{_read_shared})."""
-
-    doRead = _read_shared  # type: ignore[assignment]
-
-
-class _SharedBufferUnixServer(_PlainReadUnixServer):
-    """echokit's unix server transport, reading into the shared buffer (L{_read_shared})."""
-
-    doRead = _read_shared  # type: ignore[assignment]
+    if isinstance(transport, tcp.Connection):
+        keep_blocks_on_the_heap(READ_SIZE)
+        transport.bufferSize = READ_SIZE
 
 
 def send_without_delay(transport: object) -> None:

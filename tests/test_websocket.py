@@ -42,6 +42,7 @@ from wsproto.events import (
 
 from echokit.errors import EndpointError
 from echokit.runtime.policy import ServerPolicy
+from echokit.transports import ws as ws_module
 from echokit.transports.grammar import parse_client, parse_server
 from echokit.transports.ws import (
     MAX_MESSAGE_SIZE,
@@ -312,6 +313,34 @@ class FrameBudgetTests(TestCase):
             [echo] = _events(client, wire.value())
             assert isinstance(echo, BytesMessage) and echo.data == payload
         assert factory.frames.held == 0
+
+    def test_stopped_for_its_unsent_echo_it_reads_again_once_that_is_sent(self) -> None:
+        """
+        A's 600 KiB frame is whole, and its echo unsent, just after B's 2 MiB frame took
+        the 1 MiB budget over: A stops reading for its echo's share. Once that echo is
+        sent (the transport's C{resumeProducing}), A holds nothing and reads again, while
+        B's frame is still arriving.
+        """
+        # Bytes written and not yet taken by the peer: a StringTransport's value, as a
+        # TCP transport's queue would count them (StringTransport sends nothing itself).
+        self.patch(ws_module, "queued_bytes", lambda transport: len(transport.value()))
+        factory = WebSocketEchoFactory(
+            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
+        )
+        (a, a_wire, a_client), (b, b_wire, _) = [self._upgraded(factory) for _ in "ab"]
+        payload = random_bytes(600 << 10)
+        a_frame = a_client.send(BytesMessage(data=payload))
+        a.dataReceived(a_frame[: 300 << 10])
+        b.dataReceived(Frame(Opcode.BINARY, random_bytes(2 << 20)).serialize(mask=True)[:900_000])
+        a.dataReceived(a_frame[300 << 10 :])  # whole: echoed, but the echo is not sent yet
+        assert (a_wire.producerState, b_wire.producerState) == ("paused", "producing")
+        echo = a_wire.value()
+        a_wire.clear()
+        a.resumeProducing()  # the transport has sent everything
+        assert a_wire.producerState == "producing"
+        assert a not in factory.frames.waiting and factory.frames.held == b.session.unparsed
+        [message] = _events(a_client, echo)
+        assert isinstance(message, BytesMessage) and message.data == payload
 
 
 class _RawWebSocket(Protocol):

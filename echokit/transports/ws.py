@@ -299,7 +299,6 @@ class WebSocketEchoProtocol(EchoServerProtocol):
     upgraded = False
     _upgrade_timer: Any = None
     _holding_frame = False
-    _frame_waiting = False
 
     def connectionMade(self) -> None:
         self.session = WebSocketEcho(self.factory.path)
@@ -340,23 +339,24 @@ class WebSocketEchoProtocol(EchoServerProtocol):
         else:
             self._holding_frame = True
             if not self.factory.frames.hold(self, held):
-                self._frame_waiting = True
-                self._pause_reading()
+                self._pause_reading()  # until the budget names this one (L{_release_frame})
 
     def _release_frame(self) -> None:
         for woken in self.factory.frames.release(self):
             assert isinstance(woken, WebSocketEchoProtocol)
-            woken._frame_waiting = False
             woken._resume_reading()
 
     def resumeProducing(self) -> None:
-        """Everything echoed has been sent: a large echo's share of the budget is free."""
-        super().resumeProducing()
+        """
+        Everything echoed has been sent: a large echo's share of the budget is free
+        (before reading resumes: a connection stopped for that share reads again).
+        """
         if self._holding_frame:
             self._hold_frame()
+        super().resumeProducing()
 
     def _resume_reading(self) -> None:
-        if not self._frame_waiting:  # (the echo was sent, but others' frames come first)
+        if self not in self.factory.frames.waiting:  # (others' frames come first)
             super()._resume_reading()
 
     def _upgrade_late(self) -> None:

@@ -650,6 +650,10 @@ _NOT_SOURCE = shutil.ignore_patterns(
     "certs",
     "dropin.cache",
     "tests",
+    # trial's temporary directories under pytest (tests.MODULE/), which can hold unix
+    # sockets a failed test left behind: copytree cannot copy those.
+    "tests.*",
+    "_trial_temp",
 )
 
 

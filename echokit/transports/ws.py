@@ -175,7 +175,7 @@ class WebSocketEcho:
             frame = events[0]
             if isinstance(frame, Frame) and frame.opcode is BINARY:
                 self._text = False
-                outcome.send = Frame(BINARY, frame.data, frame.fin).serialize(mask=False)
+                outcome.send = frame.serialize(mask=False)  # the same frame, unmasked
                 outcome.echoed = len(frame.data)
                 return outcome
         out: list[bytes] = []
@@ -193,7 +193,7 @@ class WebSocketEcho:
                     self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message", out)
                     outcome.refused = "closed: a text message that is not UTF-8 (status 1007)"
                     break
-                out.append(Frame(opcode, event.data, event.fin).serialize(mask=False))
+                out.append(event.serialize(mask=False))
                 outcome.echoed += len(event.data)
             elif opcode is PING:
                 out.append(replies[answered])

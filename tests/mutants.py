@@ -419,6 +419,15 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "ws-short-unsent-echo-held",
+        "WebSocket backpressure: an unsent echo too short to pause the connection (so "
+        "nothing says when it is sent) keeps its share, and others wait on it",
+        "echokit/transports/ws.py",
+        "(queued if queued > READ_SIZE else 0)",
+        "queued",
+        (f"{W}::FrameBudgetTests::test_a_short_unsent_echo_keeps_no_share_nobody_frees",),
+    ),
+    Mutant(
         "quic-close-at-fin",
         "QUIC half-close: the server closes the connection at a stream's FIN instead of "
         "echoing the rest first",

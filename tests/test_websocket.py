@@ -342,6 +342,37 @@ class FrameBudgetTests(TestCase):
         [message] = _events(a_client, echo)
         assert isinstance(message, BytesMessage) and message.data == payload
 
+    def test_a_short_unsent_echo_keeps_no_share_nobody_frees(self) -> None:
+        """
+        B's 1.2 MiB frame takes the 1 MiB budget over (B reads on, A stops). B's frame
+        is whole and the kernel takes all of its echo but 100 KiB, less than the
+        transport holds before it pauses B (so no C{resumeProducing} will say when it is
+        gone), and B's client then goes quiet: A reads again at once, not when B next
+        sends or closes.
+        """
+        unsent: dict[object, int] = {}  # what the kernel did not take, per transport
+        self.patch(ws_module, "queued_bytes", lambda transport: unsent.get(transport, 0))
+        factory = WebSocketEchoFactory(
+            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
+        )
+        (a, a_wire, a_client), (b, b_wire, b_client) = [self._upgraded(factory) for _ in "ab"]
+        payloads = random_bytes(600 << 10), random_bytes(1200 << 10)
+        a_frame = a_client.send(BytesMessage(data=payloads[0]))
+        b_frame = b_client.send(BytesMessage(data=payloads[1]))
+        b.dataReceived(b_frame[: 1100 << 10])  # over 1 MiB: b reads on
+        a.dataReceived(a_frame[: 300 << 10])
+        assert (a_wire.producerState, b_wire.producerState) == ("paused", "producing")
+        unsent[b_wire] = 100 << 10
+        b.dataReceived(b_frame[1100 << 10 :])  # whole and echoed, 100 KiB of it unsent
+        assert a_wire.producerState == "producing"
+        a.dataReceived(a_frame[300 << 10 :])
+        for wire, client, payload in (
+            (a_wire, a_client, payloads[0]),
+            (b_wire, b_client, payloads[1]),
+        ):
+            [echo] = _events(client, wire.value())
+            assert isinstance(echo, BytesMessage) and echo.data == payload
+
 
 class _RawWebSocket(Protocol):
     """

@@ -69,7 +69,7 @@ from zope.interface import implementer
 
 from echokit.errors import ConnectFailed, EchoMismatch
 from echokit.runtime.policy import EchoBudget, EveryInterval
-from echokit.transports.fastpath import queued_bytes, send_without_delay
+from echokit.transports.fastpath import READ_SIZE, queued_bytes, send_without_delay
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 
 #: The largest message echoed (bytes; a text message's UTF-8 bytes). Larger: close 1009.
@@ -331,8 +331,16 @@ class WebSocketEchoProtocol(EchoServerProtocol):
         """
         Count the frame still arriving and the unsent echo in the frames' budget (until
         both are gone); stop reading if over.
+
+        The unsent echo counts once it is over L{READ_SIZE}, the most a transport holds
+        before it pauses this producer: it then says when it has sent it all
+        (L{resumeProducing}), which frees the share. A smaller remainder, as for the
+        stream echo's budget, is not counted: nothing would say when it is gone, and
+        the share (and with it the budget's one reader) would stay until this peer
+        sent again or closed.
         """
-        held = self.session.unparsed + (queued_bytes(self.transport) or 0)
+        queued = queued_bytes(self.transport) or 0
+        held = self.session.unparsed + (queued if queued > READ_SIZE else 0)
         if not held:
             self._holding_frame = False
             self._release_frame()

@@ -24,6 +24,7 @@ from echokit.transports.fastpath import SocketWriter
 from echokit.transports.stream import EchoServerFactory, EchoServerProtocol
 from tests.realnet import EchoSession, deferred_test, eventually, random_bytes
 from tests.support import ECHOKIT, echokit_server, run_echokit, skip_reason
+from tests.test_hardening import roundtrip
 
 
 class PartialSocket:
@@ -174,11 +175,7 @@ class LargeReadsOnTheHeapTests:
 
                 def echo(times: int) -> None:
                     for _ in range(times):
-                        client.sendall(message)
-                        got = b""
-                        while len(got) < len(message):
-                            got += client.recv(len(message) - len(got))
-                        assert got == message
+                        assert roundtrip(client, message) == message
 
                 echo(20)  # the connection's own first allocations
                 before = minor_faults(server.process.pid)

@@ -345,11 +345,12 @@ class Server:
                 total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         return total
 
-    def rss_kib(self) -> int:
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """The server's resident memory now (or C{field} of its status: VmHWM, the peak)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-        raise BenchError(f"{self.name}: no VmRSS")
+        raise BenchError(f"{self.name}: no {field}")
 
     def set_affinity(self, cpus: set[int]) -> None:
         """Run every thread of the server on C{cpus} (nothing if it has just exited)."""

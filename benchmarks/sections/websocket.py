@@ -47,14 +47,6 @@ REFERENCE = Path(__file__).resolve().parent.parent / "servers" / "websockets_ech
 LARGE_CLIENTS, LARGE_SIZE = 8, 16 << 20
 
 
-def _peak_rss_mib(server: Server) -> float:
-    """The server's peak resident memory so far (VmHWM), in MiB."""
-    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise BenchError(f"{server.name}: no VmHWM")
-
-
 def _large_messages(port: int) -> None:
     """L{LARGE_CLIENTS} websockets clients at once, each echoing one L{LARGE_SIZE} message."""
     from websockets.asyncio.client import connect
@@ -88,9 +80,9 @@ def _large_section(workdir: Path, certs: Path) -> dict[str, Any]:
             ("echokit", ours, ours.addresses["ws"].split(":")[1]),
             ("websockets", theirs, theirs.addresses["tcp"].split(":")[1]),
         ):
-            before = _peak_rss_mib(server)
+            before = server.rss_kib("VmHWM") / 1024
             _large_messages(int(port))
-            peaks[name] = {"start_mib": before, "peak_mib": _peak_rss_mib(server)}
+            peaks[name] = {"start_mib": before, "peak_mib": server.rss_kib("VmHWM") / 1024}
     say(
         f"large messages at once ({LARGE_CLIENTS} websockets clients x "
         f"{LARGE_SIZE >> 20} MiB, one frame each), server peak RSS (VmHWM):"

@@ -433,6 +433,28 @@ def pinned(servers: Sequence[Server], enabled: bool) -> Iterator[set[int] | None
                 server.set_affinity(ALL_CPUS)
 
 
+def json_rows(
+    argv: Sequence[str], timeout: float, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """
+    Run an echokit command that prints JSON lines (C{--json}); return them all.
+
+    @raise BenchError: with the command and its last line of stderr, if it timed out,
+        failed or printed no JSON line.
+    """
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout:g} s: {command_text(argv)}") from None
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not rows:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise BenchError(f"{command_text(argv)}: {why}")
+    return rows
+
+
 def run_json(
     argv: Sequence[str], timeout: float, cpus: set[int] | None = None
 ) -> tuple[dict[str, Any], float]:

@@ -12,7 +12,6 @@ included, against a target of one second.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from harness import (
     Server,
     Settings,
     command_text,
+    json_rows,
     median,
     number,
     render,
@@ -39,16 +39,10 @@ MERGED_RUNS = 100
 
 
 def _bench(argv: list[str], timeout: float) -> dict[str, Any]:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {timeout:g} s: {command_text(argv)}") from None
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or len(rows) != 1:
-        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise BenchError(f"{command_text(argv)}: {why}")
-    record: dict[str, Any] = rows[0]
-    return record
+    rows = json_rows(argv, timeout)
+    if len(rows) != 1:
+        raise BenchError(f"{command_text(argv)}: {len(rows)} rows, not 1")
+    return rows[0]
 
 
 def run(settings: Settings, report: Report, workdir: Path) -> None:

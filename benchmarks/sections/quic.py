@@ -12,9 +12,7 @@ echokit's own client throughout: the ratios, not the absolute numbers, are the p
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from harness import (
     Report,
     Settings,
     command_text,
+    json_rows,
     median,
     number,
     ratio,
@@ -37,16 +36,9 @@ COUNTERPART = {"quic": "tcp", "quic-dgram": "udp", "ssl": "tcp"}
 
 
 def _one_round(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {timeout:g} s: {command_text(argv)}") from None
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or len(rows) != len(TRANSPORTS):
-        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise BenchError(f"{command_text(argv)}: {why}")
+    rows = json_rows(argv, timeout, env)
+    if len(rows) != len(TRANSPORTS):
+        raise BenchError(f"{command_text(argv)}: {len(rows)} rows, not {len(TRANSPORTS)}")
     return {row["transport"]: row for row in rows}
 
 

@@ -11,17 +11,15 @@ different loads: rerun on a quiet one for figures to quote.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from harness import (
     ECHOKIT,
-    BenchError,
     Report,
     Settings,
     command_text,
+    json_rows,
     make_certs,
     number,
     render,
@@ -36,15 +34,7 @@ TARGET_SPREAD = 1.2
 
 
 def _compare(argv: list[str], timeout: float) -> dict[str, dict[str, Any]]:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {timeout:g} s: {command_text(argv)}") from None
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not rows:
-        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise BenchError(f"{command_text(argv)}: {why}")
-    return {row["transport"]: row for row in rows}
+    return {row["transport"]: row for row in json_rows(argv, timeout)}
 
 
 def _p50(run: dict[str, dict[str, Any]], transport: str) -> float | None:

@@ -381,11 +381,20 @@ class _RawWebSocket(Protocol):
     answered), and keeps the binary echoes wsproto reads.
     """
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, held_back: int = 0) -> None:
+        """
+        @param held_back: the last C{held_back} bytes of the message are sent only when
+            the test says (L{send_the_rest}).
+        """
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.first = self.ws.send(Request(host="localhost", target="/"))
         self.first += Frame(Opcode.BINARY, payload).serialize(mask=True)
+        cut = len(self.first) - held_back
+        self.first, self.rest = self.first[:cut], self.first[cut:]
         self.echoed: list[bytes] = []
+
+    def send_the_rest(self) -> None:
+        self.transport.write(self.rest)  # type: ignore[union-attr]
 
     def connectionMade(self) -> None:
         self.transport.write(self.first)  # type: ignore[union-attr]
@@ -431,6 +440,48 @@ class FrameBudgetRealSocketTests(TestCase):
         assert factory.frames.held == 0
         for client, _ in clients:
             client.transport.loseConnection()  # type: ignore[union-attr]
+
+    @deferred_test
+    async def test_stopped_for_its_unsent_echo_it_reads_again_once_that_is_sent(self) -> None:
+        """
+        A's 16 MiB frame arrives but for its last byte, under the 17 MiB budget; B's
+        8 MiB partial frame takes the budget over (B reads on). A, reading nothing, sends
+        its last byte: its echo, unsent, stops A. Once A reads its echo, A is served
+        again (a message of 64 bytes comes back) while B's frame is still unfinished.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        session = EchoSession(self)
+        session.policy = ServerPolicy(max_buffered=17 << 20)
+        [listener] = await session.serve("ws:0:interface=127.0.0.1")
+        factory = listener.server
+        assert isinstance(factory, WebSocketEchoFactory)
+        port = listener.port.getHost().port  # type: ignore[attr-defined]
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+
+        async def client(size: int, held_back: int) -> _RawWebSocket:
+            made = _RawWebSocket(random_bytes(size), held_back)
+            connected = await endpoint.connect(Factory.forProtocol(lambda: made))
+            assert connected is made and made.transport is not None
+            return made
+
+        a = await client(16 << 20, 1)
+        # All of A's frame is held but its last byte (websockets has parsed its header).
+        await eventually(lambda: factory.frames.held == (16 << 20) - 1, seconds=15)
+        b = await client(16 << 20, 8 << 20)
+        await eventually(lambda: factory.frames.exempt is not None, seconds=15)
+        a.transport.pauseProducing()  # type: ignore[union-attr]  # A reads nothing now
+        a.send_the_rest()
+        await eventually(lambda: len(factory.frames.waiting) == 1, seconds=15)  # A stopped
+        a.transport.resumeProducing()  # type: ignore[union-attr]
+        await eventually(lambda: len(b"".join(a.echoed)) == 16 << 20, seconds=15)
+        small = random_bytes(64)
+        a.transport.write(Frame(Opcode.BINARY, small).serialize(mask=True))  # type: ignore[union-attr]
+        await eventually(lambda: a.echoed[-1:] == [small], seconds=15)
+        assert b.echoed == [] and factory.frames.exempt is not None  # B's frame still held
+        for each in (a, b):
+            each.transport.loseConnection()  # type: ignore[union-attr]
 
 
 # --- echokit's server and client over real sockets --------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -270,12 +271,21 @@ class WebSocketTimeoutTests(TestCase):
         assert not transport.disconnecting
 
 
+#: A server connection, the transport it writes to, and the wsproto client at the other end.
+_Upgraded = tuple[WebSocketEchoProtocol, StringTransport, WSConnection]
+
+
+def _echoed_whole(*sent: tuple[StringTransport, WSConnection, bytes]) -> None:
+    """Each transport carries, for its client, the echo of the one message it sent, whole."""
+    for wire, client, payload in sent:
+        [echo] = _events(client, wire.value())
+        assert isinstance(echo, BytesMessage) and echo.data == payload
+
+
 class FrameBudgetTests(TestCase):
     """Frames still arriving are held whole: together they share the listener's budget."""
 
-    def _upgraded(
-        self, factory: WebSocketEchoFactory
-    ) -> tuple[WebSocketEchoProtocol, StringTransport, WSConnection]:
+    def _upgraded(self, factory: WebSocketEchoFactory) -> _Upgraded:
         protocol = factory.buildProtocol(None)
         assert isinstance(protocol, WebSocketEchoProtocol)
         transport = StringTransport()
@@ -287,15 +297,19 @@ class FrameBudgetTests(TestCase):
         transport.clear()
         return protocol, transport, client
 
+    def _two_upgraded(self) -> tuple[WebSocketEchoFactory, _Upgraded, _Upgraded]:
+        """A listener whose frames' budget is 1 MiB, and two connections, upgraded."""
+        factory = WebSocketEchoFactory(
+            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
+        )
+        return factory, self._upgraded(factory), self._upgraded(factory)
+
     def test_past_the_budget_one_frame_at_a_time(self) -> None:
         """
         Two 2 MiB frames arriving on two connections, 1 MiB budget: the first over it reads
         on, the other stops reading until that frame is whole, then both are echoed whole.
         """
-        factory = WebSocketEchoFactory(
-            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
-        )
-        (a, a_wire, a_client), (b, b_wire, b_client) = [self._upgraded(factory) for _ in "ab"]
+        factory, (a, a_wire, a_client), (b, b_wire, b_client) = self._two_upgraded()
         payloads = random_bytes(2 << 20), random_bytes(2 << 20)
         a_frame = a_client.send(BytesMessage(data=payloads[0]))
         b_frame = b_client.send(BytesMessage(data=payloads[1]))
@@ -306,12 +320,7 @@ class FrameBudgetTests(TestCase):
         b.dataReceived(b_frame[600 << 10 :])  # b's frame is whole and echoed: a reads again
         assert a_wire.producerState == "producing"
         a.dataReceived(a_frame[1200 << 10 :])
-        for wire, client, payload in (
-            (a_wire, a_client, payloads[0]),
-            (b_wire, b_client, payloads[1]),
-        ):
-            [echo] = _events(client, wire.value())
-            assert isinstance(echo, BytesMessage) and echo.data == payload
+        _echoed_whole((a_wire, a_client, payloads[0]), (b_wire, b_client, payloads[1]))
         assert factory.frames.held == 0
 
     def test_stopped_for_its_unsent_echo_it_reads_again_once_that_is_sent(self) -> None:
@@ -324,10 +333,7 @@ class FrameBudgetTests(TestCase):
         # Bytes written and not yet taken by the peer: a StringTransport's value, as a
         # TCP transport's queue would count them (StringTransport sends nothing itself).
         self.patch(ws_module, "queued_bytes", lambda transport: len(transport.value()))
-        factory = WebSocketEchoFactory(
-            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
-        )
-        (a, a_wire, a_client), (b, b_wire, _) = [self._upgraded(factory) for _ in "ab"]
+        factory, (a, a_wire, a_client), (b, b_wire, _) = self._two_upgraded()
         payload = random_bytes(600 << 10)
         a_frame = a_client.send(BytesMessage(data=payload))
         a.dataReceived(a_frame[: 300 << 10])
@@ -352,10 +358,7 @@ class FrameBudgetTests(TestCase):
         """
         unsent: dict[object, int] = {}  # what the kernel did not take, per transport
         self.patch(ws_module, "queued_bytes", lambda transport: unsent.get(transport, 0))
-        factory = WebSocketEchoFactory(
-            "ws:0", "ws", Clock(), ServerPolicy(max_buffered=1 << 20), path="/"
-        )
-        (a, a_wire, a_client), (b, b_wire, b_client) = [self._upgraded(factory) for _ in "ab"]
+        factory, (a, a_wire, a_client), (b, b_wire, b_client) = self._two_upgraded()
         payloads = random_bytes(600 << 10), random_bytes(1200 << 10)
         a_frame = a_client.send(BytesMessage(data=payloads[0]))
         b_frame = b_client.send(BytesMessage(data=payloads[1]))
@@ -365,13 +368,9 @@ class FrameBudgetTests(TestCase):
         unsent[b_wire] = 100 << 10
         b.dataReceived(b_frame[1100 << 10 :])  # whole and echoed, 100 KiB of it unsent
         assert a_wire.producerState == "producing"
+        assert factory.frames.held == a.session.unparsed  # B holds nothing any more
         a.dataReceived(a_frame[300 << 10 :])
-        for wire, client, payload in (
-            (a_wire, a_client, payloads[0]),
-            (b_wire, b_client, payloads[1]),
-        ):
-            [echo] = _events(client, wire.value())
-            assert isinstance(echo, BytesMessage) and echo.data == payload
+        _echoed_whole((a_wire, a_client, payloads[0]), (b_wire, b_client, payloads[1]))
 
 
 class _RawWebSocket(Protocol):
@@ -407,22 +406,26 @@ class _RawWebSocket(Protocol):
 class FrameBudgetRealSocketTests(TestCase):
     """The frames' budget over real sockets, with a client that holds its echo unread."""
 
+    async def _listener(self, budget: int) -> tuple[WebSocketEchoFactory, IStreamClientEndpoint]:
+        """A ws: listener on loopback with this frames' budget, and an endpoint to reach it."""
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        session = EchoSession(self)
+        session.policy = ServerPolicy(max_buffered=budget)
+        [listener] = await session.serve("ws:0:interface=127.0.0.1")
+        factory = listener.server
+        assert isinstance(factory, WebSocketEchoFactory)
+        port = listener.port.getHost().port  # type: ignore[attr-defined]
+        return factory, TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+
     @deferred_test
     async def test_unread_large_echo_holds_the_budget_until_it_is_read(self) -> None:
         """
         A reads nothing after sending a 16 MiB message: its unsent echo holds the 1 MiB
         budget, so B's 2 MiB message waits; once A reads its echo, B gets its echo whole.
         """
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import TCP4ClientEndpoint
-
-        session = EchoSession(self)
-        session.policy = ServerPolicy(max_buffered=1 << 20)
-        [listener] = await session.serve("ws:0:interface=127.0.0.1")
-        factory = listener.server
-        assert isinstance(factory, WebSocketEchoFactory)
-        port = listener.port.getHost().port  # type: ignore[attr-defined]
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        factory, endpoint = await self._listener(1 << 20)
         clients: list[tuple[_RawWebSocket, bytes]] = []
         for size in (16 << 20, 2 << 20):
             payload = random_bytes(size)
@@ -449,16 +452,7 @@ class FrameBudgetRealSocketTests(TestCase):
         its last byte: its echo, unsent, stops A. Once A reads its echo, A is served
         again (a message of 64 bytes comes back) while B's frame is still unfinished.
         """
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import TCP4ClientEndpoint
-
-        session = EchoSession(self)
-        session.policy = ServerPolicy(max_buffered=17 << 20)
-        [listener] = await session.serve("ws:0:interface=127.0.0.1")
-        factory = listener.server
-        assert isinstance(factory, WebSocketEchoFactory)
-        port = listener.port.getHost().port  # type: ignore[attr-defined]
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        factory, endpoint = await self._listener(17 << 20)
 
         async def client(size: int, held_back: int) -> _RawWebSocket:
             made = _RawWebSocket(random_bytes(size), held_back)

@@ -36,13 +36,17 @@ class SharesTests:
 class DescribedTests:
     def test_says_which_transports_took_turns(self) -> None:
         """
-        The line under compare's table names the transports whose rounds took turns and
-        those measured in one go (quic and ws, or messages too large for the probe).
+        The line under compare's table names the transports whose rounds took turns
+        (every stream, ws and quic too; udp while the blocking probe carries it) and those
+        measured in one go (QUIC datagrams; udp messages too large for the probe).
         """
-        text = described(10, ["tcp", "ssl", "quic", "ws"], 64)
-        assert text.startswith("latency: 10 rounds per transport taking turns (tcp, ssl, then")
-        assert text.endswith("; quic, ws: in one go")
-        assert described(10, ["tcp", "udp"], 1 << 20) == "latency: each transport's in one go"
+        text = described(10, ["tcp", "ssl", "quic", "quic-dgram", "ws"], 64)
+        assert text.startswith("latency: 10 rounds per transport taking turns (tcp, ssl, quic, ws,")
+        assert text.endswith("; quic-dgram: in one go")
+        assert described(10, ["udp", "quic-dgram"], 1 << 20) == (
+            "latency: each transport's in one go"
+        )
+        assert described(10, ["tcp", "udp"], 1 << 20).endswith("; udp: in one go")
         assert described(1, ["tcp"], 64).endswith("in one go (--rounds 1)")
 
 
@@ -82,15 +86,14 @@ class InterleavedLatencyTests(unittest.TestCase):
         self.addCleanup(port.stopListening)
         return factory, f"tcp:host=127.0.0.1:port={port.getHost().port}"
 
-    async def test_rounds_take_turns_into_one_histogram(self) -> None:
+    async def _two_take_turns(self, settings: BenchSettings, client: str) -> None:
         """
-        Two endpoints, 3 rounds of 10 round trips each: the server sees the connections
-        take turns (1, 2, 1, 2, 1, 2), and each endpoint's histogram holds all 30 round
-        trips, every message echoed and counted once.
+        Two endpoints on one server, 3 rounds: the server sees their connections take
+        turns (1, 2, 1, 2, 1, 2); each endpoint's histogram holds all C{settings.count}
+        round trips, every message echoed and counted once, measured by C{client}.
         """
         factory, address = await self._listen()
         specs = [parse_client(address), parse_client(address)]
-        settings = BenchSettings(count=30)
         results = [new_result(spec, settings) for spec in specs]
         options = ClientOptions(CertStore(Path(self.mktemp())))
         done = await interleaved_latency(reactor, specs, options, settings, results, 3)
@@ -98,20 +101,38 @@ class InterleavedLatencyTests(unittest.TestCase):
         assert _turns(factory.log) == [1, 2, 1, 2, 1, 2], factory.log
         for result in results:
             assert result.error is None
-            assert result.histogram.count == 30
-            assert result.sent == result.received == 30
+            assert result.histogram.count == settings.count
+            assert result.sent == result.received == settings.count
             assert result.lost == result.duplicated == result.reordered == result.corrupted == 0
-            assert result.latency_client.endswith("3 rounds in turn with the others")
+            assert result.latency_client == f"{client}, 3 rounds in turn with the others"
+
+    async def test_rounds_take_turns_into_one_histogram(self) -> None:
+        """
+        Two endpoints, 3 rounds of 10 round trips each by the blocking probe: they take
+        turns, and each endpoint's histogram holds all 30 round trips.
+        """
+        await self._two_take_turns(BenchSettings(count=30), "blocking socket, worker thread")
+
+    async def test_reactor_probes_take_turns_and_stop_at_their_count(self) -> None:
+        """
+        Messages over the blocking probe's 64 KiB are measured by Twisted connections on
+        the reactor (L{ReactorProbe}): they take turns the same way, each round stops at
+        its share of the count (31 over 3 rounds) with its last echo back, and every round
+        trip is counted once in its endpoint's histogram.
+        """
+        settings = BenchSettings(count=31, size=100 * 1024)
+        await self._two_take_turns(settings, "Twisted client on the reactor")
 
     async def test_one_dead_endpoint_does_not_stop_the_others(self) -> None:
         """
         An endpoint that refuses the connection gets its error; the one after it is
-        measured in full; an endpoint the blocking probe does not speak (ws) is left to
-        be measured on its own, untouched.
+        measured in full; QUIC datagrams, which take no turns, are left to be measured on
+        their own, untouched.
         """
         factory, address = await self._listen()
         refused = "tcp:host=127.0.0.1:port=1"
-        specs = [parse_client(refused), parse_client(address), parse_client("ws:host=h:port=1")]
+        datagrams = "quic:host=h:port=1:datagram=yes"
+        specs = [parse_client(refused), parse_client(address), parse_client(datagrams)]
         settings = BenchSettings(count=20)
         results = [new_result(spec, settings) for spec in specs]
         options = ClientOptions(CertStore(Path(self.mktemp())))
@@ -137,16 +158,17 @@ class CompareRoundsTests:
     def test_count_split_over_rounds_and_said(self, tmp_path: Path) -> None:
         """
         compare --count 200 --rounds 4: each transport's latency comes from all 200
-        round trips of its 4 rounds, and the output says how latency was measured.
+        round trips of its 4 rounds (ws's on the reactor, taking turns with the blocking
+        probe's), and the output says how latency was measured.
         """
         result = run_echokit(
-            ["compare", "tcp", "udp", "--count", "200", "--rounds", "4", "--json"],
+            ["compare", "tcp", "udp", "ws", "--count", "200", "--rounds", "4", "--json"],
             cert_dir=tmp_path,
             timeout=120,
         )
         assert result.returncode == 0, result.stderr.decode()
         records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-        assert [r["transport"] for r in records] == ["tcp", "udp"]
+        assert [r["transport"] for r in records] == ["tcp", "udp", "ws"]
         for record in records:
             assert record["latency_samples"] + record["lost"] == 200, record
             assert "4 rounds in turn with the others" in record["latency_client"]

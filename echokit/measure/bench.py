@@ -330,20 +330,32 @@ def _blocking_latency(
 class _StreamLoop(Protocol):
     """A closed-loop stream client: send a message, wait for its echo, send the next."""
 
-    def __init__(self, maker: MessageMaker, clock: Any) -> None:
+    def __init__(self, maker: MessageMaker, clock: Any, running: bool = True) -> None:
+        """
+        @param running: send as soon as connected; C{False}: wait for L{resume}.
+        """
         self.maker = maker
         self.checker = MessageChecker(maker.size)
         self.clock = clock
         self.sent = 0
-        self.running = True
+        self.running = running
         self.histogram: LatencyHistogram | None = None
         self._started = 0
+        #: Messages still to send before stopping by itself (L{resume}'s count), if any.
+        self._remaining: int | None = None
         #: When a byte last came back (or the connection opened): for stall detection.
         self.heard_at = time.monotonic()
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
         send_without_delay(self.transport)
+        self.heard_at = time.monotonic()
+        if self.running:
+            self._send()
+
+    def resume(self, count: int | None = None) -> None:
+        """Send again, one message in flight; stop by itself after C{count} (if given)."""
+        self.running, self._remaining = True, count
         self.heard_at = time.monotonic()
         self._send()
 
@@ -355,6 +367,11 @@ class _StreamLoop(Protocol):
         return _echo_lost(size - self.checker.partial, size, self.sent - 1, seconds)
 
     def _send(self) -> None:
+        if self._remaining is not None:
+            if not self._remaining:
+                self.running = False
+                return
+            self._remaining -= 1
         self._started = time.perf_counter_ns()
         self.transport.write(self.maker.make(self.sent))  # type: ignore[union-attr]
         self.sent += 1
@@ -485,17 +502,8 @@ async def _stream_throughput(
     maker = MessageMaker(settings.size)
     connections = 1 if measure_latency else settings.connections
     loops = [_StreamLoop(maker, reactor) for _ in range(connections)]
-    limit = options.connect_timeout
-    try:
-        for loop in loops:
-            connecting = endpoint.connect(_factory_for(loop))
-
-            def timed_out(_: object, __: float) -> None:
-                raise connect_timed_out(spec, limit)
-
-            await connecting.addTimeout(limit, reactor, onTimeoutCancel=timed_out)
-    except Exception:
-        raise connect_failed(spec, Failure()) from None
+    for loop in loops:
+        await _connect(reactor, endpoint, loop, spec, options.connect_timeout)
     if measure_latency:
         loops[0].histogram = result.histogram
         result.latency_client = "Twisted client on the reactor"
@@ -538,6 +546,93 @@ async def _stream_throughput(
     if not measure_latency:
         result.messages_per_s = messages / elapsed
         result.mb_per_s = messages * settings.size / elapsed / 1e6
+
+
+async def _connect(
+    reactor: Any, endpoint: Any, protocol: Protocol, spec: EndpointSpec, limit: float
+) -> None:
+    """Connect C{protocol} through C{endpoint} within C{limit} seconds, or raise why not."""
+    connecting = endpoint.connect(_factory_for(protocol))
+
+    def timed_out(_: object, __: float) -> None:
+        raise connect_timed_out(spec, limit)
+
+    try:
+        await connecting.addTimeout(limit, reactor, onTimeoutCancel=timed_out)
+    except Exception:
+        raise connect_failed(spec, Failure()) from None
+
+
+class ReactorProbe:
+    """
+    One message in flight over one Twisted stream connection, for L{EndpointResult}'s
+    latency, a run at a time: the counterpart of L{BlockingProbe} for the stream
+    endpoints it cannot speak (ws, wss, quic streams; messages over
+    L{BLOCKING_PROBE_MAX}), so that C{echokit compare}'s rounds take turns with them
+    too (L{echokit.measure.interleave}). Its methods run on the reactor.
+
+    @ivar lost: set when an echo stopped short (L{run} raised it).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        spec: EndpointSpec,
+        options: ClientOptions,
+        settings: BenchSettings,
+        result: EndpointResult,
+    ) -> None:
+        self.reactor, self.spec, self.options, self.result = reactor, spec, options, result
+        self.loop = _StreamLoop(MessageMaker(settings.size), reactor, running=False)
+        self.loop.histogram = result.histogram
+        self.lost: EchoLost | None = None
+        self._connected = False
+
+    async def open(self) -> None:
+        """Connect (nothing is sent until L{run})."""
+        options = self.options
+        endpoint = client_endpoint(
+            self.reactor, self.spec, options.certs, options.insecure, options.client_cert
+        )
+        await _connect(self.reactor, endpoint, self.loop, self.spec, options.connect_timeout)
+        self._connected = True
+
+    async def run(self, seconds: float, count: int | None, progress: Progress) -> None:
+        """
+        Measure C{count} round trips (if given), else for C{seconds}; return once the
+        last message's echo is back.
+
+        @raise EchoLost: when an echo stops short for C{options.timeout} seconds.
+        """
+        assert self._connected and self.lost is None, "run() before open(), or after a loss"
+        loop, timeout, reactor = self.loop, self.options.timeout, self.reactor
+        started = reactor.seconds()
+        loop.resume(count)
+        while loop.running or loop.checker.received + loop.checker.corrupted < loop.sent:
+            elapsed = reactor.seconds() - started
+            if count is None and elapsed >= seconds:
+                loop.stop()  # the message in flight still comes back, or times out
+            if loop.closed.called:
+                raise ConnectionError("the server closed the connection")
+            if time.monotonic() - loop.heard_at >= timeout:
+                size = loop.maker.size
+                self.lost = _echo_lost(size - loop.checker.partial, size, loop.sent - 1, timeout)
+                raise self.lost
+            progress(min(1.0, elapsed / seconds) if count is None else 0.0)
+            await _sleep(reactor, 0.001 if not loop.running else 0.01)
+
+    async def close(self) -> None:
+        """Close the connection; add the audit of every message sent to C{result}."""
+        loop = self.loop
+        loop.stop()
+        if self._connected:
+            if loop.transport is not None:
+                loop.transport.loseConnection()
+            await loop.closed
+            self._connected = False
+        loop.checker.close(loop.sent)
+        self.result.add_audit(loop.checker, loop.sent)
+        self.result.latency_client = "Twisted client on the reactor"
 
 
 def _factory_for(protocol: Protocol) -> Any:

@@ -17,9 +17,11 @@ endpoint's percentiles come from every round trip it measured, counted once (his
 are merged, percentiles never averaged). Whatever the machine does during the phase, every
 endpoint sees about the same share of it.
 
-Only endpoints measured by the blocking probe (L{BlockingProbe}: tcp, tcp6, unix, ssl,
-udp) take turns; the others' latency is measured on the reactor, each in one go, with
-the rest of their measurement.
+The endpoints a blocking socket speaks (tcp, tcp6, unix, ssl, udp) are measured by a
+L{BlockingProbe} in a worker thread; the other stream endpoints (ws, wss, quic streams,
+and any stream's messages over 64 KiB) by a L{ReactorProbe}, one Twisted connection on
+the reactor, and they take turns alike. Only QUIC datagrams (quic-dgram) are measured in
+one go, with the rest of their measurement.
 
     >>> shares(10, 4)
     [2, 3, 2, 3]
@@ -35,14 +37,15 @@ from twisted.internet import threads
 from echokit.client.connect import ClientOptions
 from echokit.errors import EchokitError
 from echokit.measure.bench import (
-    BLOCKING_KINDS,
     BLOCKING_PROBE_MAX,
     BenchSettings,
     BlockingProbe,
     EndpointResult,
+    ReactorProbe,
     blocking_probe_fits,
     error_text,
 )
+from echokit.transports.endpoints import carries_datagrams
 from echokit.transports.grammar import EndpointSpec
 
 #: Rounds per endpoint unless told (C{compare --rounds}): 0.2 s each of the default 2 s.
@@ -54,6 +57,19 @@ def shares(total: int, rounds: int) -> list[int]:
     return [total * (i + 1) // rounds - total * i // rounds for i in range(rounds)]
 
 
+def takes_turns(transport: str, size: int) -> bool:
+    """
+    Whether compare's C{transport} takes turns in the latency rounds with C{size}-byte
+    messages: every stream, and udp while a blocking socket can carry the message.
+
+        >>> [takes_turns(t, 64) for t in ("tcp", "ws", "quic", "udp", "quic-dgram")]
+        [True, True, True, True, False]
+    """
+    if transport == "udp":
+        return size <= BLOCKING_PROBE_MAX
+    return transport != "quic-dgram"
+
+
 def described(rounds: int, transports: Sequence[str], size: int) -> str:
     """
     What compare's output says of how it measured the latency of C{transports}
@@ -61,10 +77,10 @@ def described(rounds: int, transports: Sequence[str], size: int) -> str:
 
         >>> print(described(1, ["tcp", "udp", "ws"], 64))
         latency: each transport's in one go (--rounds 1)
-        >>> print(described(10, ["tcp", "udp", "ws"], 64).split("), ")[1])
-        each transport's round trips in one histogram; ws: in one go
+        >>> print(described(10, ["tcp", "ws", "quic-dgram"], 64).split("), ")[1])
+        each transport's round trips in one histogram; quic-dgram: in one go
     """
-    in_turn = [t for t in transports if t in BLOCKING_KINDS and size <= BLOCKING_PROBE_MAX]
+    in_turn = [t for t in transports if takes_turns(t, size)]
     alone = [t for t in transports if t not in in_turn]
     if rounds == 1 or not in_turn:
         return "latency: each transport's in one go" + (" (--rounds 1)" if rounds == 1 else "")
@@ -91,16 +107,19 @@ async def interleaved_latency(
     An endpoint that fails has its result's C{error} set (and counts as measured: the
     rest of its measurement is skipped).
     """
-    probes: list[BlockingProbe | None] = []
+    probes: list[BlockingProbe | ReactorProbe | None] = []
     pool = reactor.getThreadPool()
     for spec, result in zip(specs, results, strict=True):
-        probe = None
-        if blocking_probe_fits(spec, settings):
-            probe = BlockingProbe(spec, options, settings, result)
-            try:
+        probe: BlockingProbe | ReactorProbe | None = None
+        try:
+            if blocking_probe_fits(spec, settings):
+                probe = BlockingProbe(spec, options, settings, result)
                 await threads.deferToThreadPool(reactor, pool, probe.open)
-            except (EchokitError, OSError) as e:
-                result.error, probe = error_text(spec, e), None
+            elif not carries_datagrams(spec):
+                probe = ReactorProbe(reactor, spec, options, settings, result)
+                await probe.open()
+        except (EchokitError, OSError) as e:
+            result.error, probe = error_text(spec, e), None
         probes.append(probe)
     counts = None if settings.count is None else shares(settings.count, rounds)
     live = [p for p in probes if p is not None]
@@ -114,20 +133,25 @@ async def interleaved_latency(
                 def step(fraction: float, done: float = done) -> None:
                     progress(done + fraction / (rounds * len(live)))
 
+                seconds, count = (
+                    settings.duration / rounds,
+                    None if counts is None else counts[index],
+                )
                 try:
-                    await threads.deferToThreadPool(
-                        reactor,
-                        pool,
-                        probe.run,
-                        settings.duration / rounds,
-                        None if counts is None else counts[index],
-                        step,
-                    )
+                    if isinstance(probe, BlockingProbe):
+                        await threads.deferToThreadPool(
+                            reactor, pool, probe.run, seconds, count, step
+                        )
+                    else:
+                        await probe.run(seconds, count, step)
                 except (EchokitError, OSError) as e:
                     probe.result.error = error_text(probe.spec, e)
     finally:
         for probe in live:
-            probe.close()
+            if isinstance(probe, BlockingProbe):
+                probe.close()
+            else:
+                await probe.close()
             if rounds > 1:
                 probe.result.latency_client += f", {rounds} rounds in turn with the others"
     return [

@@ -37,15 +37,15 @@ class DescribedTests:
     def test_says_which_transports_took_turns(self) -> None:
         """
         The line under compare's table names the transports whose rounds took turns
-        (every stream, ws and quic too; udp while the blocking probe carries it) and those
-        measured in one go (QUIC datagrams; udp messages too large for the probe).
+        (every one, ws and quic too) and those measured in one go (udp messages too large
+        for the blocking probe).
         """
         text = described(10, ["tcp", "ssl", "quic", "quic-dgram", "ws"], 64)
-        assert text.startswith("latency: 10 rounds per transport taking turns (tcp, ssl, quic, ws,")
-        assert text.endswith("; quic-dgram: in one go")
-        assert described(10, ["udp", "quic-dgram"], 1 << 20) == (
-            "latency: each transport's in one go"
+        assert text == (
+            "latency: 10 rounds per transport taking turns (tcp, ssl, quic, quic-dgram, ws, "
+            "then again), each transport's round trips in one histogram"
         )
+        assert described(10, ["udp"], 1 << 20) == "latency: each transport's in one go"
         assert described(10, ["tcp", "udp"], 1 << 20).endswith("; udp: in one go")
         assert described(1, ["tcp"], 64).endswith("in one go (--rounds 1)")
 
@@ -126,14 +126,13 @@ class InterleavedLatencyTests(unittest.TestCase):
     async def test_one_dead_endpoint_does_not_stop_the_others(self) -> None:
         """
         An endpoint that refuses the connection gets its error; the one after it is
-        measured in full; QUIC datagrams, which take no turns, are left to be measured on
-        their own, untouched.
+        measured in full; an endpoint that takes no turns (udp messages too large for a
+        blocking socket) is left to be measured on its own, untouched.
         """
         factory, address = await self._listen()
         refused = "tcp:host=127.0.0.1:port=1"
-        datagrams = "quic:host=h:port=1:datagram=yes"
-        specs = [parse_client(refused), parse_client(address), parse_client(datagrams)]
-        settings = BenchSettings(count=20)
+        specs = [parse_client(refused), parse_client(address), parse_client("udp:host=h:port=1")]
+        settings = BenchSettings(count=20, size=100 * 1024)
         results = [new_result(spec, settings) for spec in specs]
         options = ClientOptions(CertStore(Path(self.mktemp())))
         done = await interleaved_latency(reactor, specs, options, settings, results, 4)
@@ -158,17 +157,18 @@ class CompareRoundsTests:
     def test_count_split_over_rounds_and_said(self, tmp_path: Path) -> None:
         """
         compare --count 200 --rounds 4: each transport's latency comes from all 200
-        round trips of its 4 rounds (ws's on the reactor, taking turns with the blocking
-        probe's), and the output says how latency was measured.
+        round trips of its 4 rounds (ws's and QUIC datagrams' on the reactor, taking
+        turns with the blocking probe's), and the output says how latency was measured.
         """
+        transports = ["tcp", "udp", "quic-dgram", "ws"]
         result = run_echokit(
-            ["compare", "tcp", "udp", "ws", "--count", "200", "--rounds", "4", "--json"],
+            ["compare", *transports, "--count", "200", "--rounds", "4", "--json"],
             cert_dir=tmp_path,
             timeout=120,
         )
         assert result.returncode == 0, result.stderr.decode()
         records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-        assert [r["transport"] for r in records] == ["tcp", "udp", "ws"]
+        assert [r["transport"] for r in records] == transports
         for record in records:
             assert record["latency_samples"] + record["lost"] == 200, record
             assert "4 rounds in turn with the others" in record["latency_client"]

@@ -387,6 +387,10 @@ class _StreamLoop(Protocol):
     def stop(self) -> None:
         self.running = False
 
+    def settled(self) -> bool:
+        """Whether every message sent has come back (whole or corrupted)."""
+        return self.checker.received + self.checker.corrupted >= self.sent
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed.callback(None)
 
@@ -404,12 +408,29 @@ class _DatagramLoop(DatagramProtocol):
         self._sent_ns = 0
         self.noisy = False
         self.histogram: LatencyHistogram | None = None
+        #: Datagrams still to send before stopping by itself (L{start}'s count), if any.
+        self._remaining: int | None = None
+        self._answered = False
 
-    def start(self) -> None:
-        self.running = True
+    def start(self, count: int | None = None) -> None:
+        """Send, one datagram in flight; stop by itself after C{count} (if given)."""
+        self.running, self._remaining = True, count
         self._send()
 
+    def stop(self) -> None:
+        self.running = False
+
+    def settled(self) -> bool:
+        """Whether the last datagram sent came back or timed out (then it is lost)."""
+        return self._answered or time.monotonic() - self._sent_at > self.timeout
+
     def _send(self) -> None:
+        if self._remaining is not None:
+            if not self._remaining:
+                self.running = False
+                return
+            self._remaining -= 1
+        self._answered = False
         self._sent_at = time.monotonic()
         self._sent_ns = time.perf_counter_ns()
         # An error sending is a datagram lost: the checker sees the gap when the next arrives.
@@ -419,8 +440,10 @@ class _DatagramLoop(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         seq = self.checker.feed_datagram(datagram)
-        if self.histogram is not None and seq == self.sent - 1:  # the one in flight
-            self.histogram.record(time.perf_counter_ns() - self._sent_ns)
+        if seq == self.sent - 1:  # the one in flight
+            self._answered = True
+            if self.histogram is not None:
+                self.histogram.record(time.perf_counter_ns() - self._sent_ns)
         if self.running:
             self._send()
 
@@ -565,13 +588,14 @@ async def _connect(
 
 class ReactorProbe:
     """
-    One message in flight over one Twisted stream connection, for L{EndpointResult}'s
-    latency, a run at a time: the counterpart of L{BlockingProbe} for the stream
-    endpoints it cannot speak (ws, wss, quic streams; messages over
+    One message in flight over one Twisted connection, for L{EndpointResult}'s latency,
+    a run at a time: the counterpart of L{BlockingProbe} for the endpoints it cannot
+    speak (ws, wss, QUIC streams and datagrams; stream messages over
     L{BLOCKING_PROBE_MAX}), so that C{echokit compare}'s rounds take turns with them
     too (L{echokit.measure.interleave}). Its methods run on the reactor.
 
-    @ivar lost: set when an echo stopped short (L{run} raised it).
+    @ivar lost: set when a stream's echo stopped short (L{run} raised it). A datagram
+        that gets no echo within C{options.timeout} is counted lost and the next sent.
     """
 
     def __init__(
@@ -583,53 +607,81 @@ class ReactorProbe:
         result: EndpointResult,
     ) -> None:
         self.reactor, self.spec, self.options, self.result = reactor, spec, options, result
-        self.loop = _StreamLoop(MessageMaker(settings.size), reactor, running=False)
+        maker = MessageMaker(settings.size)
+        self.loop: _StreamLoop | _DatagramLoop
+        if carries_datagrams(spec):
+            self.loop = _DatagramLoop(maker, options.timeout)
+        else:
+            self.loop = _StreamLoop(maker, reactor, running=False)
         self.loop.histogram = result.histogram
         self.lost: EchoLost | None = None
         self._connected = False
+        self._watchdog = task.LoopingCall(self._resend_lost)
+        self._watchdog.clock = reactor
+
+    def _resend_lost(self) -> None:
+        if isinstance(self.loop, _DatagramLoop):
+            self.loop.check_timeout()
 
     async def open(self) -> None:
         """Connect (nothing is sent until L{run})."""
-        options = self.options
-        endpoint = client_endpoint(
+        options, loop = self.options, self.loop
+        endpoint: Any = client_endpoint(
             self.reactor, self.spec, options.certs, options.insecure, options.client_cert
         )
-        await _connect(self.reactor, endpoint, self.loop, self.spec, options.connect_timeout)
+        if isinstance(loop, _StreamLoop):
+            await _connect(self.reactor, endpoint, loop, self.spec, options.connect_timeout)
+        else:  # quic:...:datagram=yes (udp has the blocking probe)
+            try:
+                await endpoint.connect(loop)
+            except Exception:
+                raise connect_failed(self.spec, Failure()) from None
+            self._watchdog.start(0.05, now=False)
         self._connected = True
 
     async def run(self, seconds: float, count: int | None, progress: Progress) -> None:
         """
         Measure C{count} round trips (if given), else for C{seconds}; return once the
-        last message's echo is back.
+        last message's echo is back (or, for a datagram, counted lost).
 
-        @raise EchoLost: when an echo stops short for C{options.timeout} seconds.
+        @raise EchoLost: when a stream's echo stops short for C{options.timeout} seconds.
         """
         assert self._connected and self.lost is None, "run() before open(), or after a loss"
-        loop, timeout, reactor = self.loop, self.options.timeout, self.reactor
+        loop, reactor = self.loop, self.reactor
         started = reactor.seconds()
-        loop.resume(count)
-        while loop.running or loop.checker.received + loop.checker.corrupted < loop.sent:
+        loop.start(count) if isinstance(loop, _DatagramLoop) else loop.resume(count)
+        while loop.running or not loop.settled():
             elapsed = reactor.seconds() - started
             if count is None and elapsed >= seconds:
                 loop.stop()  # the message in flight still comes back, or times out
-            if loop.closed.called:
-                raise ConnectionError("the server closed the connection")
-            if time.monotonic() - loop.heard_at >= timeout:
-                size = loop.maker.size
-                self.lost = _echo_lost(size - loop.checker.partial, size, loop.sent - 1, timeout)
-                raise self.lost
+            if isinstance(loop, _StreamLoop):
+                self._check_stream(loop)
             progress(min(1.0, elapsed / seconds) if count is None else 0.0)
             await _sleep(reactor, 0.001 if not loop.running else 0.01)
+
+    def _check_stream(self, loop: _StreamLoop) -> None:
+        if loop.closed.called:
+            raise ConnectionError("the server closed the connection")
+        timeout = self.options.timeout
+        if time.monotonic() - loop.heard_at >= timeout:
+            size = loop.maker.size
+            self.lost = _echo_lost(size - loop.checker.partial, size, loop.sent - 1, timeout)
+            raise self.lost
 
     async def close(self) -> None:
         """Close the connection; add the audit of every message sent to C{result}."""
         loop = self.loop
         loop.stop()
+        if self._watchdog.running:
+            self._watchdog.stop()
         if self._connected:
-            if loop.transport is not None:
-                loop.transport.loseConnection()
-            await loop.closed
             self._connected = False
+            if isinstance(loop, _StreamLoop):
+                if loop.transport is not None:
+                    loop.transport.loseConnection()
+                await loop.closed
+            elif loop.transport is not None:
+                await defer.maybeDeferred(loop.transport.stopListening)
         loop.checker.close(loop.sent)
         self.result.add_audit(loop.checker, loop.sent)
         self.result.latency_client = "Twisted client on the reactor"

@@ -18,10 +18,9 @@ are merged, percentiles never averaged). Whatever the machine does during the ph
 endpoint sees about the same share of it.
 
 The endpoints a blocking socket speaks (tcp, tcp6, unix, ssl, udp) are measured by a
-L{BlockingProbe} in a worker thread; the other stream endpoints (ws, wss, quic streams,
+L{BlockingProbe} in a worker thread; the others (ws, wss, QUIC streams and datagrams,
 and any stream's messages over 64 KiB) by a L{ReactorProbe}, one Twisted connection on
-the reactor, and they take turns alike. Only QUIC datagrams (quic-dgram) are measured in
-one go, with the rest of their measurement.
+the reactor, and they take turns alike.
 
     >>> shares(10, 4)
     [2, 3, 2, 3]
@@ -45,7 +44,6 @@ from echokit.measure.bench import (
     blocking_probe_fits,
     error_text,
 )
-from echokit.transports.endpoints import carries_datagrams
 from echokit.transports.grammar import EndpointSpec
 
 #: Rounds per endpoint unless told (C{compare --rounds}): 0.2 s each of the default 2 s.
@@ -60,14 +58,14 @@ def shares(total: int, rounds: int) -> list[int]:
 def takes_turns(transport: str, size: int) -> bool:
     """
     Whether compare's C{transport} takes turns in the latency rounds with C{size}-byte
-    messages: every stream, and udp while a blocking socket can carry the message.
+    messages: every one, but udp only while a blocking socket can carry the message.
 
         >>> [takes_turns(t, 64) for t in ("tcp", "ws", "quic", "udp", "quic-dgram")]
-        [True, True, True, True, False]
+        [True, True, True, True, True]
+        >>> takes_turns("udp", 1 << 20)
+        False
     """
-    if transport == "udp":
-        return size <= BLOCKING_PROBE_MAX
-    return transport != "quic-dgram"
+    return transport != "udp" or size <= BLOCKING_PROBE_MAX
 
 
 def described(rounds: int, transports: Sequence[str], size: int) -> str:
@@ -77,8 +75,8 @@ def described(rounds: int, transports: Sequence[str], size: int) -> str:
 
         >>> print(described(1, ["tcp", "udp", "ws"], 64))
         latency: each transport's in one go (--rounds 1)
-        >>> print(described(10, ["tcp", "ws", "quic-dgram"], 64).split("), ")[1])
-        each transport's round trips in one histogram; quic-dgram: in one go
+        >>> print(described(10, ["tcp", "udp"], 1 << 20).split("), ")[1])
+        each transport's round trips in one histogram; udp: in one go
     """
     in_turn = [t for t in transports if takes_turns(t, size)]
     alone = [t for t in transports if t not in in_turn]
@@ -115,7 +113,7 @@ async def interleaved_latency(
             if blocking_probe_fits(spec, settings):
                 probe = BlockingProbe(spec, options, settings, result)
                 await threads.deferToThreadPool(reactor, pool, probe.open)
-            elif not carries_datagrams(spec):
+            elif spec.kind != "udp":
                 probe = ReactorProbe(reactor, spec, options, settings, result)
                 await probe.open()
         except (EchokitError, OSError) as e:

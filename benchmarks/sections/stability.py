@@ -1,12 +1,11 @@
 """
 echokit compare run twice in a row: each transport's p50 in both runs, and their ratio.
 
-`echokit compare tcp tcp6 unix ssl udp --json` (the transports whose latency compare's
-blocking probe measures, in rounds taking turns; otherwise compare's defaults), twice,
-back to back. The target (the open-loop issue's "numbers that hold still"): each
-transport's p50 within 20% run to run, and unix and udp not reported slower than tcp.
-About 50 s (--quick: --duration 0.5, about 15 s). On a loaded machine the runs see
-different loads: rerun on a quiet one for figures to quote.
+`echokit compare --json` (compare's defaults: every transport whose library is installed,
+latency in rounds taking turns), twice, back to back. The target (the open-loop issue's
+"numbers that hold still"): each transport's p50 within 20% run to run, and unix and udp
+not reported slower than tcp. About 90 s (--quick: --duration 0.5, about 30 s). On a
+loaded machine the runs see different loads: rerun on a quiet one for figures to quote.
 """
 
 from __future__ import annotations
@@ -26,9 +25,6 @@ from harness import (
     say,
 )
 
-#: The transports measured (quic and ws are left out: compare measures their latency on
-#: the reactor, one at a time, and the section would take twice as long).
-TRANSPORTS = ("tcp", "tcp6", "unix", "ssl", "udp")
 #: The largest run-to-run change of a p50 the issue accepts.
 TARGET_SPREAD = 1.2
 
@@ -46,13 +42,13 @@ def _p50(run: dict[str, dict[str, Any]], transport: str) -> float | None:
 def run(settings: Settings, report: Report, workdir: Path) -> None:
     """echokit compare twice in a row: each transport's p50 run to run."""
     say("== k) stability: echokit compare twice in a row, each transport's p50 ==")
-    argv = [ECHOKIT, "compare", *TRANSPORTS, "--json", "--cert-dir", str(make_certs(workdir))]
+    argv = [ECHOKIT, "compare", "--json", "--cert-dir", str(make_certs(workdir))]
     if settings.rounds == 1:  # --quick
         argv += ["--duration", "0.5", "--warmup", "0.1"]
     say(f"$ {command_text(argv)}    # twice")
     runs = [_compare(argv, 180) for _ in range(2)]
     rows, spreads, slower = [], {}, []
-    for transport in TRANSPORTS:
+    for transport in runs[0]:  # compare's order
         first, second = (_p50(r, transport) for r in runs)
         if first is None or second is None:
             rows.append([transport, number(first, 1), number(second, 1), "-", "-"])
@@ -74,14 +70,15 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "unix and udp slower than tcp: "
         + ("; ".join(slower) if slower else "in neither run (target met)")
     )
-    say("latency measured by: " + next(iter(runs[0].values())).get("latency_client", "?"))
+    clients = {row.get("latency_client", "?") for row in runs[0].values()}
+    say("latency measured by: " + "; ".join(sorted(clients)))
     say(
         "Both runs share this machine with anything else running: rerun on a quiet "
         "machine for figures to quote."
     )
     report.sections["stability"] = {
         "command": argv,
-        "p50_us": {t: [_p50(r, t) for r in runs] for t in TRANSPORTS},
+        "p50_us": {t: [_p50(r, t) for r in runs] for t in runs[0]},
         "spread": spreads,
         "unix_or_udp_slower_than_tcp": slower,
     }

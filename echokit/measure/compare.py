@@ -192,7 +192,7 @@ async def measure(
         if settings.start_at is not None:
             await wait_until(reactor, settings.start_at)
         in_turn = rounds > 1 and not settings.rates
-        bar = ProgressBar(output.progress, len(specs) * len(rates) + in_turn)
+        bar = ProgressBar(output.progress, len(specs) * len(rates) + int(in_turn))
         log = output.intervals
         if log is not None:
             log.start(reactor)
@@ -209,7 +209,7 @@ async def measure(
             for spec, ready in zip(specs, measured, strict=True):
                 for rate in rates:
                     label = spec.text if rate is None else f"{spec.text} @ {format_rate(rate)}/s"
-                    bar.start(len(results) + in_turn, label)
+                    bar.start(len(results) + int(in_turn), label)
                     watch = None if log is None else partial(log.follow, label)
                     results.append(
                         await bench_endpoint(

@@ -57,8 +57,9 @@ def shares(total: int, rounds: int) -> list[int]:
 
 def takes_turns(transport: str, size: int) -> bool:
     """
-    Whether compare's C{transport} takes turns in the latency rounds with C{size}-byte
-    messages: every one, but udp only while a blocking socket can carry the message.
+    Whether C{transport} (compare's name, or an endpoint's kind) takes turns in the
+    latency rounds with C{size}-byte messages: every one, but udp only while a blocking
+    socket can carry the message (L{interleaved_latency} and L{described} both ask here).
 
         >>> [takes_turns(t, 64) for t in ("tcp", "ws", "quic", "udp", "quic-dgram")]
         [True, True, True, True, True]
@@ -99,9 +100,10 @@ async def interleaved_latency(
     progress: Callable[[float], None] = lambda fraction: None,
 ) -> list[bool]:
     """
-    Measure the latency of every endpoint a L{BlockingProbe} can, in C{rounds} rounds
-    that take turns (C{settings.duration} or C{settings.count} split among them), into
-    C{results} (one per spec); return, per spec, whether its latency was measured here.
+    Measure the latency of every endpoint that L{takes_turns}, in C{rounds} rounds that
+    take turns (C{settings.duration} or C{settings.count} split among them), by a
+    L{BlockingProbe} where one fits, else a L{ReactorProbe}, into C{results} (one per
+    spec); return, per spec, whether its latency was measured here.
     An endpoint that fails has its result's C{error} set (and counts as measured: the
     rest of its measurement is skipped).
     """
@@ -113,7 +115,7 @@ async def interleaved_latency(
             if blocking_probe_fits(spec, settings):
                 probe = BlockingProbe(spec, options, settings, result)
                 await threads.deferToThreadPool(reactor, pool, probe.open)
-            elif spec.kind != "udp":
+            elif takes_turns(spec.kind, settings.size):
                 probe = ReactorProbe(reactor, spec, options, settings, result)
                 await probe.open()
         except (EchokitError, OSError) as e:

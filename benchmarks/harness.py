@@ -93,6 +93,10 @@ class Settings:
     disturbed_cpu: float = 50.0
     retry_seconds: float = 45.0
 
+    def load_flags(self) -> list[str]:
+        """An echokit bench or compare run's length: C{--duration} and C{--warmup}."""
+        return ["--duration", f"{self.load_seconds:g}", "--warmup", f"{self.load_warmup:g}"]
+
     @classmethod
     def quick(cls) -> Settings:
         return cls(

@@ -59,8 +59,8 @@ def _client(server: Server, kind: str, rate: float, settings: Settings) -> list[
     assert server.process is not None
     return [
         *(ECHOKIT, "bench", target, "--json", "--size", "64", "--connections", "10"),
-        *("--rate", f"{rate:g}", "--duration", f"{settings.load_seconds:g}"),
-        *("--warmup", f"{settings.load_warmup:g}", "--server-pid", str(server.process.pid)),
+        *("--rate", f"{rate:g}", *settings.load_flags()),
+        *("--server-pid", str(server.process.pid)),
     ]
 
 

@@ -52,13 +52,7 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
     with running([server]):
         host, port = server.addresses["tcp"].rsplit(":", 1)
         target = f"tcp:host={host}:port={port}"
-        base = [ECHOKIT, "bench", target, "--json", "--connections", "4"]
-        base += [
-            "--duration",
-            f"{settings.load_seconds:g}",
-            "--warmup",
-            f"{settings.load_warmup:g}",
-        ]
+        base = [ECHOKIT, "bench", target, "--json", "--connections", "4", *settings.load_flags()]
         rounds = max(1, min(settings.rounds, 3))
         say(f"$ {command_text([*base, '--processes', 'N'])}    # N = 1, 2; x{rounds} rounds")
         rates: dict[int, list[float]] = {1: [], 2: []}

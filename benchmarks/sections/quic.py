@@ -59,10 +59,7 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "64",
         "--connections",
         "4",
-        "--duration",
-        f"{settings.load_seconds:g}",
-        "--warmup",
-        f"{settings.load_warmup:g}",
+        *settings.load_flags(),
     ]
     env = dict(os.environ, ECHOKIT_CERT_DIR=str(workdir / "quic-certs"))
     rounds = max(1, min(settings.rounds, 3))

@@ -104,10 +104,7 @@ def _bench(string: str, server: Server, settings: Settings, certs: Path) -> dict
         "64",
         "--connections",
         "4",
-        "--duration",
-        f"{settings.load_seconds:g}",
-        "--warmup",
-        f"{settings.load_warmup:g}",
+        *settings.load_flags(),
         "--server-pid",
         str(server.pid),
     ]

@@ -489,6 +489,20 @@ class TableTests:
         continued = lines[error_rows[0] + 1]
         assert continued.startswith(" " * 20) and "long explanation" in continued, table
 
+    def test_times_floor_column_where_a_floor_was_measured(self) -> None:
+        """
+        Rows measured beside a floor (compare's rounds) get p50 over the floor's p50, and
+        the legend says what it is; without a floor the column and its legend are left out.
+        """
+        floor = {"p50": 12.0, "p99": 20.0}
+        results = [_result(e, latency_floor_us=floor) for e in COMPARE_LIKE]
+        table = render_table(results)
+        header, _, first, *_ = table.splitlines()
+        assert "x floor" in header and "2.50x" in first, table
+        assert "x floor = p50 over the floor's p50" in table
+        plain = render_table([_result(e) for e in COMPARE_LIKE])
+        assert "x floor" not in plain
+
     def test_wide_table_has_every_percentile(self) -> None:
         """--wide adds p90 and p99.9 and the full endpoint strings."""
         results = [_result(e) for e in COMPARE_LIKE]

@@ -9,15 +9,17 @@ arrived on, so the order the rounds ran in is seen from the server's side.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import endpoints, reactor
+from twisted.internet import endpoints, reactor, threads
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 from echokit.client.connect import ClientOptions
 from echokit.measure.bench import BenchSettings, new_result
+from echokit.measure.floor import FloorProbe
 from echokit.measure.interleave import described, interleaved_latency, shares
 from echokit.transports.certs import CertStore
 from echokit.transports.grammar import parse_client
@@ -105,6 +107,10 @@ class InterleavedLatencyTests(unittest.TestCase):
             assert result.sent == result.received == settings.count
             assert result.lost == result.duplicated == result.reordered == result.corrupted == 0
             assert result.latency_client == f"{client}, 3 rounds in turn with the others"
+        # the floor was measured in the same rounds, and is the same for every endpoint
+        floor = results[0].latency_floor_us
+        assert floor is not None and 0 < floor["p50"] <= floor["p99"], floor
+        assert results[1].latency_floor_us == floor
 
     async def test_rounds_take_turns_into_one_histogram(self) -> None:
         """
@@ -143,6 +149,29 @@ class InterleavedLatencyTests(unittest.TestCase):
         assert factory.connections == 1
 
 
+class FloorProbeTests(unittest.TestCase):
+    """The floor: the blocking client against a plain thread echoing over a socket pair."""
+
+    async def test_every_message_echoed_then_the_thread_ends(self) -> None:
+        """
+        300 round trips (in two runs, as rounds make them) are each echoed whole and
+        recorded once; closing the probe ends its echo thread.
+        """
+        settings = BenchSettings(count=150, size=1000)
+        probe = FloorProbe(ClientOptions(CertStore(Path(self.mktemp()))), settings)
+        await threads.deferToThread(probe.open)
+        try:
+            for _ in range(2):
+                await threads.deferToThread(probe.run, 1.0, 150, lambda fraction: None)
+        finally:
+            probe.close()
+        result = probe.result
+        assert result.histogram.count == 300
+        assert result.sent == result.received == 300
+        assert result.lost == result.duplicated == result.reordered == result.corrupted == 0
+        assert not [t for t in threading.enumerate() if t.name == "echokit-floor"]
+
+
 class CompareRoundsTests:
     def test_rounds_with_rate_is_refused(self, tmp_path: Path) -> None:
         """--rounds with --rate: one line naming both, exit 2, nothing measured."""
@@ -172,3 +201,27 @@ class CompareRoundsTests:
         for record in records:
             assert record["latency_samples"] + record["lost"] == 200, record
             assert "4 rounds in turn with the others" in record["latency_client"]
+            assert record["latency_floor_us"] == records[0]["latency_floor_us"]
+        floor = records[0]["latency_floor_us"]
+        assert 0 < floor["p50"] <= floor["p99"] <= floor["max"], floor
+
+    def test_floor_in_the_table_only_with_rounds(self, tmp_path: Path) -> None:
+        """
+        compare's table gives each transport's p50 over the floor's and a line saying what
+        the floor was and how fast; with --rounds 1 there is no floor (JSON: null).
+        """
+        result = run_echokit(
+            ["compare", "tcp", "unix", "--count", "400"], cert_dir=tmp_path, timeout=120
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        text = result.stdout.decode()
+        assert "x floor" in text.splitlines()[0], text
+        [line] = [line for line in text.splitlines() if line.startswith("floor: p50 ")]
+        assert "plain Python thread echoing over a unix socket pair" in line
+        alone = run_echokit(
+            ["compare", "tcp", "--count", "100", "--rounds", "1", "--json"],
+            cert_dir=tmp_path,
+            timeout=120,
+        )
+        assert alone.returncode == 0, alone.stderr.decode()
+        assert json.loads(alone.stdout)["latency_floor_us"] is None

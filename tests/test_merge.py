@@ -94,6 +94,18 @@ class MergeRecordsTests:
         missing = record([1000], server_cpu_us_per_msg=None)
         assert merge_records([missing, two], ["a", "b"]).server_cpu_us_per_msg is None
 
+    def test_floors_of_several_runs_are_dropped(self) -> None:
+        """
+        A floor (compare's rounds) comes as percentiles with no histogram: one run's is
+        kept, several runs' are dropped rather than averaged.
+        """
+        floor = {"p50": 8.0, "p99": 20.0}
+        assert merge_records([record([1000], latency_floor_us=floor)], ["a"]).latency_floor_us == (
+            floor
+        )
+        runs = [record([1000], latency_floor_us=floor), record([2000], latency_floor_us=floor)]
+        assert merge_records(runs, ["a", "b"]).latency_floor_us is None
+
     def test_an_error_makes_an_error_row(self) -> None:
         """A run that could not measure the endpoint is named in the merged row's error."""
         merged = merge_records([record([1000]), record([], error="refused")], ["a", "b"])

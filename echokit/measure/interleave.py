@@ -22,6 +22,11 @@ L{BlockingProbe} in a worker thread; the others (ws, wss, QUIC streams and datag
 and any stream's messages over 64 KiB) by a L{ReactorProbe}, one Twisted connection on
 the reactor, and they take turns alike.
 
+The floor (L{echokit.measure.floor}) takes the first turn of every round: the same
+blocking client against a plain Python thread echoing over a unix socket pair. Its
+percentiles go with every endpoint's (C{latency_floor_us}): what the machine's own round
+trip was while they were measured, so that a run can be read against another run.
+
     >>> shares(10, 4)
     [2, 3, 2, 3]
 """
@@ -44,6 +49,8 @@ from echokit.measure.bench import (
     blocking_probe_fits,
     error_text,
 )
+from echokit.measure.floor import FloorProbe
+from echokit.measure.results import percentiles_us
 from echokit.transports.grammar import EndpointSpec
 
 #: Rounds per endpoint unless told (C{compare --rounds}): 0.2 s each of the default 2 s.
@@ -109,6 +116,11 @@ async def interleaved_latency(
     """
     probes: list[BlockingProbe | ReactorProbe | None] = []
     pool = reactor.getThreadPool()
+    floor = FloorProbe(options, settings)
+    try:
+        await threads.deferToThreadPool(reactor, pool, floor.open)
+    except OSError as e:  # no socket pair or no thread: the run goes on without a floor
+        floor.result.error = error_text(floor.spec, e)
     for spec, result in zip(specs, results, strict=True):
         probe: BlockingProbe | ReactorProbe | None = None
         try:
@@ -122,7 +134,9 @@ async def interleaved_latency(
             result.error, probe = error_text(spec, e), None
         probes.append(probe)
     counts = None if settings.count is None else shares(settings.count, rounds)
-    live = [p for p in probes if p is not None]
+    live: list[BlockingProbe | ReactorProbe] = [p for p in probes if p is not None]
+    if floor.result.error is None:
+        live.insert(0, floor)
     try:
         for index in range(rounds):
             for turn, probe in enumerate(live):
@@ -154,6 +168,11 @@ async def interleaved_latency(
                 await probe.close()
             if rounds > 1:
                 probe.result.latency_client += f", {rounds} rounds in turn with the others"
+    if floor.result.error is None and floor.result.histogram.count:
+        floor_us = percentiles_us(floor.result.histogram)
+        for probe in live:
+            if probe is not floor:
+                probe.result.latency_floor_us = floor_us
     return [
         probe is not None or result.error is not None
         for probe, result in zip(probes, results, strict=True)

@@ -24,6 +24,10 @@ these fields, all always present (C{null} where not measured):
     latency_samples       round trips measured
     latency_client        which client measured latency
     latency_raw_us        open-loop: the same from the actual send (null otherwise)
+    latency_floor_us      compare's rounds: the same for the floor, a plain Python
+                          thread echoing over a unix socket pair, measured by the
+                          same client in the same rounds: how fast the machine was
+                          (L{echokit.measure.floor}; null otherwise)
     send_lag_us           open-loop: {p50, p99, max} of how late each send was
     messages_per_s        throughput: echoed messages per second
     mb_per_s              throughput: echoed megabytes (10^6 bytes) per second
@@ -83,6 +87,7 @@ JSON_FIELDS = (
     "latency_samples",
     "latency_client",
     "latency_raw_us",
+    "latency_floor_us",
     "send_lag_us",
     "messages_per_s",
     "mb_per_s",
@@ -115,9 +120,19 @@ def _mode(result: EndpointResult) -> str:
     return "closed" if result.rate is None else f"{format_rate(result.rate)}/s"
 
 
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
+
+#: What the floor is (L{echokit.measure.floor}), as the output says.
+FLOOR_DESCRIPTION = (
+    "the same latency client against a plain Python thread echoing over a unix socket "
+    "pair (no event loop, no echokit server), measured in the same rounds"
+)
 
 #: The default table's width limit, and its longest endpoint string (the whole
 #: strings are listed under the table; --wide shows them in it).
@@ -151,6 +166,7 @@ _COLUMNS = (
     _Column("conn ms", "connect ms", lambda r: _ms(r.connect_ms)),
     _Column("tls ms", "tls ms", lambda r: _ms(r.tls_handshake_ms), optional=True),
     _Column("p50 us", "p50 us", lambda r: _us(r, "p50")),
+    _Column("x floor", "p50 x floor", lambda r: _times(r.times_floor()), optional=True),
     _Column("p90 us", "p90 us", lambda r: _us(r, "p90"), wide_only=True),
     _Column("p99 us", "p99 us", lambda r: _us(r, "p99")),
     _Column("p99.9 us", "p99.9 us", lambda r: _us(r, "p99.9"), wide_only=True),
@@ -235,6 +251,8 @@ def render_table(results: Sequence[EndpointResult], wide: bool = False) -> str:
             row.append("client-bound" if wide else "*")
         lines.append("  ".join(row))
     legend = TABLE_LEGEND
+    if any(r.times_floor() is not None for r in measured_rows):
+        legend += "\n  x floor = p50 over the floor's p50 (the machine's own round trip, see below)"
     if not wide:
         legend += "\n  (--wide: every column, whole endpoint strings; --json: every field)"
         if any(r.client_bound for r in results):
@@ -264,6 +282,13 @@ def render_environment(
             f"{CLIENT_BOUND_LAG_US / 1000:g} ms; closed loop: client CPU >= "
             f"{CLIENT_BOUND_CPU:.0%} of one CPU while the server's was not): "
             "its figures describe the client as much as the server"
+        )
+    floors = [r.latency_floor_us for r in results if r.latency_floor_us]
+    if floors:
+        lines.append(
+            f"floor: p50 {floors[0]['p50']:,.1f} us, p99 {floors[0]['p99']:,.1f} us: "
+            f"{FLOOR_DESCRIPTION}; its speed is the machine's at the time, and a transport's "
+            "x floor is what can be compared with another run's"
         )
     lines += [f"{key}: {value}" for key, value in environment.items()]
     described = []

@@ -72,6 +72,7 @@ class EndpointResult:
     latency_samples: int = 0
     latency_client: str = ""
     latency_raw_us: dict[str, float] | None = None
+    latency_floor_us: dict[str, float] | None = None
     send_lag_us: dict[str, float] | None = None
     messages_per_s: float = 0.0
     mb_per_s: float = 0.0
@@ -96,6 +97,22 @@ class EndpointResult:
             histogram = getattr(self, name)
             data[name] = histogram.encode() if histogram.count else None
         return data
+
+    def times_floor(self) -> float | None:
+        """
+        This endpoint's p50 over the floor's p50 (L{echokit.measure.floor}), if both
+        were measured.
+
+            >>> r = EndpointResult("tcp:localhost:1", "tcp", latency_us={"p50": 30.0})
+            >>> print(r.times_floor())
+            None
+            >>> r.latency_floor_us = {"p50": 12.0}
+            >>> r.times_floor()
+            2.5
+        """
+        floor = (self.latency_floor_us or {}).get("p50")
+        mine = self.latency_us.get("p50")
+        return None if not floor or mine is None else mine / floor
 
     def add_cpu(self, use: CpuUse, messages: int) -> None:
         """CPU per message over a phase that echoed C{messages}; a saturated client."""

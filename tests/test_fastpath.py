@@ -9,11 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -385,3 +386,95 @@ class LeanReactorErrorTests(TestCase):
         lost[1001].trap(error.ConnectionDone)
         lost[1002].trap(error.ConnectionFdescWentAway)
         lost[1003].trap(error.ConnectionDone)
+
+
+class _CountingSocket:
+    """A UDP port's socket that counts its reads, and those that found it empty."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.reads, self.empty = sock, 0, 0
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        self.reads += 1
+        try:
+            return self.sock.recvfrom(size)
+        except BlockingIOError:
+            self.empty += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+class DatagramReadTests(TestCase):
+    """
+    A UDP server skips the read that finds its socket empty while datagrams come one per
+    wake-up, and reads in batches when they queue up (L{read_datagrams_as_they_come}).
+    """
+
+    async def _udp_server(self) -> tuple[Any, _CountingSocket, tuple[str, int]]:
+        session = EchoSession(self)
+        [listener] = await session.serve("udp:0")
+        port: Any = listener.port
+        counting = _CountingSocket(port.socket)
+        port.socket = counting
+        self.wakeups = 0
+        read = port.doRead
+
+        def counted() -> Any:
+            self.wakeups += 1
+            return read()
+
+        port.doRead = counted
+        host = port.getHost()
+        return port, counting, (host.host, host.port)
+
+    @deferred_test
+    async def test_one_in_flight_reads_about_once_per_datagram(self) -> None:
+        """
+        300 datagrams one at a time, each echoed before the next: every echo comes back
+        and the server's reads find its socket empty about once per 16 datagrams
+        (Twisted's port: once per datagram, 300).
+        """
+        _, counting, address = await self._udp_server()
+
+        def ping_pong() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                sock.connect(address)
+                for i in range(300):
+                    message = i.to_bytes(4, "big") * 16
+                    sock.send(message)
+                    assert sock.recv(65536) == message
+
+        await threads.deferToThread(ping_pong)
+        assert counting.reads - counting.empty == 300
+        assert counting.empty <= 300 // 8, (counting.reads, counting.empty)
+
+    @deferred_test
+    async def test_queued_datagrams_are_all_read_in_batches(self) -> None:
+        """
+        After the server settled on single reads, 64 datagrams queued at once are all
+        echoed (none waits for a wake-up that does not come), in far fewer wake-ups
+        than datagrams: it went back to reading in batches.
+        """
+        _, counting, address = await self._udp_server()
+
+        def served(datagrams: int) -> bool:
+            return counting.reads - counting.empty >= datagrams
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.connect(address)
+            for i in range(40):  # one at a time: single reads from here on
+                sock.send(b"single %03d" % i)
+                await eventually(partial(served, i + 1))
+                assert sock.recv(65536) == b"single %03d" % i
+            before = self.wakeups
+            messages = [b"queued %03d" % i for i in range(64)]
+            for message in messages:  # the reactor does not run between these sends
+                sock.send(message)
+            await eventually(partial(served, 40 + 64))
+            echoes = [sock.recv(65536) for _ in messages]
+        assert echoes == messages
+        assert self.wakeups - before <= 20, self.wakeups - before

@@ -4,8 +4,12 @@ echokit compare run twice in a row: each transport's p50 in both runs, and their
 `echokit compare --json` (compare's defaults: every transport whose library is installed,
 latency in rounds taking turns), twice, back to back. The target (the open-loop issue's
 "numbers that hold still"): each transport's p50 within 20% run to run, and unix and udp
-not reported slower than tcp. About 90 s (--quick: --duration 0.5, about 30 s). On a
-loaded machine the runs see different loads: rerun on a quiet one for figures to quote.
+not reported slower than tcp. Beside each p50, its ratio to the floor compare measured in
+the same rounds (C{latency_floor_us}: the machine's own round trip at the time) and how
+that ratio moved: when the floor itself moved between the runs, the p50s moved with it,
+and the ratio says whether the transports did anything more. About 90 s (--quick:
+--duration 0.5, about 30 s). On a loaded machine the runs see different loads: rerun on
+a quiet one for figures to quote.
 """
 
 from __future__ import annotations
@@ -39,6 +43,24 @@ def _p50(run: dict[str, dict[str, Any]], transport: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _times_floor(run: dict[str, dict[str, Any]], transport: str) -> float | None:
+    p50, row = _p50(run, transport), run.get(transport)
+    floor = None if row is None else (row.get("latency_floor_us") or {}).get("p50")
+    return None if p50 is None or not floor else p50 / float(floor)
+
+
+def _floor(run: dict[str, dict[str, Any]]) -> float | None:
+    floors = [(row.get("latency_floor_us") or {}).get("p50") for row in run.values()]
+    found = [float(f) for f in floors if f]
+    return found[0] if found else None
+
+
+def _spread(first: float | None, second: float | None) -> float | None:
+    if first is None or second is None:
+        return None
+    return max(first, second) / min(first, second)
+
+
 def run(settings: Settings, report: Report, workdir: Path) -> None:
     """echokit compare twice in a row: each transport's p50 run to run."""
     say("== k) stability: echokit compare twice in a row, each transport's p50 ==")
@@ -47,25 +69,41 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         argv += ["--duration", "0.5", "--warmup", "0.1"]
     say(f"$ {command_text(argv)}    # twice")
     runs = [_compare(argv, 180) for _ in range(2)]
-    rows, spreads, slower = [], {}, []
+    rows, spreads, floor_spreads, slower = [], {}, {}, []
     for transport in runs[0]:  # compare's order
         first, second = (_p50(r, transport) for r in runs)
-        if first is None or second is None:
-            rows.append([transport, number(first, 1), number(second, 1), "-", "-"])
-            continue
-        spread = max(first, second) / min(first, second)
-        spreads[transport] = spread
-        verdict = "met" if spread <= TARGET_SPREAD else "NOT met"
-        rows.append(
-            [transport, number(first, 1), number(second, 1), f"{second / first:.2f}", verdict]
-        )
+        x_first, x_second = (_times_floor(r, transport) for r in runs)
+        spread, x_spread = _spread(first, second), _spread(x_first, x_second)
+        row = [transport, number(first, 1), number(second, 1)]
+        if spread is None or first is None or second is None:
+            row += ["-", "-"]
+        else:
+            spreads[transport] = spread
+            row += [f"{second / first:.2f}", "met" if spread <= TARGET_SPREAD else "NOT met"]
+        if x_spread is None or x_first is None or x_second is None:
+            row += ["-", "-", "-"]
+        else:
+            floor_spreads[transport] = x_spread
+            row += [f"{x_first:.2f}", f"{x_second:.2f}", f"{x_second / x_first:.2f}"]
+        rows.append(row)
     for index, r in enumerate(runs, 1):
         tcp = _p50(r, "tcp")
         for transport in ("unix", "udp"):
             value = _p50(r, transport)
             if tcp is not None and value is not None and value > tcp:
                 slower.append(f"run {index}: {transport} {value:.1f} us > tcp {tcp:.1f} us")
-    say(render(["transport", "p50 us, run 1", "run 2", "2 / 1", "within 20%"], rows))
+    headers = ["transport", "p50 us, run 1", "run 2", "2 / 1", "within 20%"]
+    say(render([*headers, "x floor, run 1", "run 2", "2 / 1"], rows))
+    floors = [_floor(r) for r in runs]
+    say(
+        "floor p50 (the machine's own round trip, measured in each run's rounds): "
+        + ", ".join(f"run {i}: {number(f, 1)} us" for i, f in enumerate(floors, 1))
+        + (
+            f" ({floors[1] / floors[0]:.2f}x)"
+            if floors[0] is not None and floors[1] is not None
+            else ""
+        )
+    )
     say(
         "unix and udp slower than tcp: "
         + ("; ".join(slower) if slower else "in neither run (target met)")
@@ -80,5 +118,8 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "command": argv,
         "p50_us": {t: [_p50(r, t) for r in runs] for t in runs[0]},
         "spread": spreads,
+        "floor_p50_us": floors,
+        "times_floor": {t: [_times_floor(r, t) for r in runs] for t in runs[0]},
+        "times_floor_spread": floor_spreads,
         "unix_or_udp_slower_than_tcp": slower,
     }

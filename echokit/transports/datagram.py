@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from echokit.echo import MAX_UDP_PAYLOAD_IPV4, MAX_UDP_PAYLOAD_IPV6, DatagramLedger
 from echokit.errors import ConnectFailed, InputError
 from echokit.runtime.policy import EveryInterval, RepeatGuard, ServerPolicy
+from echokit.transports.fastpath import read_datagrams_as_they_come
 
 #: Every server log line is in this namespace, whichever class writes it.
 _log = Logger(namespace="echokit.serve")
@@ -103,6 +104,7 @@ class EchoDatagramServer(DatagramProtocol):
         self._drops = EveryInterval(10.0)
 
     def startProtocol(self) -> None:
+        read_datagrams_as_they_come(self.transport)
         sock = getattr(self.transport, "socket", None)
         # Straight to the socket where there is one: Twisted's write re-checks the address
         # on every datagram, and the address came from the kernel a moment ago.

@@ -477,6 +477,42 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "floor-not-reported",
+        "compare reports the floor measured in its latency rounds beside every transport: "
+        "it is measured and then dropped",
+        "echokit/measure/interleave.py",
+        "                probe.result.latency_floor_us = floor_us\n",
+        "                pass\n",
+        (
+            "tests/test_interleave.py::InterleavedLatencyTests::"
+            "test_rounds_take_turns_into_one_histogram",
+        ),
+    ),
+    Mutant(
+        "udp-empty-read-per-datagram",
+        "A UDP server with one datagram per wake-up does not read its socket until EAGAIN "
+        "after each: it does, as Twisted's port does",
+        "echokit/transports/fastpath.py",
+        "        port.__class__ = _BatchAwareUDPPort",
+        "        pass",
+        (
+            "tests/test_fastpath.py::DatagramReadTests::"
+            "test_one_in_flight_reads_about_once_per_datagram",
+        ),
+    ),
+    Mutant(
+        "udp-never-batches-again",
+        "A UDP server reading one datagram per wake-up goes back to batches when a queue "
+        "builds up: it never looks",
+        "echokit/transports/fastpath.py",
+        "        return bool(self._poller.poll(0))",
+        "        return False",
+        (
+            "tests/test_fastpath.py::DatagramReadTests::"
+            "test_queued_datagrams_are_all_read_in_batches",
+        ),
+    ),
+    Mutant(
         "read-maps-a-block-per-recv",
         "A fresh server's 256 KiB reads come from the heap: glibc maps and unmaps a block "
         "for every read again until the first connection closes",

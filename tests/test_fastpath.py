@@ -433,8 +433,8 @@ class DatagramReadTests(TestCase):
     async def test_one_in_flight_reads_about_once_per_datagram(self) -> None:
         """
         300 datagrams one at a time, each echoed before the next: every echo comes back
-        and the server's reads find its socket empty about once per 16 datagrams
-        (Twisted's port: once per datagram, 300).
+        and the server's reads find its socket empty only a few times (the first
+        wake-up's batch; Twisted's port: once per datagram, 300).
         """
         _, counting, address = await self._udp_server()
 
@@ -449,14 +449,14 @@ class DatagramReadTests(TestCase):
 
         await threads.deferToThread(ping_pong)
         assert counting.reads - counting.empty == 300
-        assert counting.empty <= 300 // 8, (counting.reads, counting.empty)
+        assert counting.empty <= 5, (counting.reads, counting.empty)
 
     @deferred_test
     async def test_queued_datagrams_are_all_read_in_batches(self) -> None:
         """
         After the server settled on single reads, 64 datagrams queued at once are all
-        echoed (none waits for a wake-up that does not come), in far fewer wake-ups
-        than datagrams: it went back to reading in batches.
+        echoed (none waits for a wake-up that does not come), in one or two wake-ups:
+        the poll after the first found the rest, and it read them in a batch.
         """
         _, counting, address = await self._udp_server()
 
@@ -477,4 +477,4 @@ class DatagramReadTests(TestCase):
             await eventually(partial(served, 40 + 64))
             echoes = [sock.recv(65536) for _ in messages]
         assert echoes == messages
-        assert self.wakeups - before <= 20, self.wakeups - before
+        assert self.wakeups - before <= 2, self.wakeups - before

@@ -20,7 +20,7 @@ import pytest
 from echokit.measure.bench import EndpointResult
 from echokit.measure.histogram import HIGHEST, LatencyHistogram
 from echokit.measure.integrity import MessageChecker, MessageMaker
-from echokit.measure.report import plot, render_table
+from echokit.measure.report import plot, render_environment, render_table
 from tests.support import echokit_server, run_echokit
 
 QUICK = ["--duration", "0.3", "--warmup", "0"]
@@ -502,6 +502,28 @@ class TableTests:
         assert "x floor = p50 over the floor's p50" in table
         plain = render_table([_result(e) for e in COMPARE_LIKE])
         assert "x floor" not in plain
+
+    def test_floor_that_moved_is_warned_of(self) -> None:
+        """
+        Under the table: the floor's p50 and its range over the rounds; a warning when its
+        slowest round was over 1.2x its quickest (the machine's speed moved), none when not.
+        """
+        still = _result(
+            COMPARE_LIKE[0],
+            latency_floor_us={"p50": 8.1, "p99": 20.0},
+            latency_floor_rounds_us=[8.0, 8.2, 8.1],
+        )
+        text = render_environment({}, [still], "in this process")
+        assert "floor: p50 8.1 us, p99 20.0 us (its p50 round by round: 8.0 to 8.2 us)" in text
+        assert "warning" not in text
+        moved = _result(
+            COMPARE_LIKE[0],
+            latency_floor_us={"p50": 8.4, "p99": 20.0},
+            latency_floor_rounds_us=[8.0, 12.4, 8.2],
+        )
+        text = render_environment({}, [moved], "in this process")
+        assert "warning: the machine's own round trip moved during this run" in text
+        assert "1.55x its quickest" in text
 
     def test_wide_table_has_every_percentile(self) -> None:
         """--wide adds p90 and p99.9 and the full endpoint strings."""

@@ -31,6 +31,8 @@ from harness import (
 
 #: The largest run-to-run change of a p50 the issue accepts.
 TARGET_SPREAD = 1.2
+#: A floor that moved less than this within and between the runs: the machine held still.
+FLOOR_HELD = 1.2
 
 
 def _compare(argv: list[str], timeout: float) -> dict[str, dict[str, Any]]:
@@ -53,6 +55,15 @@ def _floor(run: dict[str, dict[str, Any]]) -> float | None:
     floors = [(row.get("latency_floor_us") or {}).get("p50") for row in run.values()]
     found = [float(f) for f in floors if f]
     return found[0] if found else None
+
+
+def _drift(run: dict[str, dict[str, Any]]) -> float | None:
+    """The floor's slowest round's p50 over its quickest's in C{run} (1.0: held still)."""
+    for row in run.values():
+        rounds = [float(p) for p in row.get("latency_floor_rounds_us") or () if p]
+        if len(rounds) > 1:
+            return max(rounds) / min(rounds)
+    return None
 
 
 def _spread(first: float | None, second: float | None) -> float | None:
@@ -104,6 +115,27 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
             else ""
         )
     )
+    drifts = [_drift(r) for r in runs]
+    say(
+        "the floor's slowest round over its quickest, within each run: "
+        + ", ".join(f"run {i}: {number(d, 2)}x" for i, d in enumerate(drifts, 1))
+    )
+    held = (
+        all(d is not None and d <= FLOOR_HELD for d in drifts)
+        and floors[0] is not None
+        and floors[1] is not None
+        and max(floors[0], floors[1]) / min(floors[0], floors[1]) <= FLOOR_HELD
+    )
+    met = sum(1 for spread in spreads.values() if spread <= TARGET_SPREAD)
+    say(
+        f"p50 within 20% run to run: {met} of {len(spreads)} transports; the machine's own "
+        + (
+            "round trip held still (within 20% in and between the runs): the p50s can be compared"
+            if held
+            else "round trip moved (see the floor): the p50s moved with it, the x floor "
+            "column is the steadier comparison, and a rerun is the honest one"
+        )
+    )
     say(
         "unix and udp slower than tcp: "
         + ("; ".join(slower) if slower else "in neither run (target met)")
@@ -121,5 +153,7 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "floor_p50_us": floors,
         "times_floor": {t: [_times_floor(r, t) for r in runs] for t in runs[0]},
         "times_floor_spread": floor_spreads,
+        "floor_drift": drifts,
+        "machine_held_still": held,
         "unix_or_udp_slower_than_tcp": slower,
     }

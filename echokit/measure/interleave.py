@@ -170,9 +170,11 @@ async def interleaved_latency(
                 probe.result.latency_client += f", {rounds} rounds in turn with the others"
     if floor.result.error is None and floor.result.histogram.count:
         floor_us = percentiles_us(floor.result.histogram)
+        rounds_us = [p50 / 1000 for p50 in floor.round_p50s]
         for probe in live:
             if probe is not floor:
                 probe.result.latency_floor_us = floor_us
+                probe.result.latency_floor_rounds_us = rounds_us
     return [
         probe is not None or result.error is not None
         for probe, result in zip(probes, results, strict=True)

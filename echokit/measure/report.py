@@ -28,6 +28,8 @@ these fields, all always present (C{null} where not measured):
                           thread echoing over a unix socket pair, measured by the
                           same client in the same rounds: how fast the machine was
                           (L{echokit.measure.floor}; null otherwise)
+    latency_floor_rounds_us  the floor's p50 in each round, in order: how much
+                          the machine's speed moved during the run
     send_lag_us           open-loop: {p50, p99, max} of how late each send was
     messages_per_s        throughput: echoed messages per second
     mb_per_s              throughput: echoed megabytes (10^6 bytes) per second
@@ -88,6 +90,7 @@ JSON_FIELDS = (
     "latency_client",
     "latency_raw_us",
     "latency_floor_us",
+    "latency_floor_rounds_us",
     "send_lag_us",
     "messages_per_s",
     "mb_per_s",
@@ -133,6 +136,10 @@ FLOOR_DESCRIPTION = (
     "the same latency client against a plain Python thread echoing over a unix socket "
     "pair (no event loop, no echokit server), measured in the same rounds"
 )
+
+#: A floor whose slowest round's p50 is more than this over its quickest's is a machine
+#: whose speed moved during the run, and the output warns of it.
+FLOOR_DRIFT_WARNING = 1.2
 
 #: The default table's width limit, and its longest endpoint string (the whole
 #: strings are listed under the table; --wide shows them in it).
@@ -283,13 +290,9 @@ def render_environment(
             f"{CLIENT_BOUND_CPU:.0%} of one CPU while the server's was not): "
             "its figures describe the client as much as the server"
         )
-    floors = [r.latency_floor_us for r in results if r.latency_floor_us]
-    if floors:
-        lines.append(
-            f"floor: p50 {floors[0]['p50']:,.1f} us, p99 {floors[0]['p99']:,.1f} us: "
-            f"{FLOOR_DESCRIPTION}; its speed is the machine's at the time, and a transport's "
-            "x floor is what can be compared with another run's"
-        )
+    floored = [r for r in results if r.latency_floor_us]
+    if floored:
+        lines += _floor_lines(floored[0])
     lines += [f"{key}: {value}" for key, value in environment.items()]
     described = []
     for r in results:
@@ -301,6 +304,26 @@ def render_environment(
         )
     lines += dict.fromkeys(described)  # once per endpoint, however many rates
     return "\n".join(lines) + "\n"
+
+
+def _floor_lines(result: EndpointResult) -> list[str]:
+    """What the floor measured with C{result} says: its figures, and a warning if it moved."""
+    floor = result.latency_floor_us or {}
+    rounds = [p50 for p50 in result.latency_floor_rounds_us or () if p50 > 0]
+    spread = f" (its p50 round by round: {min(rounds):,.1f} to {max(rounds):,.1f} us)"
+    lines = [
+        f"floor: p50 {floor.get('p50', 0):,.1f} us, p99 {floor.get('p99', 0):,.1f} us"
+        f"{spread if rounds else ''}: {FLOOR_DESCRIPTION}; its speed is the machine's at "
+        "the time, and a transport's x floor is what can be compared with another run's"
+    ]
+    drift = result.floor_drift()
+    if drift is not None and drift > FLOOR_DRIFT_WARNING:
+        lines.append(
+            f"warning: the machine's own round trip moved during this run (the floor's "
+            f"slowest round {drift:.2f}x its quickest): every p50 here mixes its speeds; "
+            "compare the transports within this run, and rerun to compare with another"
+        )
+    return lines
 
 
 def as_records(results: Sequence[EndpointResult]) -> list[dict[str, Any]]:

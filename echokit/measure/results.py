@@ -73,6 +73,7 @@ class EndpointResult:
     latency_client: str = ""
     latency_raw_us: dict[str, float] | None = None
     latency_floor_us: dict[str, float] | None = None
+    latency_floor_rounds_us: list[float] | None = None
     send_lag_us: dict[str, float] | None = None
     messages_per_s: float = 0.0
     mb_per_s: float = 0.0
@@ -113,6 +114,18 @@ class EndpointResult:
         floor = (self.latency_floor_us or {}).get("p50")
         mine = self.latency_us.get("p50")
         return None if not floor or mine is None else mine / floor
+
+    def floor_drift(self) -> float | None:
+        """
+        How far the floor moved during the run: its slowest round's p50 over its
+        quickest's (1.0: the machine held still), if measured in several rounds.
+
+            >>> r = EndpointResult("tcp:localhost:1", "tcp", latency_floor_rounds_us=[8, 12])
+            >>> r.floor_drift()
+            1.5
+        """
+        found = [p50 for p50 in self.latency_floor_rounds_us or () if p50 > 0]
+        return max(found) / min(found) if len(found) > 1 else None
 
     def add_cpu(self, use: CpuUse, messages: int) -> None:
         """CPU per message over a phase that echoed C{messages}; a saturated client."""

@@ -120,22 +120,29 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "the floor's slowest round over its quickest, within each run: "
         + ", ".join(f"run {i}: {number(d, 2)}x" for i, d in enumerate(drifts, 1))
     )
-    held = (
-        all(d is not None and d <= FLOOR_HELD for d in drifts)
-        and floors[0] is not None
+    steady = all(d is not None and d <= FLOOR_HELD for d in drifts)
+    same = (
+        floors[0] is not None
         and floors[1] is not None
         and max(floors[0], floors[1]) / min(floors[0], floors[1]) <= FLOOR_HELD
     )
     met = sum(1 for spread in spreads.values() if spread <= TARGET_SPREAD)
-    say(
-        f"p50 within 20% run to run: {met} of {len(spreads)} transports; the machine's own "
-        + (
-            "round trip held still (within 20% in and between the runs): the p50s can be compared"
-            if held
-            else "round trip moved (see the floor): the p50s moved with it, the x floor "
-            "column is the steadier comparison, and a rerun is the honest one"
+    x_met = sum(1 for spread in floor_spreads.values() if spread <= TARGET_SPREAD)
+    say(f"p50 within 20% run to run: {met} of {len(spreads)} transports")
+    say(f"x floor within 20% run to run: {x_met} of {len(floor_spreads)} transports")
+    if not steady:
+        verdict = (
+            "a run mixed the machine's speeds (its floor moved over 1.2x between rounds): "
+            "its p50s are medians of two speeds; rerun for figures to compare"
         )
-    )
+    elif same:
+        verdict = "the machine held still in and between the runs: compare the p50s"
+    else:
+        verdict = (
+            "each run held one speed, but not the same one: the p50s moved with the "
+            "machine; compare the x floor figures"
+        )
+    say("verdict: " + verdict)
     say(
         "unix and udp slower than tcp: "
         + ("; ".join(slower) if slower else "in neither run (target met)")
@@ -154,6 +161,8 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
         "times_floor": {t: [_times_floor(r, t) for r in runs] for t in runs[0]},
         "times_floor_spread": floor_spreads,
         "floor_drift": drifts,
-        "machine_held_still": held,
+        "steady_runs": steady,
+        "same_speed": same,
+        "verdict": verdict,
         "unix_or_udp_slower_than_tcp": slower,
     }

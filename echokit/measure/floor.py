@@ -28,8 +28,7 @@ import socket
 import threading
 
 from echokit.client.connect import ClientOptions
-from echokit.measure.bench import BenchSettings, BlockingProbe, EndpointResult, Progress
-from echokit.measure.histogram import LatencyHistogram
+from echokit.measure.bench import BenchSettings, BlockingProbe, EndpointResult
 from echokit.transports.grammar import EndpointSpec
 
 #: How the floor is named where a probe's name shows (its errors).
@@ -47,8 +46,6 @@ class FloorProbe(BlockingProbe):
         result = EndpointResult(endpoint=FLOOR_NAME, transport="unix", size=settings.size)
         super().__init__(EndpointSpec(FLOOR_NAME, "unix"), options, settings, result)
         self._thread: threading.Thread | None = None
-        #: Each run's p50 in nanoseconds, in the order they ran: one per round.
-        self.round_p50s: list[int] = []
 
     def open(self) -> None:
         """Make the socket pair and start the thread that echoes on its far end."""
@@ -59,17 +56,6 @@ class FloorProbe(BlockingProbe):
             target=_echo, args=(far, self.settings.size), name="echokit-floor", daemon=True
         )
         self._thread.start()
-
-    def run(self, seconds: float, count: int | None, progress: Progress) -> None:
-        """L{BlockingProbe.run}, noting this run's p50 (L{round_p50s}) too."""
-        whole, self.result.histogram = self.result.histogram, LatencyHistogram()
-        try:
-            super().run(seconds, count, progress)
-        finally:
-            part, self.result.histogram = self.result.histogram, whole
-            whole.add(part)
-            if part.count:
-                self.round_p50s.append(part.percentile(50))
 
     def close(self) -> None:
         """Close the near end (the echo thread sees end of file and ends); wait for it."""

@@ -116,6 +116,10 @@ class LatencyHistogram:
 
         return take
 
+    def stop_since_last(self) -> None:
+        """Stop keeping values for L{since_last}'s function (which then returns empties)."""
+        self._tap = None
+
     def record_corrected(self, value: int, expected_interval: int) -> None:
         """
         Count one value, and the values that coordinated omission hid: if C{value}

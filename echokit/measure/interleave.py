@@ -134,6 +134,9 @@ async def interleaved_latency(
             result.error, probe = error_text(spec, e), None
         probes.append(probe)
     counts = None if settings.count is None else shares(settings.count, rounds)
+    # Each round's own histogram, for its p50: the values recorded since the last take.
+    takes = {id(p): p.result.histogram.since_last() for p in (floor, *probes) if p is not None}
+    round_p50s: dict[int, list[float]] = {key: [] for key in takes}
     live: list[BlockingProbe | ReactorProbe] = [p for p in probes if p is not None]
     if floor.result.error is None:
         live.insert(0, floor)
@@ -160,17 +163,22 @@ async def interleaved_latency(
                         await probe.run(seconds, count, step)
                 except (EchokitError, OSError) as e:
                     probe.result.error = error_text(probe.spec, e)
+                part = takes[id(probe)]()
+                if part.count:
+                    round_p50s[id(probe)].append(part.percentile(50) / 1000)
     finally:
         for probe in live:
             if isinstance(probe, BlockingProbe):
                 probe.close()
             else:
                 await probe.close()
+            probe.result.histogram.stop_since_last()
             if rounds > 1:
                 probe.result.latency_client += f", {rounds} rounds in turn with the others"
+                probe.result.latency_rounds_p50_us = round_p50s[id(probe)]
     if floor.result.error is None and floor.result.histogram.count:
         floor_us = percentiles_us(floor.result.histogram)
-        rounds_us = [p50 / 1000 for p50 in floor.round_p50s]
+        rounds_us = round_p50s[id(floor)]
         for probe in live:
             if probe is not floor:
                 probe.result.latency_floor_us = floor_us

@@ -62,7 +62,12 @@ PER_MESSAGE = ("client_cpu_us_per_msg",)
 #: over all the runs' messages, 1 / sum(1 / each).
 SHARED_PER_MESSAGE = ("server_cpu_us_per_msg",)
 #: Percentiles that come with no histogram to add: dropped from a merge of several runs.
-UNMERGEABLE = ("send_lag_us", "latency_floor_us", "latency_floor_rounds_us")
+UNMERGEABLE = (
+    "send_lag_us",
+    "latency_rounds_p50_us",
+    "latency_floor_us",
+    "latency_floor_rounds_us",
+)
 
 Record = Mapping[str, Any]
 

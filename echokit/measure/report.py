@@ -24,6 +24,8 @@ these fields, all always present (C{null} where not measured):
     latency_samples       round trips measured
     latency_client        which client measured latency
     latency_raw_us        open-loop: the same from the actual send (null otherwise)
+    latency_rounds_p50_us compare's rounds: the p50 of each round, in order (null
+                          otherwise)
     latency_floor_us      compare's rounds: the same for the floor, a plain Python
                           thread echoing over a unix socket pair, measured by the
                           same client in the same rounds: how fast the machine was
@@ -89,6 +91,7 @@ JSON_FIELDS = (
     "latency_samples",
     "latency_client",
     "latency_raw_us",
+    "latency_rounds_p50_us",
     "latency_floor_us",
     "latency_floor_rounds_us",
     "send_lag_us",

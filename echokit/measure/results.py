@@ -72,6 +72,7 @@ class EndpointResult:
     latency_samples: int = 0
     latency_client: str = ""
     latency_raw_us: dict[str, float] | None = None
+    latency_rounds_p50_us: list[float] | None = None
     latency_floor_us: dict[str, float] | None = None
     latency_floor_rounds_us: list[float] | None = None
     send_lag_us: dict[str, float] | None = None

@@ -209,6 +209,21 @@ class CompareRoundsTests:
         for record in records:  # and each transport's own, round by round
             assert len(record["latency_rounds_p50_us"]) == 4, record["latency_rounds_p50_us"]
 
+    def test_no_floor_for_messages_over_64k(self, tmp_path: Path) -> None:
+        """
+        Messages over 64 KiB get no floor (a blocking client and the echo thread would
+        wait on each other once the socket pair's buffers are full): the run does not
+        stall on it (its 60 s --timeout would outlast the test's 30 s) and reports none.
+        """
+        result = run_echokit(
+            ["compare", "tcp", "--size", "1m", "--count", "20", "--timeout", "60", "--json"],
+            cert_dir=tmp_path,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        record = json.loads(result.stdout)
+        assert record["latency_floor_us"] is None and record["latency_samples"] == 20
+
     def test_floor_in_the_table_only_with_rounds(self, tmp_path: Path) -> None:
         """
         compare's table gives each transport's p50 over the floor's and a line saying what

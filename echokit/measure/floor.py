@@ -16,6 +16,9 @@ kernel, the system calls, the copies. It takes turns in the same rounds as the
 transports (L{echokit.measure.interleave}), so it sees the same stretches of the
 machine's speed as they do.
 
+Only for messages up to 64 KiB, as for the blocking probe: a larger message written
+whole before its echo is read would fill the socket pair's buffers both ways.
+
 A transport's p50 divided by the floor's p50 (C{x floor} in the table; the floor's
 percentiles are C{latency_floor_us} in JSON) is then what that transport costs over the
 bare machine, a figure that can be compared from run to run when the absolute ones

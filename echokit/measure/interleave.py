@@ -117,10 +117,15 @@ async def interleaved_latency(
     probes: list[BlockingProbe | ReactorProbe | None] = []
     pool = reactor.getThreadPool()
     floor = FloorProbe(options, settings)
-    try:
-        await threads.deferToThreadPool(reactor, pool, floor.open)
-    except OSError as e:  # no socket pair or no thread: the run goes on without a floor
-        floor.result.error = error_text(floor.spec, e)
+    if settings.size > BLOCKING_PROBE_MAX:
+        # A blocking client writes a whole message before it reads: past the socket
+        # pair's buffers it and the echo thread would wait on each other.
+        floor.result.error = "no floor for messages over 64 KiB"
+    else:
+        try:
+            await threads.deferToThreadPool(reactor, pool, floor.open)
+        except OSError as e:  # no socket pair or no thread: no floor, the run goes on
+            floor.result.error = error_text(floor.spec, e)
     for spec, result in zip(specs, results, strict=True):
         probe: BlockingProbe | ReactorProbe | None = None
         try:

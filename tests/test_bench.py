@@ -252,6 +252,36 @@ class BenchCommandTests:
         assert records[1]["tls_version"] in ("TLSv1.2", "TLSv1.3")
         assert records[1]["tls_handshake_ms"] is not None
 
+    def test_reactor_transports_latency_by_the_reactor_probe(self, tmp_path: Path) -> None:
+        """
+        bench over ws, a QUIC stream, QUIC datagrams and 100 KiB tcp messages: latency
+        by the Twisted client on the reactor, exactly --count round trips each (QUIC
+        datagrams: those not lost), every one audited, and the throughput phase after it.
+        """
+        descriptions = ["ws:0:interface=127.0.0.1", "quic:0", "tcp:0:interface=127.0.0.1"]
+        with echokit_server(descriptions, tmp_path / "certs") as server:
+            ws, quic, tcp = server.connect_strings
+            runs = [
+                ([ws, quic, quic + ":datagram=yes"], []),
+                ([tcp], ["--size", "100000"]),
+            ]
+            records = [
+                record
+                for endpoints, flags in runs
+                for record in bench_json([*endpoints, "--count", "120", *flags], tmp_path / "certs")
+            ]
+        assert [r["transport"] for r in records] == ["ws", "quic", "quic-dgram", "tcp"]
+        for record in records:
+            assert record["error"] is None, record["error"]
+            assert record["latency_client"] == "Twisted client on the reactor"
+            if record["transport"] == "quic-dgram":  # a datagram lost counts in no histogram
+                samples = record["latency_samples"]
+                assert isinstance(samples, int) and 100 <= samples <= 120, record
+            else:
+                assert record["latency_samples"] == 120 and record["lost"] == 0, record
+            assert record["duplicated"] == record["reordered"] == record["corrupted"] == 0
+            assert isinstance(record["messages_per_s"], float) and record["messages_per_s"] > 0
+
     def test_json_has_every_documented_field(self, echokit_servers: list[str]) -> None:
         """--json gives one object per endpoint with exactly the fields README.md lists
         (and latency_us exactly the percentiles it lists)."""

@@ -518,19 +518,15 @@ async def _stream_throughput(
     settings: BenchSettings,
     result: EndpointResult,
     progress: Progress,
-    measure_latency: bool,
     meter: CpuMeter | None = None,
 ) -> None:
+    """Closed-loop streams: C{settings.connections} clients, one message in flight each."""
     endpoint = client_endpoint(reactor, spec, options.certs, options.insecure, options.client_cert)
     maker = MessageMaker(settings.size)
-    connections = 1 if measure_latency else settings.connections
-    loops = [_StreamLoop(maker, reactor) for _ in range(connections)]
+    loops = [_StreamLoop(maker, reactor) for _ in range(settings.connections)]
     for loop in loops:
         await _connect(reactor, endpoint, loop, spec, options.connect_timeout)
-    if measure_latency:
-        loops[0].histogram = result.histogram
-        result.latency_client = "Twisted client on the reactor"
-    elif settings.warmup:
+    if settings.warmup:
         await _sleep(reactor, settings.warmup)
     checkers = [x.checker for x in loops]
 
@@ -540,13 +536,7 @@ async def _stream_throughput(
     lost: EchokitError | None = None
     try:
         elapsed, messages = await _measured(
-            reactor,
-            settings,
-            progress,
-            checkers,
-            result,
-            None if measure_latency else meter,
-            stalled,
+            reactor, settings, progress, checkers, result, meter, stalled
         )
     except EchoLost as e:
         lost = e
@@ -566,9 +556,8 @@ async def _stream_throughput(
         result.add_audit(loop.checker, loop.sent)
     if lost is not None:
         raise lost
-    if not measure_latency:
-        result.messages_per_s = messages / elapsed
-        result.mb_per_s = messages * settings.size / elapsed / 1e6
+    result.messages_per_s = messages / elapsed
+    result.mb_per_s = messages * settings.size / elapsed / 1e6
 
 
 async def _connect(
@@ -707,16 +696,11 @@ async def _datagram_throughput(
     result: EndpointResult,
     progress: Progress,
     meter: CpuMeter | None = None,
-    measure_latency: bool = False,
 ) -> None:
-    """
-    Closed-loop datagrams: one in flight per client. With C{measure_latency}, one client
-    whose round trips go to C{result}'s histogram (and no throughput).
-    """
+    """Closed-loop datagrams: C{settings.connections} clients, one in flight each."""
     endpoint: Any = client_endpoint(reactor, spec, options.certs, options.insecure)
     maker = MessageMaker(settings.size)
-    connections = 1 if measure_latency else settings.connections
-    loops = [_DatagramLoop(maker, settings.timeout) for _ in range(connections)]
+    loops = [_DatagramLoop(maker, settings.timeout) for _ in range(settings.connections)]
     ports = []
     if isinstance(endpoint, UDPClientEndpoint):
         address = await endpoint._resolve()
@@ -733,9 +717,6 @@ async def _datagram_throughput(
             except Exception:
                 raise connect_failed(spec, Failure()) from None
             ports.append(loop.transport)
-    if measure_latency:
-        loops[0].histogram = result.histogram
-        result.latency_client = "Twisted client on the reactor"
 
     def check_timeouts() -> None:
         for loop in loops:
@@ -747,12 +728,10 @@ async def _datagram_throughput(
         loop.start()
     watchdog.start(0.05, now=False)
     try:
-        if settings.warmup and not measure_latency:
+        if settings.warmup:
             await _sleep(reactor, settings.warmup)
         checkers = [x.checker for x in loops]
-        elapsed, messages = await _measured(
-            reactor, settings, progress, checkers, result, None if measure_latency else meter
-        )
+        elapsed, messages = await _measured(reactor, settings, progress, checkers, result, meter)
         for loop in loops:
             loop.running = False
         await _sleep(reactor, settings.timeout)  # echoes of the last datagrams still count
@@ -763,9 +742,8 @@ async def _datagram_throughput(
     for loop in loops:
         loop.checker.close(loop.sent)  # after the timeout: what has not come back is lost
         result.add_audit(loop.checker, loop.sent)
-    if not measure_latency:
-        result.messages_per_s = messages / elapsed
-        result.mb_per_s = messages * settings.size / elapsed / 1e6
+    result.messages_per_s = messages / elapsed
+    result.mb_per_s = messages * settings.size / elapsed / 1e6
 
 
 async def _fixed_rate(
@@ -902,7 +880,10 @@ async def _latency(
     result: EndpointResult,
     progress: Progress,
 ) -> None:
-    """The latency phase: one message in flight, by a L{BlockingProbe} if it fits."""
+    """
+    The latency phase: one message in flight, by a L{BlockingProbe} if it fits, else by
+    a L{ReactorProbe} (ws, wss, QUIC, messages over 64 KiB), as compare's rounds do.
+    """
     if blocking_probe_fits(spec, settings):
         await threads.deferToThreadPool(
             reactor,
@@ -914,10 +895,13 @@ async def _latency(
             result,
             progress,
         )
-    elif not carries_datagrams(spec):
-        await _stream_throughput(reactor, spec, options, settings, result, progress, True)
-    elif spec.kind != "udp":
-        await _datagram_throughput(reactor, spec, options, settings, result, progress, None, True)
+    elif spec.kind not in DATAGRAM_KINDS:  # (a udp datagram is never over 64 KiB)
+        probe = ReactorProbe(reactor, spec, options, settings, result)
+        await probe.open()
+        try:
+            await probe.run(settings.duration, settings.count, progress)
+        finally:
+            await probe.close()
 
 
 def error_text(spec: EndpointSpec, error: EchokitError | OSError) -> str:
@@ -967,9 +951,7 @@ async def _phases(
             reactor, spec, options, settings, result, phase(0.55, 0.45), meter
         )
     else:
-        await _stream_throughput(
-            reactor, spec, options, settings, result, phase(0.55, 0.45), False, meter
-        )
+        await _stream_throughput(reactor, spec, options, settings, result, phase(0.55, 0.45), meter)
 
 
 def transport_name(spec: EndpointSpec) -> str:

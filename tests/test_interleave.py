@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,25 @@ class InterleavedLatencyTests(unittest.TestCase):
         assert results[1].error is None and results[1].histogram.count == 20
         assert results[2].error is None and results[2].histogram.count == 0
         assert factory.connections == 1
+
+
+class FloorLeftOutTests(unittest.TestCase):
+    """Where the floor has nothing to stand beside, it is left out."""
+
+    async def test_no_floor_without_a_transport_beside_it(self) -> None:
+        """
+        Nothing takes turns (udp too large for a blocking socket): the floor is not
+        measured on its own for the whole latency phase (20 s; bounded at 10 here).
+        """
+        specs = [parse_client("udp:host=127.0.0.1:port=1")]
+        settings = BenchSettings(duration=20.0, size=100 * 1024)
+        results = [new_result(spec, settings) for spec in specs]
+        options = ClientOptions(CertStore(Path(self.mktemp())))
+        started = time.monotonic()
+        done = await interleaved_latency(reactor, specs, options, settings, results, 4)
+        assert done == [False]
+        assert time.monotonic() - started < 10
+        assert results[0].latency_floor_us is None
 
 
 class FloorProbeTests(unittest.TestCase):

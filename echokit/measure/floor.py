@@ -53,12 +53,17 @@ class FloorProbe(BlockingProbe):
     def open(self) -> None:
         """Make the socket pair and start the thread that echoes on its far end."""
         near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        near.settimeout(self.options.timeout)
-        self._sock, self.result.family = near, "unix"
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=_echo, args=(far, self.settings.size), name="echokit-floor", daemon=True
         )
-        self._thread.start()
+        try:
+            near.settimeout(self.options.timeout)
+            thread.start()
+        except BaseException:  # (RuntimeError: no thread) neither end is left open
+            near.close()
+            far.close()
+            raise
+        self._sock, self.result.family, self._thread = near, "unix", thread
 
     def close(self) -> None:
         """Close the near end (the echo thread sees end of file and ends); wait for it."""

@@ -26,6 +26,9 @@ The floor (L{echokit.measure.floor}) takes the first turn of every round: the sa
 blocking client against a plain Python thread echoing over a unix socket pair. Its
 percentiles go with every endpoint's (C{latency_floor_us}): what the machine's own round
 trip was while they were measured, so that a run can be read against another run.
+It is left out with messages over 64 KiB (the blocking client, writing a whole message
+before reading, could fill its socket pair both ways and wait out the timeout) and when
+no endpoint takes turns beside it.
 
     >>> shares(10, 4)
     [2, 3, 2, 3]
@@ -49,7 +52,7 @@ from echokit.measure.bench import (
     blocking_probe_fits,
     error_text,
 )
-from echokit.measure.floor import FloorProbe
+from echokit.measure.floor import FLOOR_NAME, FloorProbe
 from echokit.measure.results import percentiles_us
 from echokit.transports.grammar import EndpointSpec
 
@@ -116,16 +119,6 @@ async def interleaved_latency(
     """
     probes: list[BlockingProbe | ReactorProbe | None] = []
     pool = reactor.getThreadPool()
-    floor = FloorProbe(options, settings)
-    if settings.size > BLOCKING_PROBE_MAX:
-        # A blocking client writes a whole message before it reads: past the socket
-        # pair's buffers it and the echo thread would wait on each other.
-        floor.result.error = "no floor for messages over 64 KiB"
-    else:
-        try:
-            await threads.deferToThreadPool(reactor, pool, floor.open)
-        except OSError as e:  # no socket pair or no thread: no floor, the run goes on
-            floor.result.error = error_text(floor.spec, e)
     for spec, result in zip(specs, results, strict=True):
         probe: BlockingProbe | ReactorProbe | None = None
         try:
@@ -138,6 +131,19 @@ async def interleaved_latency(
         except (EchokitError, OSError) as e:
             result.error, probe = error_text(spec, e), None
         probes.append(probe)
+    floor = FloorProbe(options, settings)
+    if settings.size > BLOCKING_PROBE_MAX:
+        # The blocking client writes a whole message before it reads: over 64 KiB its
+        # echo thread could fill the socket pair both ways and wait for it until the
+        # timeout. (The transports' rounds are on the reactor then anyway.)
+        floor.result.error = f"{FLOOR_NAME}: not measured over {BLOCKING_PROBE_MAX:,} bytes"
+    elif not any(p is not None for p in probes):
+        floor.result.error = f"{FLOOR_NAME}: no transport takes turns beside it"
+    else:
+        try:
+            await threads.deferToThreadPool(reactor, pool, floor.open)
+        except (OSError, RuntimeError) as e:  # no socket pair, or no thread: no floor
+            floor.result.error = f"{FLOOR_NAME}: {e}"
     counts = None if settings.count is None else shares(settings.count, rounds)
     # Each round's own histogram, for its p50: the values recorded since the last take.
     takes = {id(p): p.result.histogram.since_last() for p in (floor, *probes) if p is not None}

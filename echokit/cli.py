@@ -692,6 +692,13 @@ def bench(
 
     specs = [_checked(parse_client, text, "client") for text in descriptions]
     settings, options, output = _bench_setup(ctx, **kwargs)
+    from echokit.measure.bench import transport_name
+    from echokit.measure.results import too_large
+
+    for spec in specs:
+        ipv6 = ":" in str(spec.get("host", ""))
+        if why := too_large(transport_name(spec), settings.size, ipv6):
+            fail(InputError(f"--size: {spec.text}: {why}; give a smaller --size"))
     if server_pid is not None:
         try:
             check_server_pid(server_pid)
@@ -818,6 +825,11 @@ def compare(
 
     chosen = [t for t in TRANSPORTS if t in transports] if transports else default_transports()
     settings, options, output = _bench_setup(ctx, **kwargs)
+    from echokit.measure.results import too_large
+
+    for transport in transports:  # those named; compare leaves the others out itself
+        if why := too_large(transport, settings.size):
+            fail(InputError(f"--size: {transport}: {why}; give a smaller --size"))
     if rounds is not None and settings.rates:
         fail(
             InputError(

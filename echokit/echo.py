@@ -21,6 +21,10 @@ from echokit.errors import EchoMismatch
 MAX_UDP_PAYLOAD_IPV4 = 65_507
 #: The largest UDP payload IPv6 can carry without jumbograms (65,535 - 8 UDP header).
 MAX_UDP_PAYLOAD_IPV6 = 65_527
+#: The largest payload one QUIC DATAGRAM frame carries in a packet of aioquic's default
+#: size (1,200 bytes: packet header, AEAD tag and frame header take the rest); echokit's
+#: QUIC server drops larger ones, as a UDP path may.
+MAX_QUIC_DATAGRAM_PAYLOAD = 1_100
 
 
 def looks_like_tls(data: bytes) -> bool:

@@ -577,3 +577,43 @@ class TableTests:
         assert "64-byte messages" in svg
         assert "4 connections" in svg
         assert "clients in this process" in svg
+
+
+class DatagramSizeTests:
+    """A --size no datagram can carry: refused before anything runs, or left out."""
+
+    @pytest.mark.parametrize(
+        ("args", "named"),
+        [
+            (["compare", "udp", "--size", "100000"], "udp"),
+            (["compare", "tcp", "quic-dgram", "--size", "5000"], "quic-dgram"),
+            (["bench", "udp:host=127.0.0.1:port=9", "--size", "70000"], "udp:host=127.0.0.1"),
+            (["bench", "quic:host=127.0.0.1:port=9:datagram=yes", "--size", "2k"], "quic"),
+        ],
+    )
+    def test_named_transport_refused(self, args: list[str], named: str, tmp_path: Path) -> None:
+        """
+        One line naming the endpoint, the limit and the flag; exit 2; nothing measured
+        (a 100 KB udp message crashed compare with an internal error; 5,000-byte QUIC
+        datagrams hung it).
+        """
+        result = run_echokit([*args, "--count", "5"], cert_dir=tmp_path, timeout=60)
+        assert result.returncode == 2, result
+        [line] = result.stderr.decode().strip().splitlines()
+        assert named in line and "--size" in line and "at most" in line, line
+        assert result.stdout == b""
+
+    def test_default_set_leaves_them_out(self, tmp_path: Path) -> None:
+        """compare with no transport named and 70 KB messages: the others measured, udp
+        and quic-dgram left out with a line each saying why."""
+        result = run_echokit(
+            ["compare", "--size", "70000", "--count", "3", "--warmup", "0", "--json"],
+            cert_dir=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        transports = [json.loads(line)["transport"] for line in result.stdout.splitlines()]
+        assert "tcp" in transports and "udp" not in transports
+        assert "quic-dgram" not in transports
+        stderr = result.stderr.decode()
+        assert "udp skipped: a UDP datagram over IPv4 carries at most 65,507 bytes" in stderr

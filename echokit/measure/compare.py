@@ -37,6 +37,7 @@ from echokit.measure.bench import (
 from echokit.measure.cpu import CpuMeter, pin_plan, pin_process
 from echokit.measure.interleave import ROUNDS, described, interleaved_latency
 from echokit.measure.intervals import IntervalLog
+from echokit.measure.results import too_large
 from echokit.measure.schedule import format_rate
 from echokit.measure.starttime import wait_until
 from echokit.server.listeners import Listener, plan_servers, start_listeners
@@ -325,6 +326,10 @@ async def compare(
     if "tcp6" in wanted and (why := ipv6_unavailable()):
         wanted.remove("tcp6")
         skipped.append(f"tcp6 skipped: {why}")
+    for transport in list(wanted):
+        if why := too_large(transport, settings.size):
+            wanted.remove(transport)
+            skipped.append(f"{transport} skipped: {why}")
     if not settings.rates:
         pinning += "; " + described(rounds, wanted, settings.size)
     with tempfile.TemporaryDirectory(prefix="echokit-compare-") as tmp:

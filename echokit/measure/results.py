@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from echokit.echo import MAX_QUIC_DATAGRAM_PAYLOAD, MAX_UDP_PAYLOAD_IPV4, MAX_UDP_PAYLOAD_IPV6
 from echokit.errors import InputError
 from echokit.measure.cpu import CpuUse
 from echokit.measure.histogram import LatencyHistogram
@@ -51,6 +52,27 @@ class BenchSettings:
             raise InputError(f"--size must be at least {MIN_SIZE} bytes (a message's header)")
         if self.size > 64 * 1024 * 1024:
             raise InputError("--size must be at most 64m")
+
+
+def too_large(transport: str, size: int, ipv6: bool = False) -> str | None:
+    """
+    Why C{size}-byte messages cannot be measured over C{transport} (a transport name as
+    in the table: C{udp}, C{udp6}, C{quic-dgram}, ...), or C{None} if they can: one
+    datagram carries one message, and a datagram has a largest size.
+
+        >>> print(too_large("udp", 65_507))
+        None
+        >>> too_large("quic-dgram", 5000)
+        'a QUIC DATAGRAM frame echokit echoes carries at most 1,100 bytes, not 5,000'
+    """
+    if transport in ("udp", "udp6"):
+        limit = MAX_UDP_PAYLOAD_IPV6 if ipv6 or transport == "udp6" else MAX_UDP_PAYLOAD_IPV4
+        what = f"a UDP datagram over IPv{6 if limit == MAX_UDP_PAYLOAD_IPV6 else 4}"
+    elif transport == "quic-dgram":
+        limit, what = MAX_QUIC_DATAGRAM_PAYLOAD, "a QUIC DATAGRAM frame echokit echoes"
+    else:
+        return None
+    return None if size <= limit else f"{what} carries at most {limit:,} bytes, not {size:,}"
 
 
 @dataclass

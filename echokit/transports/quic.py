@@ -93,6 +93,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echokit.echo import MAX_QUIC_DATAGRAM_PAYLOAD
 from echokit.errors import ConnectFailed
 from echokit.runtime.policy import ConnectionLimiter, EveryInterval, ServerPolicy
 from echokit.transports.datagram import (
@@ -115,9 +116,8 @@ ALPN = "echo"
 WINDOW = 1024 * 1024
 #: The largest DATAGRAM frame echokit accepts (RFC 9221 max_datagram_frame_size).
 MAX_DATAGRAM_FRAME = 65_536
-#: The largest payload one DATAGRAM frame carries in a packet of aioquic's default size
-#: (1,200 bytes: packet header, AEAD tag and frame header take the rest).
-MAX_DATAGRAM_PAYLOAD = 1_100
+#: The largest payload one DATAGRAM frame carries (L{MAX_QUIC_DATAGRAM_PAYLOAD}).
+MAX_DATAGRAM_PAYLOAD = MAX_QUIC_DATAGRAM_PAYLOAD
 #: DATAGRAM frames waiting to be echoed on one connection beyond which more are dropped.
 MAX_QUEUED_DATAGRAMS = 1024
 #: Bytes a client stream may have written and not yet had acknowledged before the

@@ -130,7 +130,9 @@ def run(settings: Settings, report: Report, workdir: Path) -> None:
     x_met = sum(1 for spread in floor_spreads.values() if spread <= TARGET_SPREAD)
     say(f"p50 within 20% run to run: {met} of {len(spreads)} transports")
     say(f"x floor within 20% run to run: {x_met} of {len(floor_spreads)} transports")
-    if not steady:
+    if floors[0] is None or floors[1] is None:
+        verdict = "a run measured no floor: nothing says whether the machine held still"
+    elif not steady:
         verdict = (
             "a run mixed the machine's speeds (its floor moved over 1.2x between rounds): "
             "its p50s are medians of two speeds; rerun for figures to compare"

@@ -60,6 +60,11 @@ from echokit.transports.grammar import EndpointSpec
 ROUNDS = 10
 
 
+#: The fewest round trips in a round for its own p50 to be reported (a median of a few
+#: dozen round trips says little about the machine's speed then).
+ROUND_P50_SAMPLES = 100
+
+
 def shares(total: int, rounds: int) -> list[int]:
     """C{total} messages split over C{rounds} rounds as evenly as whole numbers allow."""
     return [total * (i + 1) // rounds - total * i // rounds for i in range(rounds)]
@@ -175,7 +180,7 @@ async def interleaved_latency(
                 except (EchokitError, OSError) as e:
                     probe.result.error = error_text(probe.spec, e)
                 part = takes[id(probe)]()
-                if part.count:
+                if part.count >= ROUND_P50_SAMPLES:
                     round_p50s[id(probe)].append(part.percentile(50) / 1000)
     finally:
         for probe in live:

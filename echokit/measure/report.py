@@ -24,14 +24,14 @@ these fields, all always present (C{null} where not measured):
     latency_samples       round trips measured
     latency_client        which client measured latency
     latency_raw_us        open-loop: the same from the actual send (null otherwise)
-    latency_rounds_p50_us compare's rounds: the p50 of each round, in order (null
-                          otherwise)
+    latency_rounds_p50_us compare's rounds: the p50 of each round of at least 100
+                          round trips, in order (null otherwise)
     latency_floor_us      compare's rounds: the same for the floor, a plain Python
                           thread echoing over a unix socket pair, measured by the
                           same client in the same rounds: how fast the machine was
                           (L{echokit.measure.floor}; null otherwise)
-    latency_floor_rounds_us  the floor's p50 in each round, in order: how much
-                          the machine's speed moved during the run
+    latency_floor_rounds_us  the floor's p50 in each round (of at least 100 round
+                          trips), in order: how much the machine's speed moved
     send_lag_us           open-loop: {p50, p99, max} of how late each send was
     messages_per_s        throughput: echoed messages per second
     mb_per_s              throughput: echoed megabytes (10^6 bytes) per second
@@ -136,8 +136,9 @@ def _cpu(value: float | None) -> str:
 
 #: What the floor is (L{echokit.measure.floor}), as the output says.
 FLOOR_DESCRIPTION = (
-    "the same latency client against a plain Python thread echoing over a unix socket "
-    "pair (no event loop, no echokit server), measured in the same rounds"
+    "the blocking latency client (tcp's, unix's, ssl's, udp's) against a plain Python "
+    "thread echoing over a unix socket pair (no event loop, no echokit server), measured "
+    "in the same rounds"
 )
 
 #: A floor whose slowest round's p50 is more than this over its quickest's is a machine

@@ -178,7 +178,7 @@ def read_datagrams_as_they_come(port: object) -> None:
     Let a UDP port skip the read that finds its socket empty while datagrams come one
     per wake-up (L{_BatchAwareUDPPort}); other ports are left alone.
     """
-    if type(port) is udp.Port and hasattr(udp.Port, "doRead"):
+    if type(port) is udp.Port:
         port.__class__ = _BatchAwareUDPPort  # a class, like read_without_ancillary_data
 
 

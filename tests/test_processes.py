@@ -104,7 +104,7 @@ class ProcessesCommandTests:
     def test_a_process_that_dies_is_an_error_row(self, tcp_server: str) -> None:
         """A client process killed mid-run makes the endpoint an error row (exit 1)."""
         process = subprocess.Popen(
-            [*ECHOKIT, "bench", tcp_server, "--processes", "2", "--duration", "4", "--json"],
+            [*ECHOKIT, "bench", tcp_server, "--processes", "2", "--duration", "2", "--json"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -243,12 +243,19 @@ class MemoryGivenBackTests(TestCase):
         gc.collect()
         gc.disable()
         self.addCleanup(gc.enable)
-        for listener in listeners:
+
+        def every_scenario(listener: Listener) -> None:
             scenarios = list(SCENARIOS)
             if listener.plan.is_tls:
                 scenarios.append(failed_handshake)
             for scenario in scenarios:
-                await threads.deferToThread(scenario, listener)
+                scenario(listener)
+
+        # One thread per listener, all at once: each waits out its idle timeouts alone.
+        await defer.gatherResults(
+            [threads.deferToThread(every_scenario, listener) for listener in listeners],
+            consumeErrors=True,
+        )
         factories = [x.server for x in listeners if isinstance(x.server, EchoServerFactory)]
         await eventually(lambda: not any(f.open_connections for f in factories), 10)
         for _ in range(5):  # let the reactor forget the closed descriptors

@@ -814,6 +814,8 @@ def compare(
     With no TRANSPORT, all of them: tcp, tcp6, unix, ssl, udp, with echokit[quic]
     quic (a QUIC stream) and quic-dgram (QUIC DATAGRAM frames), and with echokit[ws] ws
     and wss (WebSocket, plain and TLS), on loopback with ephemeral ports. The output says whether servers and clients shared one process.
+    Latency is measured in rounds that take turns, beside a floor (a plain Python echo
+    thread: the machine's own round trip); x floor is each p50 over the floor's.
 
     \b
     Examples:

@@ -151,8 +151,8 @@ async def interleaved_latency(
             floor.result.error = f"{FLOOR_NAME}: {e}"
     counts = None if settings.count is None else shares(settings.count, rounds)
     # Each round's own histogram, for its p50: the values recorded since the last take.
-    takes = {id(p): p.result.histogram.since_last() for p in (floor, *probes) if p is not None}
-    round_p50s: dict[int, list[float]] = {key: [] for key in takes}
+    takes = {p: p.result.histogram.since_last() for p in (floor, *probes) if p is not None}
+    round_p50s: dict[BlockingProbe | ReactorProbe, list[float]] = {p: [] for p in takes}
     live: list[BlockingProbe | ReactorProbe] = [p for p in probes if p is not None]
     if floor.result.error is None:
         live.insert(0, floor)
@@ -179,9 +179,9 @@ async def interleaved_latency(
                         await probe.run(seconds, count, step)
                 except (EchokitError, OSError) as e:
                     probe.result.error = error_text(probe.spec, e)
-                part = takes[id(probe)]()
+                part = takes[probe]()
                 if part.count >= ROUND_P50_SAMPLES:
-                    round_p50s[id(probe)].append(part.percentile(50) / 1000)
+                    round_p50s[probe].append(part.percentile(50) / 1000)
     finally:
         for probe in live:
             if isinstance(probe, BlockingProbe):
@@ -191,10 +191,10 @@ async def interleaved_latency(
             probe.result.histogram.stop_since_last()
             if rounds > 1:
                 probe.result.latency_client += f", {rounds} rounds in turn with the others"
-                probe.result.latency_rounds_p50_us = round_p50s[id(probe)]
+                probe.result.latency_rounds_p50_us = round_p50s[probe]
     if floor.result.error is None and floor.result.histogram.count:
         floor_us = percentiles_us(floor.result.histogram)
-        rounds_us = round_p50s[id(floor)]
+        rounds_us = round_p50s[floor]
         for probe in live:
             if probe is not floor:
                 probe.result.latency_floor_us = floor_us

@@ -263,6 +263,10 @@ class _BatchAwareUDPPort(udp.Port):
         elif error.args[0] not in _READ_ENDS:
             raise error
 
+    def connectionLost(self, reason: Any = None) -> None:
+        self._poller = None  # it watched this socket's descriptor, closed now
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
     def _more_queued(self) -> bool:
         """Whether the socket has another datagram ready, without waiting."""
         if self._poller is None:

@@ -150,12 +150,12 @@ async def interleaved_latency(
         except (OSError, RuntimeError) as e:  # no socket pair, or no thread: no floor
             floor.result.error = f"{FLOOR_NAME}: {e}"
     counts = None if settings.count is None else shares(settings.count, rounds)
-    # Each round's own histogram, for its p50: the values recorded since the last take.
-    takes = {p: p.result.histogram.since_last() for p in (floor, *probes) if p is not None}
-    round_p50s: dict[BlockingProbe | ReactorProbe, list[float]] = {p: [] for p in takes}
     live: list[BlockingProbe | ReactorProbe] = [p for p in probes if p is not None]
     if floor.result.error is None:
         live.insert(0, floor)
+    # Each round's own histogram, for its p50: the values recorded since the last take.
+    takes = {p: p.result.histogram.since_last() for p in live}
+    round_p50s: dict[BlockingProbe | ReactorProbe, list[float]] = {p: [] for p in live}
     try:
         for index in range(rounds):
             for turn, probe in enumerate(live):
